@@ -1,0 +1,17 @@
+//! The host's plugin machinery, free of libtorch: the registry of installed plugins, loading
+//! and checking plugin libraries, and resolving `name@requirement` references.
+//!
+//! The `gymnos-host` binary builds its CLI on this crate; the training engine builds on it too.
+
+pub mod compat;
+pub mod hash;
+pub mod library;
+pub mod manager;
+pub mod registry;
+pub mod resolve;
+
+pub use compat::HostCompat;
+pub use library::{LoadError, LoadedLibrary};
+pub use manager::{InstallOutcome, ManagerError, PluginManager};
+pub use registry::{ComponentRecord, LibraryRecord, Registry, RegistryError};
+pub use resolve::{PluginRef, ResolveError};

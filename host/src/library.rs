@@ -1,0 +1,161 @@
+//! Opening a plugin library: manifest first, then compatibility, then abi_stable's layout check,
+//! and only then the first call into the library's code.
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::{
+    library::lib_header_from_path,
+    std_types::RStr,
+};
+use gymnos_plugin_api::{
+    manifest::{PluginManifest, MANIFEST_LAYOUT, MANIFEST_MAGIC, MANIFEST_SYMBOL},
+    ApiVersion, Component, ComponentMeta, CreateContext, PluginError, PluginModuleRef,
+};
+
+use crate::compat::{HostCompat, Incompatibility};
+
+/// Why a library file could not be used. Every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{}: cannot open library: {reason}", path.display())]
+    Open { path: PathBuf, reason: String },
+    #[error("{}: not a gymnos plugin (it exports no `gymnos_plugin_manifest`)", path.display())]
+    NotAPlugin { path: PathBuf },
+    #[error("{}: invalid plugin manifest: {reason}", path.display())]
+    BadManifest { path: PathBuf, reason: String },
+    #[error("{} ({package}): {incompatibility}", path.display())]
+    Incompatible { path: PathBuf, package: String, incompatibility: Incompatibility },
+    #[error("{}: the ABI layout check failed ({reason})", path.display())]
+    Layout { path: PathBuf, reason: String },
+    #[error("{}: sha256 is {actual} but the registry recorded {expected}: the file changed after it was installed; reinstall it or run `gymnos-host plugins scan`", path.display())]
+    HashMismatch { path: PathBuf, expected: String, actual: String },
+    #[error("{}: invalid component metadata: {reason}", path.display())]
+    BadMetadata { path: PathBuf, reason: String },
+    #[error("{} ({package}): listing its components failed: {error}", path.display())]
+    Plugin { path: PathBuf, package: String, error: PluginError },
+}
+
+/// A loaded, checked library. Libraries are never unloaded: handles and vtables they created
+/// may outlive any one use (see the ABI rules in ARCHITECTURE.md).
+pub struct LoadedLibrary {
+    pub path: PathBuf,
+    pub api_version: ApiVersion,
+    pub libtorch_version: String,
+    pub package: String,
+    pub package_version: String,
+    pub components: Vec<ComponentMeta>,
+    module: PluginModuleRef,
+}
+
+impl std::fmt::Debug for LoadedLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedLibrary").field("path", &self.path).field("package", &self.package).finish()
+    }
+}
+
+/// One line of at most `max` characters (abi_stable's layout reports span many lines).
+fn one_line(text: &str, max: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &flat[..i]),
+        None => flat,
+    }
+}
+
+struct ManifestInfo {
+    api_version: ApiVersion,
+    libtorch_version: String,
+    package: String,
+    package_version: String,
+}
+
+fn read_manifest(path: &Path) -> Result<ManifestInfo, LoadError> {
+    // SAFETY: loading a library runs its initialisers; that is the trust one gives to any
+    // installed plugin. Nothing else is called before the manifest has been checked.
+    let library = unsafe { libloading::Library::new(path) }
+        .map_err(|e| LoadError::Open { path: path.to_path_buf(), reason: one_line(&e.to_string(), 300) })?;
+    // SAFETY: the symbol, when present, is a `PluginManifest` static (checked by its magic).
+    let manifest: &PluginManifest = unsafe {
+        match library.get::<*const PluginManifest>(MANIFEST_SYMBOL) {
+            Ok(symbol) => &**symbol,
+            Err(_) => return Err(LoadError::NotAPlugin { path: path.to_path_buf() }),
+        }
+    };
+    let bad = |reason: &str| LoadError::BadManifest { path: path.to_path_buf(), reason: reason.to_string() };
+    if manifest.magic != MANIFEST_MAGIC {
+        return Err(bad("wrong magic bytes"));
+    }
+    if manifest.layout < MANIFEST_LAYOUT {
+        return Err(bad(&format!("manifest layout {} is older than {MANIFEST_LAYOUT}", manifest.layout)));
+    }
+    // SAFETY: the manifest's string fields are NUL-terminated statics of the library.
+    let read = |ptr, what: &str| unsafe { PluginManifest::read_str(ptr) }.map(str::to_string).ok_or_else(|| bad(what));
+    let info = ManifestInfo {
+        api_version: manifest.api_version,
+        libtorch_version: read(manifest.libtorch_version, "missing libtorch version")?,
+        package: read(manifest.package_name, "missing package name")?,
+        package_version: read(manifest.package_version, "missing package version")?,
+    };
+    // Keep the library mapped: abi_stable opens it again by path and never unloads it either.
+    std::mem::forget(library);
+    Ok(info)
+}
+
+fn check_metadata(path: &Path, components: &[ComponentMeta]) -> Result<(), LoadError> {
+    let bad = |reason: String| LoadError::BadMetadata { path: path.to_path_buf(), reason };
+    if components.is_empty() {
+        return Err(bad("the library exports no component".into()));
+    }
+    for c in components {
+        let name = c.name.as_str();
+        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_') {
+            return Err(bad(format!("component name `{name}` must be non-empty lowercase letters, digits, `-` or `_`")));
+        }
+        if let Err(e) = semver::Version::parse(c.version.as_str()) {
+            return Err(bad(format!("component `{name}` has version `{}`, which is not semver: {e}", c.version)));
+        }
+        for key in c.config.iter() {
+            if !key.default_json.is_empty() && serde_json::from_str::<serde_json::Value>(key.default_json.as_str()).is_err() {
+                return Err(bad(format!("component `{name}` key `{}` has a default that is not JSON", key.name)));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl LoadedLibrary {
+    /// Opens and checks the library at `path`; see the module docs for the order of checks.
+    pub fn open(path: &Path, compat: &HostCompat) -> Result<Self, LoadError> {
+        let manifest = read_manifest(path)?;
+        compat.check(manifest.api_version, &manifest.libtorch_version).map_err(|incompatibility| {
+            LoadError::Incompatible { path: path.to_path_buf(), package: manifest.package.clone(), incompatibility }
+        })?;
+        let layout_error = |e: abi_stable::library::LibraryError| LoadError::Layout {
+            path: path.to_path_buf(),
+            reason: one_line(&e.to_string(), 400),
+        };
+        let header = lib_header_from_path(path).map_err(layout_error)?;
+        // The semver rule is ours (checked above); abi_stable checks the type layouts.
+        let module = header.check_layout::<PluginModuleRef>().map_err(layout_error)?;
+        let components: Vec<ComponentMeta> = (module.components())()
+            .into_result()
+            .map_err(|error| LoadError::Plugin { path: path.to_path_buf(), package: manifest.package.clone(), error })?
+            .into_iter()
+            .collect();
+        check_metadata(path, &components)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            api_version: manifest.api_version,
+            libtorch_version: manifest.libtorch_version,
+            package: manifest.package,
+            package_version: manifest.package_version,
+            components,
+            module,
+        })
+    }
+
+    /// Creates the component `name` from a JSON configuration.
+    pub fn create(&self, name: &str, config_json: &str, context: &CreateContext<'_>) -> Result<Component, PluginError> {
+        (self.module.create())(RStr::from_str(name), RStr::from_str(config_json), context).into_result()
+    }
+}

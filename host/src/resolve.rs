@@ -1,0 +1,130 @@
+//! `name[@requirement]` references and their resolution to one installed component.
+
+use std::{fmt, str::FromStr};
+
+use gymnos_plugin_api::ComponentKind;
+use semver::VersionReq;
+
+use crate::{
+    compat::HostCompat,
+    registry::{ComponentRecord, LibraryRecord, Registry, Status},
+};
+
+/// A reference such as `mlp`, `mlp@^1.2` or `mlp@=2.0.1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginRef {
+    pub name: String,
+    pub req: VersionReq,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ResolveError {
+    #[error("`{input}` is not a plugin reference: {reason} (expected NAME or NAME@VERSION_REQ, e.g. mlp@^1.2)")]
+    Syntax { input: String, reason: String },
+    #[error("no {kind} plugin named `{name}` is installed (installed {kind} plugins: {installed})")]
+    Unknown { kind: String, name: String, installed: String },
+    #[error("no installed version of {kind} plugin `{name}` matches `{req}` (installed: {installed})")]
+    NoMatch { kind: String, name: String, req: String, installed: String },
+    #[error("{kind} plugin `{name}@{version}` matches `{req}` but is not loadable: {status}")]
+    NotLoadable { kind: String, name: String, version: String, req: String, status: String },
+}
+
+impl FromStr for PluginRef {
+    type Err = ResolveError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let syntax = |reason: String| ResolveError::Syntax { input: input.to_string(), reason };
+        let (name, req) = match input.split_once('@') {
+            Some((name, req)) => (name.trim(), Some(req.trim())),
+            None => (input.trim(), None),
+        };
+        if name.is_empty() {
+            return Err(syntax("the name is empty".into()));
+        }
+        let req = match req {
+            None => VersionReq::STAR,
+            Some(req) => VersionReq::parse(req).map_err(|e| syntax(e.to_string()))?,
+        };
+        Ok(Self { name: name.to_string(), req })
+    }
+}
+
+impl fmt::Display for PluginRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.req == VersionReq::STAR {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}@{}", self.name, self.req)
+        }
+    }
+}
+
+fn kind_label(kind: Option<ComponentKind>) -> String {
+    kind.map_or_else(|| "any kind of".to_string(), |k| k.as_str().to_string())
+}
+
+/// Picks the highest installed version of `reference` that satisfies its requirement and can
+/// be loaded by this host. `kind` restricts the search (as an experiment section does).
+pub fn resolve<'r>(
+    registry: &'r Registry,
+    compat: &HostCompat,
+    kind: Option<ComponentKind>,
+    reference: &PluginRef,
+) -> Result<(&'r LibraryRecord, &'r ComponentRecord), ResolveError> {
+    let of_kind: Vec<(&LibraryRecord, &ComponentRecord)> =
+        registry.components().filter(|(_, c)| kind.is_none() || c.kind() == kind).collect();
+    let mut named: Vec<_> = of_kind.iter().filter(|(_, c)| c.name == reference.name).copied().collect();
+    if named.is_empty() {
+        let mut names: Vec<&str> = of_kind.iter().map(|(_, c)| c.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        return Err(ResolveError::Unknown {
+            kind: kind_label(kind),
+            name: reference.name.clone(),
+            installed: if names.is_empty() { "none".into() } else { names.join(", ") },
+        });
+    }
+    named.sort_by(|a, b| b.1.version.cmp(&a.1.version));
+    let matching: Vec<_> = named.iter().filter(|(_, c)| reference.req.matches(&c.version)).copied().collect();
+    if matching.is_empty() {
+        let versions: Vec<String> = named.iter().map(|(_, c)| c.version.to_string()).collect();
+        return Err(ResolveError::NoMatch {
+            kind: kind_label(kind),
+            name: reference.name.clone(),
+            req: reference.req.to_string(),
+            installed: versions.join(", "),
+        });
+    }
+    let mut first_refusal = None;
+    for (library, component) in &matching {
+        match library.status(registry, compat) {
+            Status::Loadable => return Ok((library, component)),
+            status => {
+                first_refusal.get_or_insert((component, status));
+            }
+        }
+    }
+    let (component, status) = first_refusal.expect("matching is not empty");
+    Err(ResolveError::NotLoadable {
+        kind: kind_label(kind),
+        name: component.name.clone(),
+        version: component.version.to_string(),
+        req: reference.req.to_string(),
+        status: status.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_references() {
+        let r: PluginRef = "mlp@^1.2".parse().unwrap();
+        assert_eq!((r.name.as_str(), r.req.to_string().as_str()), ("mlp", "^1.2"));
+        assert_eq!("mlp".parse::<PluginRef>().unwrap().req, VersionReq::STAR);
+        let err = "mlp@banana".parse::<PluginRef>().unwrap_err().to_string();
+        assert!(err.starts_with("`mlp@banana` is not a plugin reference:"), "{err}");
+        assert!("@1".parse::<PluginRef>().is_err());
+    }
+}

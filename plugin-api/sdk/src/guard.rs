@@ -1,0 +1,218 @@
+//! The boundary: every call from the host runs inside [`guard`], which turns a panic into a
+//! `PluginError` (a panic must never unwind through `extern "C"`, which would abort the host),
+//! and the sabi_trait objects handed to the host wrap the author's type in [`Guarded`].
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashSet,
+    panic::{catch_unwind, AssertUnwindSafe},
+    path::Path,
+    sync::Once,
+};
+
+use gymnos_plugin_api::{
+    abi_stable::std_types::{RResult, RSlice, RStr, RVec},
+    component::{AugmentorObj, DatasetObj, ModelObj, PreprocessorObj, TrackerObj},
+    ErrorKind, LoadedData, Metric, NamedTensor, PluginError, Samples, TensorHandle,
+};
+use tch::Tensor;
+
+use crate::{
+    component::{DataAugmentor, Dataset, Model, Preprocessor, Tracker},
+    convert::{from_handle, to_handle},
+    Result, Rng,
+};
+
+thread_local! {
+    static IN_GUARD: Cell<bool> = const { Cell::new(false) };
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Inside a guarded call, the panic hook records where the panic happened instead of printing:
+/// the host reports it as an error naming the plugin. Elsewhere (threads the plugin spawned
+/// itself) the previous hook runs as usual.
+fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_GUARD.with(Cell::get) {
+                let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+                PANIC_LOCATION.with(|p| *p.borrow_mut() = location);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+/// Runs `f`, converting its result and any panic into what crosses the ABI.
+pub(crate) fn guard<R>(f: impl FnOnce() -> Result<R>) -> RResult<R, PluginError> {
+    install_panic_hook();
+    let was_guarded = IN_GUARD.with(|g| g.replace(true));
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    IN_GUARD.with(|g| g.set(was_guarded));
+    match outcome {
+        Ok(result) => result.into(),
+        Err(payload) => {
+            let location = PANIC_LOCATION.with(|p| p.borrow_mut().take());
+            let message = match location {
+                Some(at) => format!("at {at}: {}", panic_message(payload.as_ref())),
+                None => panic_message(payload.as_ref()),
+            };
+            RResult::RErr(PluginError::new(ErrorKind::Panic, message))
+        }
+    }
+}
+
+/// The author's component, seen by the host through a sabi_trait object.
+pub(crate) struct Guarded<T>(pub T);
+
+fn to_named(tensors: Vec<(String, Tensor)>) -> RVec<NamedTensor> {
+    tensors.into_iter().map(|(name, t)| NamedTensor { name: name.into(), tensor: to_handle(t) }).collect()
+}
+
+fn from_named(tensors: RVec<NamedTensor>) -> Vec<(String, Tensor)> {
+    tensors.into_iter().map(|nt| (nt.name.into_string(), from_handle(nt.tensor))).collect()
+}
+
+fn samples(features: Tensor, targets: Tensor) -> Samples {
+    Samples { features: to_handle(features), targets: to_handle(targets) }
+}
+
+impl<T: Dataset> DatasetObj for Guarded<T> {
+    fn load(&mut self) -> RResult<LoadedData, PluginError> {
+        guard(|| {
+            let loaded = self.0.load()?;
+            Ok(LoadedData {
+                info: loaded.info,
+                samples: samples(loaded.features, loaded.targets),
+                test: loaded.test.map(|(f, t)| samples(f, t)).into(),
+            })
+        })
+    }
+
+    fn read_inputs(&mut self, path: RStr<'_>) -> RResult<TensorHandle, PluginError> {
+        guard(|| self.0.read_inputs(Path::new(path.as_str())).map(to_handle))
+    }
+}
+
+impl<T: Preprocessor> PreprocessorObj for Guarded<T> {
+    fn fit(&mut self, data: Samples) -> RResult<(), PluginError> {
+        guard(|| self.0.fit(&from_handle(data.features), &from_handle(data.targets)))
+    }
+
+    fn transform(&self, features: TensorHandle) -> RResult<TensorHandle, PluginError> {
+        guard(|| self.0.transform(&from_handle(features)).map(to_handle))
+    }
+
+    fn state(&self) -> RResult<RVec<NamedTensor>, PluginError> {
+        guard(|| self.0.state().map(to_named))
+    }
+
+    fn load_state(&mut self, state: RVec<NamedTensor>) -> RResult<(), PluginError> {
+        guard(|| self.0.load_state(from_named(state)))
+    }
+}
+
+impl<T: DataAugmentor> AugmentorObj for Guarded<T> {
+    fn augment(&self, batch: Samples, seed: u64) -> RResult<Samples, PluginError> {
+        guard(|| {
+            let mut rng = Rng::new(seed);
+            let (f, t) =
+                self.0.augment(from_handle(batch.features), from_handle(batch.targets), &mut rng)?;
+            Ok(samples(f, t))
+        })
+    }
+}
+
+/// The model's variables sorted by name, so that every listing (and the host's optimizer
+/// state built from it) has one order.
+fn sorted_variables<T: Model>(model: &T, trainable_only: bool) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = model
+        .var_store()
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| !trainable_only || t.requires_grad())
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars
+}
+
+impl<T: Model> ModelObj for Guarded<T> {
+    fn forward(&mut self, input: TensorHandle, train: bool) -> RResult<TensorHandle, PluginError> {
+        guard(|| self.0.forward(&from_handle(input), train).map(to_handle))
+    }
+
+    fn parameters(&self) -> RResult<RVec<NamedTensor>, PluginError> {
+        guard(|| Ok(to_named(sorted_variables(&self.0, true))))
+    }
+
+    fn state(&self) -> RResult<RVec<NamedTensor>, PluginError> {
+        guard(|| Ok(to_named(sorted_variables(&self.0, false))))
+    }
+
+    fn load_state(&mut self, state: RVec<NamedTensor>) -> RResult<(), PluginError> {
+        guard(|| {
+            let vars = self.0.var_store().variables();
+            let mut seen = HashSet::new();
+            for (name, src) in from_named(state) {
+                let Some(dst) = vars.get(&name) else {
+                    return Err(PluginError::data(format!("state has unknown tensor `{name}`")));
+                };
+                if dst.size() != src.size() {
+                    return Err(PluginError::data(format!(
+                        "tensor `{name}` has shape {:?} in the state, {:?} in the model",
+                        src.size(),
+                        dst.size()
+                    )));
+                }
+                tch::no_grad(|| dst.shallow_clone().f_copy_(&src))
+                    .map_err(|e| PluginError::runtime(format!("copying `{name}`: {e}")))?;
+                seen.insert(name);
+            }
+            let mut missing: Vec<&String> = vars.keys().filter(|k| !seen.contains(*k)).collect();
+            missing.sort();
+            match missing.is_empty() {
+                true => Ok(()),
+                false => Err(PluginError::data(format!("state lacks tensors {missing:?}"))),
+            }
+        })
+    }
+}
+
+fn parse_json(text: RStr<'_>) -> Result<serde_json::Value> {
+    serde_json::from_str(text.as_str()).map_err(|e| PluginError::data(format!("invalid JSON from host: {e}")))
+}
+
+impl<T: Tracker> TrackerObj for Guarded<T> {
+    fn start(&mut self, run_json: RStr<'_>) -> RResult<(), PluginError> {
+        guard(|| self.0.start(&parse_json(run_json)?))
+    }
+
+    fn log_params(&mut self, params_json: RStr<'_>) -> RResult<(), PluginError> {
+        guard(|| self.0.log_params(&parse_json(params_json)?))
+    }
+
+    fn log_metrics(&mut self, step: u64, scope: RStr<'_>, metrics: RSlice<'_, Metric>) -> RResult<(), PluginError> {
+        guard(|| {
+            let metrics: Vec<(String, f64)> =
+                metrics.iter().map(|m| (m.name.to_string(), m.value)).collect();
+            self.0.log_metrics(step, scope.as_str(), &metrics)
+        })
+    }
+
+    fn finish(&mut self, status: RStr<'_>) -> RResult<(), PluginError> {
+        guard(|| self.0.finish(status.as_str()))
+    }
+}

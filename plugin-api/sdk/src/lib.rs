@@ -1,0 +1,41 @@
+//! Write gymnos plugins in safe Rust.
+//!
+//! Implement [`Component`] plus one of [`Dataset`], [`Preprocessor`], [`DataAugmentor`],
+//! [`Model`] or [`Tracker`] for your type, list your components in [`export_plugin!`], and call
+//! `gymnos_plugin_build::link_libtorch()` from your `build.rs`. The SDK turns tensors into
+//! handles and back, validates configuration against the keys you declare, and catches
+//! panics at the boundary so that the host gets an error instead of an abort.
+
+pub mod component;
+pub mod config;
+pub mod convert;
+#[doc(hidden)]
+pub mod export;
+mod guard;
+pub mod rng;
+
+pub use component::{
+    Component, DataAugmentor, Dataset, Loaded, Model, Preprocessor, Tracker,
+};
+pub use config::{key, required, Config, Context};
+pub use convert::{from_handle, to_handle};
+pub use gymnos_plugin_api as api;
+pub use gymnos_plugin_api::{
+    ComponentKind, ConfigType, DatasetInfo, DeviceSpec, ErrorKind, PluginError, Task,
+};
+pub use rng::Rng;
+pub use tch;
+
+/// Result type of every plugin-side function.
+pub type Result<T, E = PluginError> = std::result::Result<T, E>;
+
+/// Converts any displayable error into a [`PluginError`] of the given kind.
+pub trait ResultExt<T> {
+    fn or_kind(self, kind: ErrorKind, context: &str) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> ResultExt<T> for std::result::Result<T, E> {
+    fn or_kind(self, kind: ErrorKind, context: &str) -> Result<T> {
+        self.map_err(|e| PluginError::new(kind, format!("{context}: {e}")))
+    }
+}

@@ -1,0 +1,76 @@
+//! `jsonl`: writes every event of a run as one JSON object per line.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{BufWriter, Write},
+    path::PathBuf,
+};
+
+use gymnos_plugin_sdk::{key, Component, Config, ConfigType, Context, ErrorKind, PluginError, Result, ResultExt, Tracker};
+use serde_json::{json, Map, Value};
+
+pub struct JsonlTracker {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl JsonlTracker {
+    fn write(&mut self, event: Value) -> Result<()> {
+        let out = match &mut self.out {
+            Some(out) => out,
+            None => {
+                if let Some(dir) = self.path.parent() {
+                    std::fs::create_dir_all(dir).or_kind(ErrorKind::Io, &dir.display().to_string())?;
+                }
+                let file = OpenOptions::new().create(true).append(true).open(&self.path)
+                    .or_kind(ErrorKind::Io, &self.path.display().to_string())?;
+                self.out.insert(BufWriter::new(file))
+            }
+        };
+        writeln!(out, "{event}").or_kind(ErrorKind::Io, &self.path.display().to_string())
+    }
+}
+
+impl Component for JsonlTracker {
+    const NAME: &'static str = "jsonl";
+    const VERSION: &'static str = "1.0.0";
+    const DESCRIPTION: &'static str = "Appends the run's parameters and metrics to a JSON-lines file";
+
+    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
+        vec![key("file", ConfigType::Path, "metrics.jsonl", "Output file, relative to the run folder")]
+    }
+
+    fn create(config: &Config, ctx: &Context) -> Result<Self> {
+        let file: String = config.get("file")?;
+        let path = match &ctx.output_dir {
+            Some(dir) => dir.join(&file),
+            None => ctx.resolve(file.as_ref()),
+        };
+        Ok(Self { path, out: None })
+    }
+}
+
+impl Tracker for JsonlTracker {
+    fn start(&mut self, run: &Value) -> Result<()> {
+        self.write(json!({ "event": "start", "run": run }))
+    }
+
+    fn log_params(&mut self, params: &Value) -> Result<()> {
+        self.write(json!({ "event": "params", "params": params }))
+    }
+
+    fn log_metrics(&mut self, step: u64, scope: &str, metrics: &[(String, f64)]) -> Result<()> {
+        let values: Map<String, Value> = metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        self.write(json!({ "event": "metrics", "step": step, "scope": scope, "metrics": values }))
+    }
+
+    fn finish(&mut self, status: &str) -> Result<()> {
+        self.write(json!({ "event": "finish", "status": status }))?;
+        match self.out.take() {
+            Some(mut out) => out.flush().map_err(|e| PluginError::io(format!("{}: {e}", self.path.display()))),
+            None => Ok(()),
+        }
+    }
+}
+
+gymnos_plugin_sdk::export_plugin!(tracker(JsonlTracker));

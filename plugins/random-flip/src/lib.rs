@@ -1,0 +1,59 @@
+//! `random-flip`: flips training images left-right and/or upside down at random.
+
+use gymnos_plugin_sdk::{key, tch::Tensor, Component, Config, ConfigType, Context, DataAugmentor, PluginError, Result, Rng};
+
+pub struct RandomFlip {
+    horizontal: f64,
+    vertical: f64,
+}
+
+impl Component for RandomFlip {
+    const NAME: &'static str = "random-flip";
+    const VERSION: &'static str = "1.0.0";
+    const DESCRIPTION: &'static str = "Flips images [n, ..., h, w] horizontally and/or vertically with given probabilities";
+
+    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
+        vec![
+            key("horizontal", ConfigType::Number, 0.5, "Probability of a left-right flip per sample"),
+            key("vertical", ConfigType::Number, 0.0, "Probability of an upside-down flip per sample"),
+        ]
+    }
+
+    fn create(config: &Config, _ctx: &Context) -> Result<Self> {
+        let (horizontal, vertical): (f64, f64) = (config.get("horizontal")?, config.get("vertical")?);
+        for (name, p) in [("horizontal", horizontal), ("vertical", vertical)] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(PluginError::config(format!("{name} must be a probability in [0, 1], got {p}")));
+            }
+        }
+        Ok(Self { horizontal, vertical })
+    }
+}
+
+/// Flips `dim` of the samples selected by a random mask.
+fn flip_some(x: Tensor, dim: i64, p: f64, rng: &mut Rng) -> Tensor {
+    if p == 0.0 {
+        return x;
+    }
+    let n = x.size()[0];
+    let mut mask_shape = vec![1i64; x.dim()];
+    mask_shape[0] = n;
+    let mask = rng.bernoulli_mask(n, p).view(mask_shape.as_slice());
+    x.flip([dim]).where_self(&mask, &x)
+}
+
+impl DataAugmentor for RandomFlip {
+    fn augment(&self, features: Tensor, targets: Tensor, rng: &mut Rng) -> Result<(Tensor, Tensor)> {
+        if features.dim() < 3 {
+            return Err(PluginError::data(format!(
+                "random-flip needs image batches [n, ..., h, w], got shape {:?}",
+                features.size()
+            )));
+        }
+        let x = flip_some(features, -1, self.horizontal, rng);
+        let x = flip_some(x, -2, self.vertical, rng);
+        Ok((x, targets))
+    }
+}
+
+gymnos_plugin_sdk::export_plugin!(data_augmentor(RandomFlip));

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh machine, and fast when already done:
+#   1. a virtual environment with torch==2.11.0 (libtorch comes from that wheel);
+#   2. .venv/libtorch: a libtorch-layout view of the wheel that tch's build reads (LIBTORCH in
+#      .cargo/config.toml), with a build-version file so tch checks the version itself;
+#   3. the default data (Fashion-MNIST from Debian's dataset-fashion-mnist) linked under data/;
+#   4. a release build of the host and the built-in plugins, installed into registry.json.
+# Source it (scripts/main.sh and scripts/test.sh do) or run it.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+TORCH_VERSION="2.11.0"
+VENV="$ROOT/.venv"
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# 1. Python environment with torch.
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" - "$TORCH_VERSION" <<'PY' 2>/dev/null
+import sys, importlib.metadata as m
+sys.exit(0 if m.version("torch").split("+")[0] == sys.argv[1] else 1)
+PY
+then
+    log "installing torch==$TORCH_VERSION into $VENV (large download, once)"
+    "$VENV/bin/pip" install --quiet "torch==$TORCH_VERSION"
+fi
+
+# 2. The libtorch view. Found without importing torch (slow) through the package metadata.
+TORCH_DIR="$("$VENV/bin/python" -c 'import importlib.util as u; import os; print(os.path.dirname(u.find_spec("torch").origin))')"
+VIEW="$VENV/libtorch"
+if [ "$(readlink "$VIEW/lib" 2>/dev/null)" != "$TORCH_DIR/lib" ] || [ ! -f "$VIEW/build-version" ]; then
+    log "linking $VIEW -> $TORCH_DIR"
+    rm -rf "$VIEW.tmp" && mkdir -p "$VIEW.tmp"
+    ln -s "$TORCH_DIR/include" "$VIEW.tmp/include"
+    ln -s "$TORCH_DIR/lib" "$VIEW.tmp/lib"
+    sed -n "s/^__version__ = '\(.*\)'.*/\1/p" "$TORCH_DIR/version.py" > "$VIEW.tmp/build-version"
+    rm -rf "$VIEW" && mv "$VIEW.tmp" "$VIEW"
+fi
+
+# 3. Default data.
+FMNIST_SYSTEM=/usr/share/datasets/fashion-mnist
+if [ ! -f "$FMNIST_SYSTEM/train-images-idx3-ubyte.gz" ]; then
+    log "installing Debian's dataset-fashion-mnist"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null && apt-get install -y -qq dataset-fashion-mnist >/dev/null; }
+fi
+mkdir -p "$ROOT/data"
+[ -e "$ROOT/data/fashion-mnist" ] || ln -s "$FMNIST_SYSTEM" "$ROOT/data/fashion-mnist"
+
+# 4. Build and register the built-in plugins.
+log "building (cargo build --release)"
+cargo build --release --quiet
+"$ROOT/target/release/gymnos-host" plugins install --replace $(
+    for crate in idx-dataset standardize random-flip mlp jsonl-tracker; do
+        echo "$ROOT/target/release/libgymnos_${crate//-/_}.so"
+    done
+) >/dev/null
+log "ready: $("$ROOT/target/release/gymnos-host" plugins list --json | "$VENV/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)), "plugins installed")')"
