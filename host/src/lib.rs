@@ -11,7 +11,7 @@ pub mod registry;
 pub mod resolve;
 
 pub use compat::HostCompat;
-pub use library::{LoadError, LoadedLibrary};
+pub use library::{CallError, LoadError, LoadedLibrary};
 pub use manager::{InstallOutcome, ManagerError, PluginManager};
 pub use registry::{ComponentRecord, LibraryRecord, Registry, RegistryError};
 pub use resolve::{PluginRef, ResolveError};

@@ -35,6 +35,16 @@ pub enum LoadError {
     Plugin { path: PathBuf, package: String, error: PluginError },
 }
 
+/// A plugin function returned an error (or panicked): says which plugin, and which call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("plugin {plugin} failed in {call}: {error}")]
+pub struct CallError {
+    /// The component's name and library file.
+    pub plugin: String,
+    pub call: &'static str,
+    pub error: PluginError,
+}
+
 /// A loaded, checked library. Libraries are never unloaded: handles and vtables they created
 /// may outlive any one use (see the ABI rules in ARCHITECTURE.md).
 pub struct LoadedLibrary {
@@ -69,7 +79,35 @@ struct ManifestInfo {
     package_version: String,
 }
 
+/// Checks that the file is a complete ELF shared object before `dlopen` sees it: the loader
+/// maps segments lazily, so a truncated library can open and then crash the process (SIGBUS)
+/// when a missing page is touched.
+fn check_elf(path: &Path) -> Result<(), LoadError> {
+    use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
+    let open = |reason: String| LoadError::Open { path: path.to_path_buf(), reason };
+    let data = std::fs::read(path).map_err(|e| open(e.to_string()))?;
+    let elf = ElfFile64::<object::Endianness>::parse(data.as_slice())
+        .map_err(|e| open(format!("not a valid ELF shared library ({e})")))?;
+    let endian = elf.endian();
+    for segment in elf.elf_program_headers() {
+        let end = segment.p_offset(endian) + segment.p_filesz(endian);
+        if end > data.len() as u64 {
+            return Err(open(format!(
+                "the file is truncated: its segments need {end} bytes but it has {}",
+                data.len()
+            )));
+        }
+    }
+    let header = elf.elf_header();
+    let sections_end = header.e_shoff(endian) + header.e_shnum(endian) as u64 * header.e_shentsize(endian) as u64;
+    if sections_end > data.len() as u64 {
+        return Err(open(format!("the file is truncated: its section table ends at byte {sections_end} but it has {}", data.len())));
+    }
+    Ok(())
+}
+
 fn read_manifest(path: &Path) -> Result<ManifestInfo, LoadError> {
+    check_elf(path)?;
     // SAFETY: loading a library runs its initialisers; that is the trust one gives to any
     // installed plugin. Nothing else is called before the manifest has been checked.
     let library = unsafe { libloading::Library::new(path) }
@@ -155,7 +193,9 @@ impl LoadedLibrary {
     }
 
     /// Creates the component `name` from a JSON configuration.
-    pub fn create(&self, name: &str, config_json: &str, context: &CreateContext<'_>) -> Result<Component, PluginError> {
-        (self.module.create())(RStr::from_str(name), RStr::from_str(config_json), context).into_result()
+    pub fn create(&self, name: &str, config_json: &str, context: &CreateContext<'_>) -> Result<Component, CallError> {
+        (self.module.create())(RStr::from_str(name), RStr::from_str(config_json), context)
+            .into_result()
+            .map_err(|error| CallError { plugin: format!("`{name}` ({})", self.path.display()), call: "create", error })
     }
 }

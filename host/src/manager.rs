@@ -26,8 +26,8 @@ pub enum ManagerError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
     #[error("{}: no gymnos plugin library found there", path.display())]
     NothingToInstall { path: PathBuf },
     #[error("{}: {kind} `{name}@{version}` is already installed from another build ({existing}); pass --replace to replace it, or give the new build another version", path.display())]
@@ -60,7 +60,7 @@ pub struct PluginManager {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ManagerError + '_ {
-    move |source| ManagerError::Io { path: path.to_path_buf(), source }
+    move |cause| ManagerError::Io { path: path.to_path_buf(), cause }
 }
 
 fn is_shared_library(path: &Path) -> bool {
@@ -114,7 +114,7 @@ impl PluginManager {
             }
             let before = found.len();
             for entry in WalkDir::new(path).follow_links(true).sort_by_file_name() {
-                let entry = entry.map_err(|e| ManagerError::Io { path: path.clone(), source: e.into() })?;
+                let entry = entry.map_err(|e| ManagerError::Io { path: path.clone(), cause: e.into() })?;
                 if !entry.file_type().is_file() || !is_shared_library(entry.path()) {
                     continue;
                 }
@@ -305,6 +305,6 @@ fn copy_atomically(source: &Path, dest: &Path) -> Result<(), ManagerError> {
     let mut input = fs::File::open(source).map_err(io_err(source))?;
     std::io::copy(&mut input, tmp.as_file_mut()).map_err(io_err(dest))?;
     tmp.as_file().sync_all().map_err(io_err(dest))?;
-    tmp.persist(dest).map_err(|e| ManagerError::Io { path: dest.to_path_buf(), source: e.error })?;
+    tmp.persist(dest).map_err(|e| ManagerError::Io { path: dest.to_path_buf(), cause: e.error })?;
     Ok(())
 }

@@ -21,16 +21,16 @@ pub const STORE_DIR: &str = "plugin-store";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{}: cannot read the registry: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{}: the registry is not valid: {source}", path.display())]
-    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("{}: cannot read the registry: {cause}", path.display())]
+    Read { path: PathBuf, cause: std::io::Error },
+    #[error("{}: the registry is not valid: {cause}", path.display())]
+    Parse { path: PathBuf, cause: serde_json::Error },
     #[error("{}: registry format {found} is newer than this host's ({FORMAT}); upgrade gymnos-host", path.display())]
     Format { path: PathBuf, found: u32 },
-    #[error("{}: cannot write the registry: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
-    #[error("{}: cannot lock the registry: {source}", path.display())]
-    Lock { path: PathBuf, source: std::io::Error },
+    #[error("{}: cannot write the registry: {cause}", path.display())]
+    Write { path: PathBuf, cause: std::io::Error },
+    #[error("{}: cannot lock the registry: {cause}", path.display())]
+    Lock { path: PathBuf, cause: std::io::Error },
 }
 
 /// A configuration key as the registry records it.
@@ -202,10 +202,10 @@ impl Registry {
         let text = match fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::empty(path)),
-            Err(source) => return Err(RegistryError::Read { path: path.to_path_buf(), source }),
+            Err(source) => return Err(RegistryError::Read { path: path.to_path_buf(), cause: source }),
         };
         let mut registry: Registry =
-            serde_json::from_str(&text).map_err(|source| RegistryError::Parse { path: path.to_path_buf(), source })?;
+            serde_json::from_str(&text).map_err(|source| RegistryError::Parse { path: path.to_path_buf(), cause: source })?;
         if registry.format > FORMAT {
             return Err(RegistryError::Format { path: path.to_path_buf(), found: registry.format });
         }
@@ -253,7 +253,7 @@ impl Registry {
     /// Writes the registry atomically: a temporary file in the same folder, flushed to disk,
     /// then renamed over the old one. A crash leaves either the old or the new file whole.
     pub fn save(&self) -> Result<(), RegistryError> {
-        let write_err = |source| RegistryError::Write { path: self.path.clone(), source };
+        let write_err = |source| RegistryError::Write { path: self.path.clone(), cause: source };
         let dir = self.dir();
         fs::create_dir_all(&dir).map_err(write_err)?;
         let mut tmp = tempfile::Builder::new().prefix(".registry-").suffix(".tmp").tempfile_in(&dir).map_err(write_err)?;
@@ -271,7 +271,7 @@ impl Registry {
     /// Takes the registry's write lock (released when the returned file is dropped).
     pub fn lock(path: &Path) -> Result<File, RegistryError> {
         let lock_path = path.with_extension("json.lock");
-        let lock_err = |source| RegistryError::Lock { path: lock_path.clone(), source };
+        let lock_err = |source| RegistryError::Lock { path: lock_path.clone(), cause: source };
         if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(lock_err)?;
         }

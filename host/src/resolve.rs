@@ -21,11 +21,11 @@ pub struct PluginRef {
 pub enum ResolveError {
     #[error("`{input}` is not a plugin reference: {reason} (expected NAME or NAME@VERSION_REQ, e.g. mlp@^1.2)")]
     Syntax { input: String, reason: String },
-    #[error("no {kind} plugin named `{name}` is installed (installed {kind} plugins: {installed})")]
+    #[error("no {kind} named `{name}` is installed (installed {kind}s: {installed})")]
     Unknown { kind: String, name: String, installed: String },
-    #[error("no installed version of {kind} plugin `{name}` matches `{req}` (installed: {installed})")]
+    #[error("no installed version of {kind} `{name}` matches `{req}` (installed: {installed})")]
     NoMatch { kind: String, name: String, req: String, installed: String },
-    #[error("{kind} plugin `{name}@{version}` matches `{req}` but is not loadable: {status}")]
+    #[error("{kind} `{name}@{version}` matches `{req}` but is not loadable: {status}")]
     NotLoadable { kind: String, name: String, version: String, req: String, status: String },
 }
 
@@ -59,8 +59,9 @@ impl fmt::Display for PluginRef {
     }
 }
 
+/// "model plugin", or "plugin" when any kind will do.
 fn kind_label(kind: Option<ComponentKind>) -> String {
-    kind.map_or_else(|| "any kind of".to_string(), |k| k.as_str().to_string())
+    kind.map_or_else(|| "plugin".to_string(), |k| format!("{k} plugin"))
 }
 
 /// Picks the highest installed version of `reference` that satisfies its requirement and can

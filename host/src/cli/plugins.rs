@@ -147,10 +147,10 @@ fn sorted_rows<'a>(manager: &'a PluginManager, kind: Option<ComponentKind>) -> V
         .filter(|(_, c)| kind.is_none() || c.kind() == kind)
         .map(|(l, c)| row(manager, l, c))
         .collect();
-    rows.sort_by(|a, b| {
-        let key = |r: &PluginRow| (ComponentKind::parse(r.kind), r.name);
-        key(a).cmp(&key(b))
-    }.then_with(|| {
+    fn key<'a>(r: &PluginRow<'a>) -> (Option<ComponentKind>, &'a str) {
+        (ComponentKind::parse(r.kind), r.name)
+    }
+    rows.sort_by(|a, b| key(a).cmp(&key(b)).then_with(|| {
         let (va, vb) = (semver::Version::parse(&a.version).ok(), semver::Version::parse(&b.version).ok());
         va.cmp(&vb)
     }));

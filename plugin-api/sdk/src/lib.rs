@@ -24,6 +24,7 @@ pub use gymnos_plugin_api::{
     ComponentKind, ConfigType, DatasetInfo, DeviceSpec, ErrorKind, PluginError, Task,
 };
 pub use rng::Rng;
+pub use serde_json;
 pub use tch;
 
 /// Result type of every plugin-side function.
