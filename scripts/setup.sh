@@ -3,7 +3,8 @@
 #   1. a virtual environment with torch==2.11.0 (libtorch comes from that wheel);
 #   2. .venv/libtorch: a libtorch-layout view of the wheel that tch's build reads (LIBTORCH in
 #      .cargo/config.toml), with a build-version file so tch checks the version itself;
-#   3. the default data (Fashion-MNIST from Debian's dataset-fashion-mnist) linked under data/;
+#   3. the data: Fashion-MNIST from Debian's dataset-fashion-mnist, linked as data/fashion-mnist,
+#      and the small real tables bundled in scikit-learn's wheel, copied to data/sklearn/;
 #   4. a release build of the host and the built-in plugins, installed into registry.json.
 # Source it (scripts/main.sh and scripts/test.sh do) or run it.
 set -euo pipefail
@@ -50,12 +51,32 @@ if [ ! -f "$FMNIST_SYSTEM/train-images-idx3-ubyte.gz" ]; then
 fi
 mkdir -p "$ROOT/data"
 [ -e "$ROOT/data/fashion-mnist" ] || ln -s "$FMNIST_SYSTEM" "$ROOT/data/fashion-mnist"
+SKLEARN_VERSION="1.9.1"
+if [ ! -f "$ROOT/data/sklearn/wine_data.csv" ]; then
+    log "extracting scikit-learn $SKLEARN_VERSION's bundled tables into data/sklearn"
+    wheels="$(mktemp -d)"
+    "$VENV/bin/pip" download --quiet --no-deps --only-binary=:all: -d "$wheels" "scikit-learn==$SKLEARN_VERSION"
+    "$VENV/bin/python" - "$wheels" "$ROOT/data/sklearn" <<'PY'
+import glob, os, sys, zipfile
+wheel = zipfile.ZipFile(glob.glob(os.path.join(sys.argv[1], "*.whl"))[0])
+os.makedirs(sys.argv[2] + ".tmp", exist_ok=True)
+for name in ["iris.csv", "wine_data.csv", "breast_cancer.csv"]:
+    with open(os.path.join(sys.argv[2] + ".tmp", name), "wb") as out:
+        out.write(wheel.read("sklearn/datasets/data/" + name))
+os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+PY
+    rm -rf "$wheels"
+fi
 
-# 4. Build and register the built-in plugins.
+# 4. Build and register the built-in plugins. registry.json is tracked (an empty registry) but
+#    its content is this machine's (library hashes, paths): keep git from showing it as changed.
+if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git -C "$ROOT" update-index --skip-worktree registry.json 2>/dev/null || true
+fi
 log "building (cargo build --release)"
 cargo build --release --quiet
 "$ROOT/target/release/gymnos-host" plugins install --replace $(
-    for crate in idx-dataset standardize random-flip mlp jsonl-tracker; do
+    for crate in idx-dataset csv-dataset standardize random-flip mlp cnn jsonl-tracker; do
         echo "$ROOT/target/release/libgymnos_${crate//-/_}.so"
     done
 ) >/dev/null

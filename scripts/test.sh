@@ -6,4 +6,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
 cd "$ROOT"
 cargo build --release --workspace --quiet
-cargo test --release --workspace --quiet 2>&1
+cargo test --release --workspace --no-fail-fast 2>&1

@@ -32,7 +32,9 @@ fn installed_builtins_list_every_kind_as_loadable_with_versions() {
         summary,
         vec![
             expect("data_augmentor", "random-flip"),
+            expect("dataset", "csv"),
             expect("dataset", "idx"),
+            expect("model", "cnn"),
             expect("model", "mlp"),
             expect("preprocessor", "standardize"),
             expect("tracker", "jsonl"),
@@ -48,9 +50,9 @@ fn installed_builtins_list_every_kind_as_loadable_with_versions() {
     // --kind filters; the table has a header and one line per plugin.
     let models = sandbox.host(&["plugins", "list", "--kind", "model"]);
     let lines: Vec<&str> = models.ok().lines().collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines[0].starts_with("NAME") && lines[1].starts_with("mlp "), "{lines:?}");
-    assert!(lines[1].ends_with("loadable"), "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].starts_with("NAME") && lines[1].starts_with("cnn ") && lines[2].starts_with("mlp "), "{lines:?}");
+    assert!(lines[1..].iter().all(|l| l.ends_with("loadable")), "{lines:?}");
 
     // Installing the same files again changes nothing.
     let before = sandbox.registry_bytes();
@@ -85,7 +87,7 @@ fn user_errors_are_one_line_and_leave_the_registry_untouched() {
     let err = sandbox.host(&["plugins", "info", "nosuch"]).one_line_error().to_string();
     assert_eq!(
         err,
-        "error: no plugin named `nosuch` is installed (installed plugins: idx, jsonl, mlp, random-flip, standardize)"
+        "error: no plugin named `nosuch` is installed (installed plugins: cnn, csv, idx, jsonl, mlp, random-flip, standardize)"
     );
     let err = sandbox.host(&["plugins", "info", "mlp@^2"]).one_line_error().to_string();
     assert_eq!(err, "error: no installed version of plugin `mlp` matches `^2` (installed: 1.0.0)");
@@ -126,26 +128,26 @@ fn install_conflicts_replace_remove_and_scan() {
     // --replace swaps it in and deletes the old copy from the store.
     let store = sandbox.dir.path().join("plugin-store");
     let count = || fs::read_dir(&store).unwrap().count();
-    assert_eq!(count(), 5);
+    assert_eq!(count(), 7);
     sandbox.host(&["plugins", "install", "--replace", rebuilt.to_str().unwrap()]).ok();
-    assert_eq!(count(), 5);
+    assert_eq!(count(), 7);
     let mlp: Vec<Value> = list_json(&sandbox).into_iter().filter(|r| r["name"] == "mlp").collect();
     assert_eq!(mlp.len(), 1);
     assert!(mlp[0]["library"].as_str().unwrap().contains("libgymnos_mlp-"), "{}", mlp[0]);
 
     // remove deletes the record and the stored file.
     assert_eq!(sandbox.host(&["plugins", "remove", "mlp@1.0.0"]).ok(), "removed model mlp@1.0.0\n");
-    assert_eq!(count(), 4);
+    assert_eq!(count(), 6);
     assert!(list_json(&sandbox).iter().all(|r| r["name"] != "mlp"));
 
     // scan rebuilds the registry from the store.
     fs::remove_file(sandbox.registry()).unwrap();
     let report: Value = serde_json::from_str(sandbox.host(&["plugins", "scan", "--json"]).ok()).unwrap();
-    assert_eq!(report["libraries"], 4);
-    assert_eq!(report["components"], 4);
+    assert_eq!(report["libraries"], 6);
+    assert_eq!(report["components"], 6);
     let mut names: Vec<String> = list_json(&sandbox).iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
     names.sort();
-    assert_eq!(names, ["idx", "jsonl", "random-flip", "standardize"]);
+    assert_eq!(names, ["cnn", "csv", "idx", "jsonl", "random-flip", "standardize"]);
 }
 
 #[test]
@@ -157,8 +159,8 @@ fn installing_a_folder_skips_non_plugins_and_finds_every_plugin() {
         fs::copy(lib, folder.join(lib.file_name().unwrap())).unwrap();
     }
     let out: Value = serde_json::from_str(sandbox.host(&["plugins", "install", "--json", folder.to_str().unwrap()]).ok()).unwrap();
-    assert_eq!(out.as_array().unwrap().len(), 5);
-    assert_eq!(list_json(&sandbox).len(), 5);
+    assert_eq!(out.as_array().unwrap().len(), 7);
+    assert_eq!(list_json(&sandbox).len(), 7);
 
     let empty = sandbox.dir.path().join("empty");
     fs::create_dir(&empty).unwrap();

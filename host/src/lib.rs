@@ -3,7 +3,9 @@
 //!
 //! The `gymnos-host` binary builds its CLI on this crate; the training engine builds on it too.
 
+pub mod cli_args;
 pub mod compat;
+pub mod experiment;
 pub mod hash;
 pub mod library;
 pub mod manager;

@@ -301,7 +301,11 @@ impl PluginManager {
 /// either absent or complete.
 fn copy_atomically(source: &Path, dest: &Path) -> Result<(), ManagerError> {
     let dir = dest.parent().expect("store paths have a parent");
-    let mut tmp = tempfile::Builder::new().prefix(".install-").tempfile_in(dir).map_err(io_err(dir))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".install-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
     let mut input = fs::File::open(source).map_err(io_err(source))?;
     std::io::copy(&mut input, tmp.as_file_mut()).map_err(io_err(dest))?;
     tmp.as_file().sync_all().map_err(io_err(dest))?;

@@ -256,7 +256,12 @@ impl Registry {
         let write_err = |source| RegistryError::Write { path: self.path.clone(), cause: source };
         let dir = self.dir();
         fs::create_dir_all(&dir).map_err(write_err)?;
-        let mut tmp = tempfile::Builder::new().prefix(".registry-").suffix(".tmp").tempfile_in(&dir).map_err(write_err)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".registry-")
+            .suffix(".tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .tempfile_in(&dir)
+            .map_err(write_err)?;
         let mut text = serde_json::to_string_pretty(self).expect("registry serializes");
         text.push('\n');
         tmp.write_all(text.as_bytes()).map_err(write_err)?;

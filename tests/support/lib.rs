@@ -23,12 +23,27 @@ pub fn library(crate_name: &str) -> PathBuf {
     path
 }
 
-/// The five built-in plugin libraries.
+/// The built-in plugin libraries.
 pub fn builtin_libraries() -> Vec<PathBuf> {
-    ["gymnos-idx-dataset", "gymnos-standardize", "gymnos-random-flip", "gymnos-mlp", "gymnos-jsonl-tracker"]
-        .into_iter()
-        .map(library)
-        .collect()
+    BUILTIN_CRATES.into_iter().map(library).collect()
+}
+
+pub const BUILTIN_CRATES: [&str; 7] = [
+    "gymnos-idx-dataset",
+    "gymnos-csv-dataset",
+    "gymnos-standardize",
+    "gymnos-random-flip",
+    "gymnos-mlp",
+    "gymnos-cnn",
+    "gymnos-jsonl-tracker",
+];
+
+/// The repository's `data/` folder, filled by the set-up (Fashion-MNIST, scikit-learn tables).
+pub fn data_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
+    let dir = dir.canonicalize().unwrap_or(dir);
+    assert!(dir.join("fashion-mnist").is_dir(), "{} lacks the set-up's data: run scripts/setup.sh", dir.display());
+    dir
 }
 
 /// A registry in its own temporary folder.
@@ -50,14 +65,18 @@ impl Run {
         &self.stdout
     }
 
-    /// Asserts a failure reported as exactly one `error: ...` line, and returns that line.
+    /// Asserts a failure reported as one `error: ...` line, the last of stderr (training
+    /// commands log their stages before it), and returns that line.
     pub fn one_line_error(&self) -> &str {
         assert_ne!(self.code, 0, "command succeeded: {}", self.stdout);
         let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "expected one error line, got: {}", self.stderr);
-        assert!(lines[0].starts_with("error: "), "{}", lines[0]);
-        assert!(!self.stderr.contains("panicked"), "a panic reached the user: {}", self.stderr);
-        lines[0]
+        let errors: Vec<&&str> = lines.iter().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "expected one error line, got: {}", self.stderr);
+        let last = lines.last().copied().unwrap_or_default();
+        assert!(last.starts_with("error: "), "the error must be the last line: {}", self.stderr);
+        assert!(!self.stderr.contains("stack backtrace") && !self.stderr.contains("' panicked at "), "a panic reached the user: {}", self.stderr);
+        assert!(!last.contains("Exception raised from"), "a libtorch backtrace reached the user: {last}");
+        last
     }
 }
 
@@ -89,6 +108,21 @@ impl Sandbox {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
+    }
+
+    /// Writes `experiment` as `<name>.json` in the sandbox and returns its path.
+    pub fn experiment(&self, name: &str, experiment: &serde_json::Value) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(experiment).unwrap()).unwrap();
+        path
+    }
+
+    /// The run folders recorded for experiment `name` under the sandbox's `trainings/`.
+    pub fn runs(&self, name: &str) -> Vec<PathBuf> {
+        let dir = self.dir.path().join("trainings").join(name).join("executions");
+        let mut runs: Vec<PathBuf> = std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+        runs.sort();
+        runs
     }
 
     /// Installs the built-in plugins.

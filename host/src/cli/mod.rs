@@ -1,5 +1,7 @@
 //! Argument parsing and dispatch.
 
+mod engine;
+mod experiment;
 mod output;
 mod plugins;
 
@@ -27,6 +29,24 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Train the experiment described by a JSON file; the run is recorded under
+    /// <output_root>/<name>/executions/<timestamp>/.
+    Run(gymnos_host::cli_args::RunArgs),
+    /// Continue an interrupted run from its last checkpoint.
+    Resume(gymnos_host::cli_args::ResumeArgs),
+    /// Apply a run's preprocessors and model to new samples.
+    Predict(gymnos_host::cli_args::PredictArgs),
+    /// Check an experiment file (plugins, configuration keys, settings) without running it.
+    Validate {
+        file: PathBuf,
+        /// Override a field, e.g. --set training.epochs=3 (repeatable).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        overrides: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the experiment file format as JSON Schema.
+    Schema,
     /// List, inspect, install and remove plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
@@ -64,5 +84,11 @@ pub fn run(cli: Cli) -> Result<()> {
     let registry = registry_path(cli.registry);
     match cli.command {
         Command::Plugins(command) => plugins::run(&registry, command),
+        Command::Validate { file, overrides, json } => experiment::validate(&registry, &file, &overrides, json),
+        Command::Schema => {
+            experiment::schema();
+            Ok(())
+        }
+        Command::Run(_) | Command::Resume(_) | Command::Predict(_) => engine::exec(&registry),
     }
 }

@@ -22,6 +22,8 @@ pub struct Libtorch {
     pub lib_dir: PathBuf,
     /// e.g. `2.11.0` (the local build tag such as `+cu130` stripped).
     pub version: String,
+    /// The full version with its build tag, e.g. `2.11.0+cu130`.
+    pub build: String,
 }
 
 /// Finds libtorch as torch-sys does. Panics with a readable message when it cannot: a build
@@ -46,22 +48,24 @@ pub fn find_libtorch() -> Libtorch {
     let lib_dir = lib_dir.canonicalize().unwrap_or_else(|e| {
         panic!("libtorch lib folder {} is not readable: {e}; run the set-up first", lib_dir.display())
     });
-    let version = read_version(&root).unwrap_or_else(|| {
+    let build = read_version(&root).unwrap_or_else(|| {
         panic!("cannot tell the libtorch version under {}: no build-version or version.py", root.display())
     });
-    Libtorch { lib_dir, version }
+    let version = build.split_once('+').map_or(build.as_str(), |(v, _)| v).to_string();
+    Libtorch { lib_dir, version, build }
 }
 
 /// Emits the link arguments for the package being built (`cargo:rustc-link-arg` applies only
 /// to the package whose build script prints it, so each plugin and binary calls this).
-/// Also exports `GYMNOS_LIBTORCH_VERSION` to the crate's code.
+/// Also exports `GYMNOS_LIBTORCH_VERSION` (`2.11.0`) and `GYMNOS_LIBTORCH_BUILD`
+/// (`2.11.0+cu130`) to the crate's code.
 pub fn link_libtorch() -> Libtorch {
     let torch = find_libtorch();
     println!("cargo:rustc-link-search=native={}", torch.lib_dir.display());
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     println!("cargo:rustc-link-arg=-ltorch");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", torch.lib_dir.display());
-    println!("cargo:rustc-env=GYMNOS_LIBTORCH_VERSION={}", torch.version);
+    export_env(&torch);
     torch
 }
 
@@ -69,8 +73,13 @@ pub fn link_libtorch() -> Libtorch {
 /// which must know the version its plugins need but never load libtorch itself.
 pub fn export_libtorch_version() -> Libtorch {
     let torch = find_libtorch();
-    println!("cargo:rustc-env=GYMNOS_LIBTORCH_VERSION={}", torch.version);
+    export_env(&torch);
     torch
+}
+
+fn export_env(torch: &Libtorch) {
+    println!("cargo:rustc-env=GYMNOS_LIBTORCH_VERSION={}", torch.version);
+    println!("cargo:rustc-env=GYMNOS_LIBTORCH_BUILD={}", torch.build);
 }
 
 fn python_torch_dir() -> PathBuf {
@@ -83,14 +92,13 @@ fn python_torch_dir() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-/// Reads libtorch's version: `build-version` (a libtorch archive, or the project's view of the
-/// wheel), else the wheel's `version.py`.
+/// Reads libtorch's full version (`2.11.0+cu130`): `build-version` (a libtorch archive, or the
+/// project's view of the wheel), else the wheel's `version.py`.
 fn read_version(root: &Path) -> Option<String> {
     let raw = std::fs::read_to_string(root.join("build-version")).ok().or_else(|| {
         let text = std::fs::read_to_string(root.join("version.py")).ok()?;
         let line = text.lines().find(|l| l.starts_with("__version__"))?;
         Some(line.split(['\'', '"']).nth(1)?.to_string())
     })?;
-    let version = raw.trim();
-    Some(version.split_once('+').map_or(version, |(v, _)| v).to_string())
+    Some(raw.trim().to_string())
 }

@@ -48,12 +48,23 @@ fn install_panic_hook() {
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
+        first_line(s)
     } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
+        first_line(s)
     } else {
         "a panic with a non-string payload".to_string()
     }
+}
+
+/// The meaningful first line of a panic message. A libtorch error surfaces through tch as
+/// `...unwrap() on an Err value: Torch("<message>\nException raised from ...<C++ backtrace>")`:
+/// keep `<message>` only.
+pub(crate) fn first_line(message: &str) -> String {
+    if let Some((_, torch)) = message.split_once("Torch(\"") {
+        let end = torch.find("\\n").or_else(|| torch.find('\n')).or_else(|| torch.rfind("\")")).unwrap_or(torch.len());
+        return format!("libtorch: {}", &torch[..end]);
+    }
+    message.lines().next().unwrap_or_default().to_string()
 }
 
 /// Runs `f`, converting its result and any panic into what crosses the ABI.
@@ -65,7 +76,8 @@ pub(crate) fn guard<R>(f: impl FnOnce() -> Result<R>) -> RResult<R, PluginError>
     match outcome {
         Ok(result) => result.into(),
         Err(payload) => {
-            let location = PANIC_LOCATION.with(|p| p.borrow_mut().take());
+            // A location inside a dependency (tch's generated bindings) tells the author nothing.
+            let location = PANIC_LOCATION.with(|p| p.borrow_mut().take()).filter(|l| !l.contains("/.cargo/registry/"));
             let message = match location {
                 Some(at) => format!("at {at}: {}", panic_message(payload.as_ref())),
                 None => panic_message(payload.as_ref()),
@@ -214,5 +226,20 @@ impl<T: Tracker> TrackerObj for Guarded<T> {
 
     fn finish(&mut self, status: RStr<'_>) -> RResult<(), PluginError> {
         guard(|| self.0.finish(status.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_are_one_line_and_libtorch_errors_lose_their_backtrace() {
+        let torch = "called `Result::unwrap()` on an `Err` value: Torch(\"mat1 and mat2 shapes cannot be multiplied (16x13 and 14x3)\\nException raised from meta at LinearAlgebra.cpp:205\\nframe #0: ...\")";
+        assert_eq!(first_line(torch), "libtorch: mat1 and mat2 shapes cannot be multiplied (16x13 and 14x3)");
+        assert_eq!(first_line("boom\nsecond line"), "boom");
+        let err = guard::<()>(|| panic!("index out of range")).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Panic);
+        assert!(err.message.as_str().starts_with("at ") && err.message.as_str().ends_with(": index out of range"), "{}", err.message);
     }
 }

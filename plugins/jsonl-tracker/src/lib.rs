@@ -37,7 +37,7 @@ impl Component for JsonlTracker {
     const DESCRIPTION: &'static str = "Appends the run's parameters and metrics to a JSON-lines file";
 
     fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
-        vec![key("file", ConfigType::Path, "metrics.jsonl", "Output file, relative to the run folder")]
+        vec![key("file", ConfigType::String, "metrics.jsonl", "Output file name, in the run folder")]
     }
 
     fn create(config: &Config, ctx: &Context) -> Result<Self> {

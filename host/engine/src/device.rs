@@ -1,0 +1,85 @@
+//! Choosing the device, and describing the machine for the run record.
+
+use anyhow::{bail, Result};
+use gymnos_host::experiment::parse_device;
+use gymnos_plugin_api::DeviceSpec;
+use serde::Serialize;
+use tch::{Cuda, Device};
+
+/// Resolves `training.device` (already syntax-checked) to a device that exists here.
+pub fn select(setting: &str) -> Result<(Device, DeviceSpec)> {
+    let spec = match parse_device(setting).map_err(anyhow::Error::msg)? {
+        None if Cuda::is_available() => DeviceSpec::Cuda(0),
+        None => DeviceSpec::Cpu,
+        Some(spec) => spec,
+    };
+    match spec {
+        DeviceSpec::Cpu => Ok((Device::Cpu, spec)),
+        DeviceSpec::Cuda(i) => {
+            let count = Cuda::device_count();
+            if (i as i64) >= count {
+                bail!("training.device: `{setting}` asks for CUDA device {i}, but CUDA reports {count} device(s) here");
+            }
+            Ok((Device::Cuda(i as usize), spec))
+        }
+    }
+}
+
+/// What the run ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hardware {
+    pub cpu: String,
+    pub cpu_cores: usize,
+    pub memory_gib: f64,
+    pub torch_threads: i32,
+    pub device: String,
+    pub cuda_available: bool,
+    pub cuda_devices: i64,
+    pub gpus: Vec<String>,
+    pub cudnn_available: bool,
+    pub libtorch: String,
+    /// libtorch's build tag, e.g. `cu130` (the CUDA version it was built for) or `cpu`.
+    pub libtorch_build: String,
+    pub os: String,
+}
+
+fn proc_field(file: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    Some(line.split_once(':')?.1.trim().to_string())
+}
+
+/// GPU names from nvidia-smi, when it is there (libtorch's C API does not expose them).
+fn gpu_names() -> Vec<String> {
+    std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name,memory.total", "--format=csv,noheader"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+impl Hardware {
+    pub fn probe(device: Device) -> Self {
+        let memory_kib: f64 = proc_field("/proc/meminfo", "MemTotal")
+            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0.0);
+        let cuda_available = Cuda::is_available();
+        let build = env!("GYMNOS_LIBTORCH_BUILD");
+        Self {
+            cpu: proc_field("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".into()),
+            cpu_cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            torch_threads: tch::get_num_threads(),
+            device: format!("{device:?}"),
+            cuda_available,
+            cuda_devices: if cuda_available { Cuda::device_count() } else { 0 },
+            gpus: if cuda_available { gpu_names() } else { Vec::new() },
+            cudnn_available: Cuda::cudnn_is_available(),
+            libtorch: env!("GYMNOS_LIBTORCH_VERSION").to_string(),
+            libtorch_build: build.split_once('+').map_or("unknown", |(_, tag)| tag).to_string(),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! `gymnos-engine`: carries out `gymnos-host run`, `resume` and `predict` (`gymnos-host`
+//! execs it with the same arguments). This is the only binary that links libtorch.
+
+mod callbacks;
+mod checkpoint;
+mod commands;
+mod data;
+mod device;
+mod logging;
+mod metrics;
+mod optim;
+mod pipeline;
+mod predict;
+mod progress;
+mod record;
+mod seeds;
+mod train;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use gymnos_host::cli_args::{PredictArgs, ResumeArgs, RunArgs};
+
+#[derive(Parser, Debug)]
+#[command(name = "gymnos-engine", version, about = "The training engine of gymnos-host (run it through gymnos-host)")]
+struct Cli {
+    /// The plugin registry (gymnos-host passes the one it resolved).
+    #[arg(long, global = true, value_name = "FILE", overrides_with = "registry")]
+    registry: Option<PathBuf>,
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Run(RunArgs),
+    Resume(ResumeArgs),
+    Predict(PredictArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let no_progress = match &cli.command {
+        Command::Run(a) => a.no_progress,
+        Command::Resume(a) => a.no_progress,
+        Command::Predict(_) => true,
+    };
+    let bars = progress::Progress::terminal(no_progress);
+    let log = logging::init(cli.verbose, bars.clone());
+    // A panic is a bug, but it must still reach the user as one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let message = info.payload().downcast_ref::<&str>().map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        eprintln!("error: internal error{at}: {}", message.lines().next().unwrap_or(""));
+    }));
+    let registry = cli.registry.unwrap_or_else(|| PathBuf::from("registry.json"));
+    let outcome = std::panic::catch_unwind(move || match cli.command {
+        Command::Run(args) => commands::run(&registry, args, &log, bars),
+        Command::Resume(args) => commands::resume(&registry, args, &log, bars),
+        Command::Predict(args) => predict::predict(&registry, args),
+    });
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            // One line, whatever a cause carried (libtorch appends its C++ backtrace).
+            let text = format!("{e:#}");
+            let line = text.split("\nException raised from").next().unwrap_or_default();
+            eprintln!("error: {}", line.lines().collect::<Vec<_>>().join(" "));
+            ExitCode::FAILURE
+        }
+        Err(_) => ExitCode::from(101),
+    }
+}

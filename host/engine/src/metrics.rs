@@ -1,0 +1,176 @@
+//! Losses and evaluation metrics: accuracy, per-class precision/recall/F1 and the confusion
+//! matrix for classification; MSE, MAE and R² for regression.
+
+use anyhow::{bail, Result};
+use gymnos_host::experiment::Loss;
+use gymnos_plugin_api::Task;
+use serde::Serialize;
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::{
+    data::{eval_batches, Samples},
+    pipeline::Model,
+};
+
+/// The loss actually used, once the task is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossFn {
+    CrossEntropy,
+    Mse,
+    L1,
+}
+
+impl LossFn {
+    pub fn for_task(setting: Loss, task: Task) -> Result<Self> {
+        Ok(match (setting, task) {
+            (Loss::Auto, Task::Classification) | (Loss::CrossEntropy, Task::Classification) => LossFn::CrossEntropy,
+            (Loss::Auto, Task::Regression) | (Loss::Mse, Task::Regression) => LossFn::Mse,
+            (Loss::L1, Task::Regression) => LossFn::L1,
+            (Loss::CrossEntropy, Task::Regression) => bail!("training.loss: cross_entropy needs a classification data set; this one is regression"),
+            (_, Task::Classification) => bail!("training.loss: {setting:?} needs a regression data set; this one is classification (use cross_entropy or auto)"),
+        })
+    }
+
+    /// Mean loss of a batch (outputs already checked to be `[n, k]`).
+    pub fn compute(self, output: &Tensor, target: &Tensor) -> Tensor {
+        match self {
+            LossFn::CrossEntropy => output.cross_entropy_for_logits(target),
+            LossFn::Mse => output.mse_loss(target, Reduction::Mean),
+            LossFn::L1 => output.l1_loss(target, Reduction::Mean),
+        }
+    }
+}
+
+/// Sums over an epoch kept on the device, read once at the end (no sync per batch).
+pub struct Running {
+    loss_sum: Tensor,
+    correct: Tensor,
+    pub samples: i64,
+}
+
+impl Running {
+    pub fn new(device: Device) -> Self {
+        Self { loss_sum: Tensor::zeros([], (Kind::Double, device)), correct: Tensor::zeros([], (Kind::Int64, device)), samples: 0 }
+    }
+
+    pub fn add(&mut self, loss: &Tensor, output: &Tensor, target: &Tensor, classification: bool) {
+        let n = target.size()[0];
+        tch::no_grad(|| {
+            self.loss_sum += loss.to_kind(Kind::Double) * n as f64;
+            if classification {
+                self.correct += output.argmax(1, false).eq_tensor(target).sum(Kind::Int64);
+            }
+        });
+        self.samples += n;
+    }
+
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum.double_value(&[]) / self.samples.max(1) as f64
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        self.correct.int64_value(&[]) as f64 / self.samples.max(1) as f64
+    }
+}
+
+/// Outputs for a whole split, in eval mode, with their mean loss.
+pub fn predict_split(model: &mut Model, data: &Samples, batch_size: i64, device: Device, loss: LossFn) -> Result<(Tensor, f64)> {
+    let mut outputs = Vec::new();
+    let mut running = Running::new(device);
+    for batch in eval_batches(data, batch_size, device) {
+        let out = tch::no_grad(|| model.forward(&batch.x, false))?;
+        let l = loss.compute(&out, &batch.y);
+        running.add(&l, &out, &batch.y, false);
+        outputs.push(out.to_device(Device::Cpu));
+    }
+    let all = if outputs.is_empty() { Tensor::zeros([0], (Kind::Float, Device::Cpu)) } else { Tensor::cat(&outputs, 0) };
+    Ok((all, running.mean_loss()))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassMetrics {
+    pub class: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassificationReport {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub f1_macro: f64,
+    pub per_class: Vec<ClassMetrics>,
+    /// `confusion_matrix[true][predicted]`.
+    pub confusion_matrix: Vec<Vec<i64>>,
+}
+
+pub fn classification_report(logits: &Tensor, targets: &Tensor, class_names: &[String], loss: f64) -> ClassificationReport {
+    let k = class_names.len() as i64;
+    let predicted = logits.argmax(1, false);
+    let counts = (targets * k + &predicted).bincount(None::<Tensor>, k * k).view([k, k]);
+    let confusion: Vec<Vec<i64>> = (0..k).map(|i| Vec::<i64>::try_from(&counts.get(i)).unwrap_or_default()).collect();
+    let total: i64 = confusion.iter().flatten().sum();
+    let correct: i64 = (0..k as usize).map(|i| confusion[i][i]).sum();
+    let per_class: Vec<ClassMetrics> = (0..k as usize)
+        .map(|c| {
+            let tp = confusion[c][c] as f64;
+            let predicted_c: i64 = confusion.iter().map(|row| row[c]).sum();
+            let support: i64 = confusion[c].iter().sum();
+            let precision = if predicted_c > 0 { tp / predicted_c as f64 } else { 0.0 };
+            let recall = if support > 0 { tp / support as f64 } else { 0.0 };
+            let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+            ClassMetrics { class: class_names[c].clone(), precision, recall, f1, support }
+        })
+        .collect();
+    ClassificationReport {
+        loss,
+        accuracy: correct as f64 / total.max(1) as f64,
+        f1_macro: per_class.iter().map(|c| c.f1).sum::<f64>() / k.max(1) as f64,
+        per_class,
+        confusion_matrix: confusion,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegressionReport {
+    pub loss: f64,
+    pub mse: f64,
+    pub mae: f64,
+    pub r2: f64,
+}
+
+pub fn regression_report(predictions: &Tensor, targets: &Tensor, loss: f64) -> RegressionReport {
+    let p = predictions.to_kind(Kind::Double);
+    let t = targets.to_kind(Kind::Double);
+    let mse = (&p - &t).square().mean(Kind::Double).double_value(&[]);
+    let mae = (&p - &t).abs().mean(Kind::Double).double_value(&[]);
+    let variance = (&t - t.mean_dim(0, true, Kind::Double)).square().mean(Kind::Double).double_value(&[]);
+    RegressionReport { loss, mse, mae, r2: if variance > 0.0 { 1.0 - mse / variance } else { 0.0 } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_report_counts_by_hand() {
+        // true: 0 0 1 1 2; predicted: 0 1 1 1 0
+        let logits = Tensor::from_slice(&[9.0f32, 0., 0., 0., 9., 0., 0., 9., 0., 0., 9., 0., 9., 0., 0.]).view([5, 3]);
+        let targets = Tensor::from_slice(&[0i64, 0, 1, 1, 2]);
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let r = classification_report(&logits, &targets, &names, 0.0);
+        assert_eq!(r.confusion_matrix, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 0]]);
+        assert!((r.accuracy - 0.6).abs() < 1e-12);
+        assert!((r.per_class[1].precision - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!((r.per_class[1].recall, r.per_class[2].f1, r.per_class[0].support), (1.0, 0.0, 2));
+    }
+
+    #[test]
+    fn regression_report_by_hand() {
+        let r = regression_report(&Tensor::from_slice(&[1.0f32, 2.0, 4.0]).view([3, 1]), &Tensor::from_slice(&[1.0f32, 3.0, 5.0]).view([3, 1]), 0.0);
+        assert!((r.mse - 2.0 / 3.0).abs() < 1e-9 && (r.mae - 2.0 / 3.0).abs() < 1e-9);
+        assert!((r.r2 - (1.0 - (2.0 / 3.0) / (8.0 / 3.0))).abs() < 1e-9);
+    }
+}

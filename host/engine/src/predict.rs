@@ -1,0 +1,118 @@
+//! `predict RUN_DIR INPUT`: the run's preprocessors and model applied to new samples.
+
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::{bail, Context, Result};
+use gymnos_host::{
+    cli_args::{PredictArgs, PredictFormat},
+    experiment, PluginManager,
+};
+use gymnos_plugin_api::Task;
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+
+use crate::{
+    checkpoint, device,
+    pipeline::{ModelShape, Setup},
+    record,
+};
+
+pub fn predict(registry: &Path, args: PredictArgs) -> Result<()> {
+    let run_dir = &args.run_dir;
+    let config = run_dir.join(record::TRAINING_CONFIG);
+    if !config.is_file() {
+        bail!("{}: not a run folder (no {})", run_dir.display(), record::TRAINING_CONFIG);
+    }
+    let weights = if args.best { run_dir.join(record::CHECKPOINTS).join(record::BEST) } else { run_dir.join(record::MODEL) };
+    if !weights.is_file() {
+        bail!("{}: missing; the run has not {}", weights.display(), if args.best { "saved a best checkpoint" } else { "completed" });
+    }
+    let data = record::Metrics::load(run_dir)?.data.with_context(|| format!("{}: no data description", run_dir.display()))?;
+    let task = if data["task"] == "regression" { Task::Regression } else { Task::Classification };
+    let num_outputs = data["num_outputs"].as_i64().context("metrics.json: data.num_outputs")?;
+    let class_names: Vec<String> = serde_json::from_value(data["class_names"].clone()).unwrap_or_default();
+
+    let (exp, _) = experiment::load(&config, &[])?;
+    let manager = PluginManager::open(registry)?;
+    let resolved = experiment::validate(&config, &exp, &manager.registry, &manager.compat)?;
+    let (device, device_spec) = device::select(&exp.training.device)?;
+    let setup = Setup { manager: &manager, device: device_spec, seed: exp.experiment.seed, base_dir: run_dir, output_dir: None };
+    let (tensors, _) = checkpoint::load(&weights)?;
+
+    let mut dataset = setup.dataset(&resolved.dataset)?;
+    let raw = dataset.read_inputs(&std::path::absolute(&args.input)?)?;
+    let mut preprocessors = setup.preprocessors(&resolved.preprocessors)?;
+    preprocessors.load_states(&tensors)?;
+    let x = preprocessors.transform(&raw)?;
+    let shape = ModelShape { input_shape: x.size()[1..].to_vec(), num_outputs, task };
+    let mut model = setup.model(&resolved.model, &shape)?;
+    let model_tensors = tensors.iter().filter_map(|(n, t)| n.strip_prefix("model.").map(|r| (r.to_string(), t.shallow_clone()))).collect();
+    model.load_state(model_tensors)?;
+
+    let batch = exp.training.eval_batch_size as i64;
+    let mut outputs = Vec::new();
+    for start in (0..x.size()[0]).step_by(batch as usize) {
+        let len = batch.min(x.size()[0] - start);
+        let out = tch::no_grad(|| model.forward(&x.narrow(0, start, len).to_device(device), false))?;
+        outputs.push(out.to_device(Device::Cpu).to_kind(Kind::Double));
+    }
+    let out = if outputs.is_empty() { Tensor::zeros([0, num_outputs], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&outputs, 0) };
+    let rows = to_rows(&out, task, &class_names)?;
+
+    let format = args.format.unwrap_or(match args.output.as_ref().and_then(|p| p.extension()) {
+        Some(ext) if ext == "csv" => PredictFormat::Csv,
+        _ => PredictFormat::Json,
+    });
+    let text = match format {
+        PredictFormat::Json => serde_json::to_string_pretty(&rows)? + "\n",
+        PredictFormat::Csv => to_csv(&rows, task, &class_names, num_outputs),
+    };
+    match &args.output {
+        Some(path) => checkpoint::write_atomically(path, text.as_bytes())?,
+        None => print!("{text}"),
+    }
+    tracing::info!("{} predictions", rows.len());
+    Ok(())
+}
+
+fn to_rows(out: &Tensor, task: Task, class_names: &[String]) -> Result<Vec<Value>> {
+    let n = out.size()[0];
+    let values: Vec<Vec<f64>> = (0..n).map(|i| Vec::<f64>::try_from(&out.get(i))).collect::<Result<_, _>>()?;
+    Ok(match task {
+        Task::Classification => {
+            let probs = out.softmax(1, Kind::Double);
+            (0..n as usize)
+                .map(|i| {
+                    let p: Vec<f64> = Vec::<f64>::try_from(&probs.get(i as i64)).unwrap_or_default();
+                    let class = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(c, _)| c);
+                    json!({ "index": i, "class": class, "label": class_names.get(class), "probabilities": p })
+                })
+                .collect()
+        }
+        Task::Regression => values.into_iter().enumerate().map(|(i, v)| json!({ "index": i, "prediction": v })).collect(),
+    })
+}
+
+fn to_csv(rows: &[Value], task: Task, class_names: &[String], num_outputs: i64) -> String {
+    let mut text = String::new();
+    match task {
+        Task::Classification => {
+            let header: Vec<String> = class_names.iter().map(|c| format!("p_{}", c.replace([',', '"'], "_"))).collect();
+            let _ = writeln!(text, "index,class,label,{}", header.join(","));
+            for row in rows {
+                let probs: Vec<String> = row["probabilities"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
+                let label = row["label"].as_str().unwrap_or("").replace('"', "\"\"");
+                let _ = writeln!(text, "{},{},\"{label}\",{}", row["index"], row["class"], probs.join(","));
+            }
+        }
+        Task::Regression => {
+            let header: Vec<String> = (0..num_outputs).map(|i| format!("prediction_{i}")).collect();
+            let _ = writeln!(text, "index,{}", header.join(","));
+            for row in rows {
+                let values: Vec<String> = row["prediction"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
+                let _ = writeln!(text, "{},{}", row["index"], values.join(","));
+            }
+        }
+    }
+    text
+}

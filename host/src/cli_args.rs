@@ -1,0 +1,52 @@
+//! Arguments of the commands the engine carries out, shared by `gymnos-host` (for parsing
+//! and `--help`) and `gymnos-engine` (which does the work).
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The experiment file.
+    pub file: PathBuf,
+    /// Override a field, e.g. --set training.epochs=3 (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub overrides: Vec<String>,
+    /// Root folder for the run record (overrides experiment.output_root).
+    #[arg(long, value_name = "DIR")]
+    pub output_root: Option<PathBuf>,
+    /// Hide the progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ResumeArgs {
+    /// The run folder (…/executions/<timestamp>/).
+    pub run_dir: PathBuf,
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PredictFormat {
+    Json,
+    Csv,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// The run folder whose model to use.
+    pub run_dir: PathBuf,
+    /// A file of new samples in a format the run's dataset plugin reads.
+    pub input: PathBuf,
+    /// Where to write the predictions (default: standard output).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Output format (default: from the output's extension, else JSON).
+    #[arg(long, value_enum)]
+    pub format: Option<PredictFormat>,
+    /// Use the best checkpoint instead of the final model.
+    #[arg(long)]
+    pub best: bool,
+}

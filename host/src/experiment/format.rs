@@ -1,0 +1,364 @@
+//! The experiment's sections, as in Gymnos: experiment, dataset, preprocessors,
+//! data_augmentors, model, training, tracking. `gymnos-host schema` prints this as JSON Schema.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A whole experiment file.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub experiment: ExperimentInfo,
+    pub dataset: DatasetSection,
+    /// Applied in order; fitted on the training split only.
+    #[serde(default)]
+    pub preprocessors: Vec<PluginSpec>,
+    /// Applied in order, to training batches only.
+    #[serde(default)]
+    pub data_augmentors: Vec<PluginSpec>,
+    pub model: PluginSpec,
+    #[serde(default)]
+    pub training: Training,
+    #[serde(default)]
+    pub tracking: Tracking,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentInfo {
+    /// Names the run folder: `<output_root>/<name>/executions/<timestamp>/`.
+    pub name: String,
+    /// Seeds every random choice: split, shuffling, initialisation, dropout, augmentation.
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub description: String,
+    /// Folder under which runs are recorded (relative to the current folder).
+    #[serde(default = "default_output_root")]
+    pub output_root: String,
+}
+
+fn default_output_root() -> String {
+    "trainings".into()
+}
+
+/// A reference to an installed plugin and its configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// `NAME` or `NAME@VERSION_REQ`, e.g. `mlp@^1.2`.
+    pub plugin: String,
+    /// The plugin's configuration; `gymnos-host plugins info NAME` lists its keys.
+    #[serde(default = "empty_object")]
+    pub config: Value,
+    /// Written by the host in `training_config.json`: the exact library that ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<ResolvedLibrary>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// The library a plugin reference was resolved to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolvedLibrary {
+    pub version: String,
+    pub library: String,
+    pub sha256: String,
+    pub package: String,
+    pub api_version: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSection {
+    pub plugin: String,
+    #[serde(default = "empty_object")]
+    pub config: Value,
+    #[serde(default)]
+    pub split: Split,
+    /// Shuffle before splitting (with the experiment's seed).
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<ResolvedLibrary>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Fractions of the samples for each split; they must add up to 1. When the dataset ships a
+/// fixed test split, `test` is not used and train/val share the rest in their proportion.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    pub train: f64,
+    pub val: f64,
+    pub test: f64,
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Self { train: 0.8, val: 0.1, test: 0.1 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Training {
+    pub epochs: u32,
+    pub batch_size: u32,
+    /// Batch size for validation, test and prediction (no gradients, so it can be larger).
+    pub eval_batch_size: u32,
+    pub optimizer: Optimizer,
+    pub lr_schedule: LrSchedule,
+    pub loss: Loss,
+    /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    pub precision: Precision,
+    /// Clip the global gradient norm to this value (none when absent).
+    pub grad_clip_norm: Option<f64>,
+    pub callbacks: Callbacks,
+    /// Background threads that assemble and augment training batches.
+    pub num_workers: u32,
+    /// Batches prepared ahead of the model.
+    pub prefetch_batches: u32,
+    /// Keep the whole data set on the device and index batches there, when it fits in this
+    /// many MiB and no augmentor needs the CPU.
+    pub device_cache_mib: u32,
+}
+
+impl Default for Training {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 64,
+            eval_batch_size: 1024,
+            optimizer: Optimizer::Adam { lr: 1e-3, betas: default_betas(), eps: 1e-8, weight_decay: 0.0 },
+            lr_schedule: LrSchedule::Constant,
+            loss: Loss::Auto,
+            device: "auto".into(),
+            precision: Precision::Fp32,
+            grad_clip_norm: None,
+            callbacks: Callbacks::default(),
+            num_workers: 2,
+            prefetch_batches: 4,
+            device_cache_mib: 2048,
+        }
+    }
+}
+
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_adamw_decay() -> f64 {
+    0.01
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "name", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Optimizer {
+    Sgd {
+        lr: f64,
+        #[serde(default)]
+        momentum: f64,
+        #[serde(default)]
+        nesterov: bool,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    Adam {
+        lr: f64,
+        #[serde(default = "default_betas")]
+        betas: [f64; 2],
+        #[serde(default = "default_eps")]
+        eps: f64,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    /// Adam with decoupled weight decay.
+    Adamw {
+        lr: f64,
+        #[serde(default = "default_betas")]
+        betas: [f64; 2],
+        #[serde(default = "default_eps")]
+        eps: f64,
+        #[serde(default = "default_adamw_decay")]
+        weight_decay: f64,
+    },
+}
+
+impl Optimizer {
+    pub fn lr(&self) -> f64 {
+        match self {
+            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } | Optimizer::Adamw { lr, .. } => *lr,
+        }
+    }
+}
+
+/// Learning rate per epoch, before reduce-on-plateau's factor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "name", rename_all = "lowercase", deny_unknown_fields)]
+pub enum LrSchedule {
+    Constant,
+    /// Multiply by `gamma` every `step_size` epochs.
+    Step {
+        step_size: u32,
+        #[serde(default = "default_gamma")]
+        gamma: f64,
+    },
+    /// Cosine annealing from the optimizer's lr to `min_lr` over the training's epochs.
+    Cosine {
+        #[serde(default)]
+        min_lr: f64,
+    },
+}
+
+fn default_gamma() -> f64 {
+    0.1
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Cross-entropy for classification, MSE for regression.
+    Auto,
+    CrossEntropy,
+    Mse,
+    L1,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    /// Mixed precision: CUDA autocast (float16 kernels, float32 weights) with dynamic loss
+    /// scaling. CUDA only.
+    Fp16,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Callbacks {
+    pub early_stopping: Option<EarlyStopping>,
+    pub checkpoint: Checkpointing,
+    pub reduce_on_plateau: Option<ReduceOnPlateau>,
+    /// Stop the run with an error as soon as the loss is NaN or infinite.
+    pub stop_on_nan: bool,
+}
+
+impl Default for Callbacks {
+    fn default() -> Self {
+        Self { early_stopping: None, checkpoint: Checkpointing::default(), reduce_on_plateau: None, stop_on_nan: true }
+    }
+}
+
+/// Whether a monitored metric should go down or up; `auto` infers it from the name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Auto,
+    Min,
+    Max,
+}
+
+fn default_monitor() -> String {
+    "val_loss".into()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    #[serde(default = "default_monitor")]
+    pub monitor: String,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default = "default_patience")]
+    pub patience: u32,
+    #[serde(default)]
+    pub min_delta: f64,
+}
+
+fn default_patience() -> u32 {
+    5
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Checkpointing {
+    /// Write `checkpoints/last.safetensors` every N epochs (and always after the last).
+    pub every_n_epochs: u32,
+    /// Keep `checkpoints/best.safetensors` for the best value of `monitor`.
+    pub save_best: bool,
+    pub monitor: String,
+    pub mode: Mode,
+}
+
+impl Default for Checkpointing {
+    fn default() -> Self {
+        Self { every_n_epochs: 1, save_best: true, monitor: default_monitor(), mode: Mode::Auto }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReduceOnPlateau {
+    #[serde(default = "default_monitor")]
+    pub monitor: String,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default = "default_plateau_factor")]
+    pub factor: f64,
+    #[serde(default = "default_plateau_patience")]
+    pub patience: u32,
+    #[serde(default)]
+    pub min_lr: f64,
+    #[serde(default)]
+    pub min_delta: f64,
+}
+
+fn default_plateau_factor() -> f64 {
+    0.1
+}
+fn default_plateau_patience() -> u32 {
+    2
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tracking {
+    pub trackers: Vec<PluginSpec>,
+    /// Send the resolved experiment to the trackers as the run's parameters.
+    pub log_params: bool,
+    /// Send training-step metrics every N steps (0: epoch metrics only).
+    pub log_every_n_steps: u32,
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Self { trackers: Vec::new(), log_params: true, log_every_n_steps: 50 }
+    }
+}
+
+/// Metric names callbacks may monitor.
+pub const MONITORABLE: [&str; 8] =
+    ["train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_mse", "val_mae", "val_f1_macro", "val_r2"];
+
+impl Mode {
+    /// `Min` or `Max` for a metric name (`Auto` resolved: accuracy/f1/r2 go up, the rest down).
+    pub fn resolve(self, monitor: &str) -> Mode {
+        match self {
+            Mode::Auto if ["accuracy", "f1", "r2"].iter().any(|m| monitor.contains(m)) => Mode::Max,
+            Mode::Auto => Mode::Min,
+            explicit => explicit,
+        }
+    }
+}

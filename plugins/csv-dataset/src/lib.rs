@@ -1,0 +1,226 @@
+//! `csv`: a table of numbers, one sample per row, for classification or regression.
+//!
+//! Headers: `names` (a first row of column names), `sklearn` (scikit-learn's bundled tables:
+//! a first row `n_samples,n_features,class names...`), or `none`.
+
+use std::{
+    fs::File,
+    io::{BufRead, BufReader, Read},
+    path::{Path, PathBuf},
+};
+
+use flate2::read::GzDecoder;
+use gymnos_plugin_sdk::{
+    api::abi_stable::std_types::RVec,
+    key, required,
+    tch::{Kind, Tensor},
+    Component, Config, ConfigType, Context, Dataset, DatasetInfo, Loaded, PluginError, Result, Task,
+};
+
+pub struct CsvDataset {
+    path: PathBuf,
+    task: Task,
+    header: String,
+    target_column: i64,
+    delimiter: char,
+    class_names: Vec<String>,
+}
+
+/// A parsed file: the class names a scikit-learn header lists, and the rows' cells.
+struct Rows {
+    header_classes: Vec<String>,
+    cells: Vec<Vec<String>>,
+    width: usize,
+}
+
+/// Numeric features and the target column's raw text.
+struct Table {
+    header_classes: Vec<String>,
+    features: Vec<f32>,
+    targets: Vec<String>,
+    n_features: usize,
+}
+
+impl CsvDataset {
+    fn parse(&self, path: &Path) -> Result<Rows> {
+        let io = |e: std::io::Error| PluginError::io(format!("{}: {e}", path.display()));
+        let file = File::open(path).map_err(io)?;
+        let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") { Box::new(GzDecoder::new(file)) } else { Box::new(file) };
+        let mut lines = Vec::new();
+        for line in BufReader::new(reader).lines() {
+            let line = line.map_err(io)?;
+            if !line.trim().is_empty() {
+                lines.push(line);
+            }
+        }
+        let mut rows = lines.iter();
+        let mut header_classes = Vec::new();
+        match self.header.as_str() {
+            "names" => {
+                rows.next();
+            }
+            "sklearn" => {
+                let first = rows.next().ok_or_else(|| PluginError::data(format!("{}: empty file", path.display())))?;
+                header_classes = first.split(self.delimiter).skip(2).map(|s| s.trim().to_string()).collect();
+            }
+            _ => {}
+        }
+        let cells: Vec<Vec<String>> = rows.map(|l| l.split(self.delimiter).map(|c| c.trim().to_string()).collect()).collect();
+        let width = cells.first().map_or(0, Vec::len);
+        if width == 0 {
+            return Err(PluginError::data(format!("{}: no rows", path.display())));
+        }
+        if let Some(i) = cells.iter().position(|r| r.len() != width) {
+            return Err(PluginError::data(format!("{} row {}: {} cells where the first row has {width}", path.display(), i + 1, cells[i].len())));
+        }
+        Ok(Rows { header_classes, cells, width })
+    }
+
+    fn target_index(&self, width: usize) -> Result<usize> {
+        let index = if self.target_column < 0 { width as i64 + self.target_column } else { self.target_column };
+        usize::try_from(index).ok().filter(|&i| i < width).ok_or_else(|| {
+            PluginError::config(format!("target_column {} is outside the {width} columns of {}", self.target_column, self.path.display()))
+        })
+    }
+
+    /// Splits rows into numeric features and, when `target` is set, that column's text.
+    fn table(path: &Path, rows: Rows, target: Option<usize>) -> Result<Table> {
+        let mut table = Table { header_classes: rows.header_classes, features: Vec::new(), targets: Vec::new(), n_features: rows.width - target.map_or(0, |_| 1) };
+        for (i, row) in rows.cells.into_iter().enumerate() {
+            for (c, cell) in row.into_iter().enumerate() {
+                if Some(c) == target {
+                    table.targets.push(cell);
+                } else {
+                    let value = cell.parse::<f32>().map_err(|_| {
+                        PluginError::data(format!("{} row {}: column {} is `{cell}`, not a number", path.display(), i + 1, c + 1))
+                    })?;
+                    table.features.push(value);
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    fn rows_count(table: &Table) -> i64 {
+        (table.features.len() / table.n_features.max(1)) as i64
+    }
+
+    fn targets(&self, table: &Table) -> Result<(Tensor, Vec<String>)> {
+        let n = table.targets.len() as i64;
+        match self.task {
+            Task::Regression => {
+                let values: Vec<f32> = table.targets.iter().map(|t| t.parse::<f32>()).collect::<Result<_, _>>()
+                    .map_err(|_| PluginError::data(format!("{}: regression targets must be numbers", self.path.display())))?;
+                Ok((Tensor::from_slice(&values).view([n, 1]), Vec::new()))
+            }
+            Task::Classification => {
+                let mut names = if self.class_names.is_empty() { table.header_classes.clone() } else { self.class_names.clone() };
+                let all_ints = table.targets.iter().all(|t| t.parse::<i64>().is_ok());
+                let labels: Vec<i64> = if all_ints {
+                    let labels: Vec<i64> = table.targets.iter().map(|t| t.parse().unwrap()).collect();
+                    let k = labels.iter().max().map_or(0, |m| m + 1);
+                    if names.is_empty() {
+                        names = (0..k).map(|c| c.to_string()).collect();
+                    }
+                    if labels.iter().any(|&l| l < 0 || l >= names.len() as i64) {
+                        return Err(PluginError::data(format!("{}: class labels must be in [0, {})", self.path.display(), names.len())));
+                    }
+                    labels
+                } else {
+                    if names.is_empty() {
+                        names = table.targets.clone();
+                        names.sort();
+                        names.dedup();
+                    }
+                    table.targets.iter().map(|t| names.iter().position(|n| n == t).map(|p| p as i64)
+                        .ok_or_else(|| PluginError::data(format!("{}: unknown class `{t}`", self.path.display())))).collect::<Result<_>>()?
+                };
+                Ok((Tensor::from_slice(&labels), names))
+            }
+        }
+    }
+}
+
+impl Component for CsvDataset {
+    const NAME: &'static str = "csv";
+    const VERSION: &'static str = "1.0.0";
+    const DESCRIPTION: &'static str = "A numeric table (CSV, optionally gzipped), one sample per row, for classification or regression";
+
+    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
+        vec![
+            required("path", ConfigType::Path, "The CSV file"),
+            key("task", ConfigType::String, "classification", "classification or regression"),
+            key("header", ConfigType::String, "names", "names (a row of column names), sklearn (n_samples,n_features,classes...) or none"),
+            key("target_column", ConfigType::Integer, -1, "Index of the target column (negative counts from the end)"),
+            key("delimiter", ConfigType::String, ",", "Cell separator (one character)"),
+            key("class_names", ConfigType::StringList, Vec::<String>::new(), "Class names in label order (default: from the header, or the labels)"),
+        ]
+    }
+
+    fn create(config: &Config, ctx: &Context) -> Result<Self> {
+        let task = match config.get::<String>("task")?.as_str() {
+            "classification" => Task::Classification,
+            "regression" => Task::Regression,
+            other => return Err(PluginError::config(format!("task `{other}` is not classification or regression"))),
+        };
+        let header: String = config.get("header")?;
+        if !["names", "sklearn", "none"].contains(&header.as_str()) {
+            return Err(PluginError::config(format!("header `{header}` is not names, sklearn or none")));
+        }
+        let delimiter: String = config.get("delimiter")?;
+        let mut chars = delimiter.chars();
+        let (Some(delimiter), None) = (chars.next(), chars.next()) else {
+            return Err(PluginError::config(format!("delimiter `{delimiter}` must be one character")));
+        };
+        Ok(Self {
+            path: config.path("path", ctx)?,
+            task,
+            header,
+            target_column: config.get("target_column")?,
+            delimiter,
+            class_names: config.get("class_names")?,
+        })
+    }
+}
+
+impl Dataset for CsvDataset {
+    fn load(&mut self) -> Result<Loaded> {
+        let rows = self.parse(&self.path)?;
+        let target = self.target_index(rows.width)?;
+        let table = Self::table(&self.path, rows, Some(target))?;
+        let n = Self::rows_count(&table);
+        let features = Tensor::from_slice(&table.features).view([n, table.n_features as i64]).to_kind(Kind::Float);
+        let (targets, class_names) = self.targets(&table)?;
+        let num_outputs = match self.task {
+            Task::Classification => class_names.len() as i64,
+            Task::Regression => 1,
+        };
+        Ok(Loaded {
+            info: DatasetInfo {
+                task: self.task,
+                feature_shape: RVec::from(vec![table.n_features as i64]),
+                num_outputs,
+                class_names: class_names.iter().map(|c| c.as_str().into()).collect(),
+            },
+            features,
+            targets,
+            test: None,
+        })
+    }
+
+    /// Rows as wide as the training table have their target column dropped; rows one cell
+    /// narrower are all features.
+    fn read_inputs(&mut self, path: &Path) -> Result<Tensor> {
+        let train_width = self.parse(&self.path)?.width;
+        let rows = self.parse(path)?;
+        let target = match rows.width {
+            w if w == train_width => Some(self.target_index(w)?),
+            w if w + 1 == train_width => None,
+            w => return Err(PluginError::data(format!("{}: rows have {w} cells; the training table has {train_width} (features and target)", path.display()))),
+        };
+        let table = Self::table(path, rows, target)?;
+        Ok(Tensor::from_slice(&table.features).view([Self::rows_count(&table), table.n_features as i64]))
+    }
+}
+
+gymnos_plugin_sdk::export_plugin!(dataset(CsvDataset));
