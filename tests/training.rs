@@ -350,3 +350,38 @@ fn validate_reports_every_problem_with_its_path() {
     let err = sandbox.host(&["resume", missing.to_str().unwrap()]).one_line_error().to_string();
     assert_eq!(err, "error: /nonexistent/run: not a run folder (no training_config.json)");
 }
+
+#[test]
+fn ctrl_c_stops_after_the_batch_records_interrupted_and_the_run_resumes() {
+    let sandbox = Sandbox::new();
+    sandbox.install_builtins();
+    let mut exp = wine("ctrlc");
+    exp["training"]["epochs"] = json!(200);
+    exp["training"]["batch_size"] = json!(4);
+    let path = sandbox.experiment("ctrlc", &exp);
+    let child = Command::new(artifact_dir().join("gymnos-host"))
+        .args(["--registry", sandbox.registry().to_str().unwrap(), "run", path.to_str().unwrap(), "--no-progress"])
+        .current_dir(sandbox.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sandbox.runs("ctrlc").first().is_some_and(|d| d.join("checkpoints/last.safetensors").is_file()) {
+        assert!(Instant::now() < deadline, "no checkpoint within a minute");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let dir = &sandbox.runs("ctrlc")[0];
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let last = stderr.lines().last().unwrap();
+    assert!(last.starts_with("error: run ") && last.contains(": interrupted at epoch "), "{last}");
+    assert!(last.ends_with(&format!("continue with `gymnos-host resume {}`", dir.display())), "{last}");
+    let metrics = read_json(&dir.join("metrics.json"));
+    assert_eq!(metrics["status"], "interrupted");
+    sandbox.host(&["resume", dir.to_str().unwrap(), "--no-progress"]).ok();
+    let metrics = read_json(&dir.join("metrics.json"));
+    assert_eq!((metrics["status"].as_str(), metrics["epochs_completed"].as_u64()), (Some("completed"), Some(200)));
+}

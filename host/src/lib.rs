@@ -11,6 +11,7 @@ pub mod library;
 pub mod manager;
 pub mod registry;
 pub mod resolve;
+pub mod scaffold;
 
 pub use compat::HostCompat;
 pub use library::{CallError, LoadError, LoadedLibrary};

@@ -62,7 +62,11 @@ fn session(
     bars: Option<indicatif::MultiProgress>,
     start: Start,
 ) -> Result<()> {
-    let session = Session { manager, resolved, run_dir: run_dir.clone(), base_dir, bars };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing the Ctrl-C handler")?;
+    }
+    let session = Session { manager, stop, resolved, run_dir: run_dir.clone(), base_dir, bars };
     session.execute(start).with_context(|| format!("run {}", run_dir.display()))?;
     let metrics = record::Metrics::load(&run_dir)?;
     println!("{}", run_dir.display());

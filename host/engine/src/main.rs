@@ -70,7 +70,9 @@ fn main() -> ExitCode {
             let text = format!("{e:#}");
             let line = text.split("\nException raised from").next().unwrap_or_default();
             eprintln!("error: {}", line.lines().collect::<Vec<_>>().join(" "));
-            ExitCode::FAILURE
+            // 130: the shells' code for "ended by Ctrl-C".
+            let interrupted = e.chain().any(|c| c.downcast_ref::<train::Interrupted>().is_some());
+            ExitCode::from(if interrupted { 130 } else { 1 })
         }
         Err(_) => ExitCode::from(101),
     }

@@ -30,6 +30,15 @@ use crate::{
     seeds::{derive, seed_torch},
 };
 
+/// Ctrl-C: the training stops after the current batch; the run keeps its last checkpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted at epoch {epoch}, step {step}; continue with `gymnos-host resume {}`", run_dir.display())]
+pub struct Interrupted {
+    pub epoch: u32,
+    pub step: usize,
+    pub run_dir: PathBuf,
+}
+
 /// Where a session starts.
 pub enum Start {
     Fresh,
@@ -39,6 +48,8 @@ pub enum Start {
 
 pub struct Session<'a> {
     pub manager: &'a PluginManager,
+    /// Set by SIGINT/SIGTERM.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub resolved: ResolvedExperiment,
     pub run_dir: PathBuf,
     /// Relative paths in plugin configurations are resolved against this folder.
@@ -92,6 +103,10 @@ impl Session<'_> {
         metrics.finished_at = Some(record::now());
         match &outcome {
             Ok(()) => metrics.status = "completed".into(),
+            Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
+                metrics.status = "interrupted".into();
+                metrics.error = Some(format!("{e:#}"));
+            }
             Err(e) => {
                 metrics.status = "failed".into();
                 metrics.error = Some(format!("{e:#}"));
@@ -256,6 +271,9 @@ impl Session<'_> {
                 let read_every_step = !p.device.is_cuda();
                 std::thread::scope(|scope| -> Result<()> {
                     for (i, batch) in loader.epoch(epoch, &p.augmentors, scope).enumerate() {
+                        if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Err(Interrupted { epoch: epoch + 1, step: i, run_dir: self.run_dir.clone() }.into());
+                        }
                         let batch = batch?;
                         p.optimizer.zero_grad();
                         let out = match settings.precision {

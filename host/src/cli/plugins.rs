@@ -56,6 +56,20 @@ pub enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create a standalone plugin crate with a working example component and its test.
+    New {
+        /// dataset, preprocessor, data_augmentor, model or tracker.
+        #[arg(long, value_parser = parse_kind)]
+        kind: ComponentKind,
+        /// The plugin's name (lowercase letters, digits, `-`); also the crate's.
+        name: String,
+        /// Folder to create the crate in (default: ./NAME).
+        #[arg(long)]
+        path: Option<PathBuf>,
+        /// The gymnos source tree to build against (default: the one this host was built from).
+        #[arg(long, value_name = "DIR")]
+        sdk: Option<PathBuf>,
+    },
 }
 
 fn parse_kind(s: &str) -> Result<ComponentKind, String> {
@@ -118,6 +132,19 @@ pub fn run(registry_path: &Path, command: PluginsCommand) -> Result<()> {
             } else {
                 removed.iter().for_each(|r| println!("removed {r}"));
             }
+            Ok(())
+        }
+        PluginsCommand::New { kind, name, path, sdk } => {
+            let dir = path.unwrap_or_else(|| PathBuf::from(&name));
+            let mut toolchain = gymnos_host::scaffold::Toolchain::of_this_build();
+            if let Some(root) = sdk {
+                toolchain.libtorch = root.join(".venv/libtorch");
+                toolchain.source_root = root;
+            }
+            gymnos_host::scaffold::new_plugin(kind, &name, &dir, &toolchain)?;
+            println!("created the {kind} plugin `{name}` in {}", dir.display());
+            println!("  cd {} && cargo build --release && cargo test --release", dir.display());
+            println!("  gymnos-host plugins install {}/target/release/lib{}.so", dir.display(), name.replace('-', "_"));
             Ok(())
         }
         PluginsCommand::Scan { json } => {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod convert;
 #[doc(hidden)]
 pub mod export;
+pub mod harness;
 mod guard;
 pub mod rng;
 

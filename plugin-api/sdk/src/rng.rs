@@ -35,6 +35,19 @@ impl Rng {
         self.next_u64() % n
     }
 
+    /// A float32 CPU tensor of standard normal draws (Box-Muller).
+    pub fn normal(&mut self, shape: &[i64]) -> Tensor {
+        let n: i64 = shape.iter().product();
+        let draws: Vec<f32> = (0..n)
+            .map(|_| {
+                let u1 = self.next_f64().max(f64::MIN_POSITIVE);
+                let u2 = self.next_f64();
+                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+            })
+            .collect();
+        Tensor::from_slice(&draws).view(shape)
+    }
+
     /// A boolean CPU tensor of `n` independent draws that are true with probability `p`.
     pub fn bernoulli_mask(&mut self, n: i64, p: f64) -> Tensor {
         let draws: Vec<bool> = (0..n).map(|_| self.next_f64() < p).collect();
@@ -57,5 +70,9 @@ mod tests {
         let mask = Rng::new(3).bernoulli_mask(1000, 0.25);
         let ones = mask.to_kind(tch::Kind::Float).sum(tch::Kind::Float).double_value(&[]);
         assert!((ones - 250.0).abs() < 50.0, "ones {ones}");
+        let z = Rng::new(4).normal(&[100, 100]);
+        assert_eq!(z.size(), [100, 100]);
+        assert!(z.mean(tch::Kind::Float).double_value(&[]).abs() < 0.05);
+        assert!((z.std(false).double_value(&[]) - 1.0).abs() < 0.05);
     }
 }

@@ -79,3 +79,15 @@ impl Model for Cnn {
 }
 
 gymnos_plugin_sdk::export_plugin!(model(Cnn));
+
+#[cfg(test)]
+mod tests {
+    use gymnos_plugin_sdk::{harness, serde_json::json};
+
+    #[test]
+    fn meets_the_model_contract() {
+        harness::check_model::<super::Cnn>(json!({ "channels": [4, 8], "hidden": 16 }), &[1, 12, 12], 10).unwrap();
+        let err = harness::check_model::<super::Cnn>(json!({}), &[144], 10).unwrap_err();
+        assert_eq!(err, "create: configuration error: cnn needs images [channels, height, width], got input shape [144]");
+    }
+}

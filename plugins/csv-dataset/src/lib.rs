@@ -224,3 +224,27 @@ impl Dataset for CsvDataset {
 }
 
 gymnos_plugin_sdk::export_plugin!(dataset(CsvDataset));
+
+#[cfg(test)]
+mod tests {
+    use gymnos_plugin_sdk::{harness, serde_json::json};
+
+    #[test]
+    fn meets_the_dataset_contract_on_wine_and_a_regression_table() {
+        let wine = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/sklearn/wine_data.csv");
+        let config = json!({ "path": wine, "header": "sklearn" });
+        assert_eq!(harness::check_dataset::<super::CsvDataset>(config.clone()).unwrap(), (178, 0));
+        assert_eq!(harness::check_dataset_inputs::<super::CsvDataset>(config, wine.as_ref(), &[13]).unwrap(), 178);
+
+        let dir = std::env::temp_dir().join(format!("gymnos-csv-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let table = dir.join("t.csv");
+        std::fs::write(&table, "x;y\n1;2.5\n2;4.5\n3;6.5\n").unwrap();
+        let config = json!({ "path": table, "task": "regression", "delimiter": ";" });
+        assert_eq!(harness::check_dataset::<super::CsvDataset>(config).unwrap(), (3, 0));
+        std::fs::write(&table, "x;y\n1;2.5\n2;oops\n").unwrap();
+        let err = harness::check_dataset::<super::CsvDataset>(json!({ "path": table, "delimiter": ";", "task": "regression" })).unwrap_err();
+        assert!(err.ends_with("regression targets must be numbers"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

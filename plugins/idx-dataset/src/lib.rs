@@ -163,3 +163,26 @@ impl Dataset for IdxDataset {
 }
 
 gymnos_plugin_sdk::export_plugin!(dataset(IdxDataset));
+
+#[cfg(test)]
+mod tests {
+    use gymnos_plugin_sdk::{harness, serde_json::json};
+
+    fn fashion_mnist() -> String {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/fashion-mnist").to_string()
+    }
+
+    #[test]
+    fn meets_the_dataset_contract_on_fashion_mnist() {
+        let config = json!({ "path": fashion_mnist(), "limit": 300 });
+        assert_eq!(harness::check_dataset::<super::IdxDataset>(config.clone()).unwrap(), (300, 300));
+        let images = std::path::Path::new(&fashion_mnist()).join("t10k-images-idx3-ubyte.gz");
+        assert_eq!(harness::check_dataset_inputs::<super::IdxDataset>(config, &images, &[1, 28, 28]).unwrap(), 300);
+    }
+
+    #[test]
+    fn a_missing_file_is_an_io_error_naming_it() {
+        let err = harness::check_dataset::<super::IdxDataset>(json!({ "path": "/nonexistent" })).unwrap_err();
+        assert_eq!(err, "load: I/O error: /nonexistent/train-images-idx3-ubyte.gz: No such file or directory (os error 2)");
+    }
+}

@@ -74,3 +74,20 @@ impl Tracker for JsonlTracker {
 }
 
 gymnos_plugin_sdk::export_plugin!(tracker(JsonlTracker));
+
+#[cfg(test)]
+mod tests {
+    use gymnos_plugin_sdk::{harness, serde_json::{self, json, Value}};
+
+    #[test]
+    fn meets_the_tracker_contract_and_writes_one_event_per_line() {
+        let dir = std::env::temp_dir().join(format!("gymnos-jsonl-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        harness::check_tracker::<super::JsonlTracker>(json!({ "file": "events.jsonl" }), &dir).unwrap();
+        let events: Vec<Value> = std::fs::read_to_string(dir.join("events.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["start", "params", "metrics", "finish"]);
+        assert_eq!(events[2]["metrics"], json!({ "loss": 0.5 }));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -70,3 +70,15 @@ impl Model for Mlp {
 }
 
 gymnos_plugin_sdk::export_plugin!(model(Mlp));
+
+#[cfg(test)]
+mod tests {
+    use gymnos_plugin_sdk::{harness, serde_json::json};
+
+    #[test]
+    fn meets_the_model_contract() {
+        harness::check_model::<super::Mlp>(json!({ "hidden": [16, 8], "activation": "gelu" }), &[1, 6, 6], 3).unwrap();
+        let err = harness::check_model::<super::Mlp>(json!({ "hidden": [0] }), &[4], 3).unwrap_err();
+        assert_eq!(err, "create: configuration error: hidden sizes must be positive, got [0]");
+    }
+}

@@ -57,3 +57,17 @@ impl DataAugmentor for RandomFlip {
 }
 
 gymnos_plugin_sdk::export_plugin!(data_augmentor(RandomFlip));
+
+#[cfg(test)]
+mod tests {
+    use gymnos_plugin_sdk::{harness, serde_json::json, tch::{Kind, Tensor}, Rng};
+
+    #[test]
+    fn meets_the_augmentor_contract() {
+        let x = Rng::new(1).normal(&[16, 1, 4, 4]);
+        let y = Tensor::arange(16, (Kind::Int64, gymnos_plugin_sdk::tch::Device::Cpu));
+        harness::check_augmentor::<super::RandomFlip>(json!({ "horizontal": 0.5, "vertical": 0.5 }), &x, &y).unwrap();
+        let err = harness::check_augmentor::<super::RandomFlip>(json!({ "horizontal": 2 }), &x, &y).unwrap_err();
+        assert_eq!(err, "create: configuration error: horizontal must be a probability in [0, 1], got 2");
+    }
+}

@@ -76,3 +76,16 @@ impl Preprocessor for Standardize {
 }
 
 gymnos_plugin_sdk::export_plugin!(preprocessor(Standardize));
+
+#[cfg(test)]
+mod tests {
+    use gymnos_plugin_sdk::{harness, serde_json::json, tch::{Kind, Tensor}, Rng};
+
+    #[test]
+    fn meets_the_preprocessor_contract_and_standardizes() {
+        let x = Rng::new(1).normal(&[64, 5]) * 3.0 + 2.0;
+        let y = Tensor::zeros([64], (Kind::Int64, gymnos_plugin_sdk::tch::Device::Cpu));
+        harness::check_preprocessor::<super::Standardize>(json!({}), &x, &y).unwrap();
+        harness::check_preprocessor::<super::Standardize>(json!({ "per_feature": true }), &x, &y).unwrap();
+    }
+}
