@@ -6,6 +6,7 @@
 pub mod cli_args;
 pub mod compat;
 pub mod experiment;
+pub mod fsio;
 pub mod hash;
 pub mod library;
 pub mod manager;

@@ -297,18 +297,8 @@ impl PluginManager {
     }
 }
 
-/// Copies `source` to `dest` through a temporary file in `dest`'s folder, so that `dest` is
-/// either absent or complete.
+/// Copies `source` to `dest` so that `dest` is either absent or complete.
 fn copy_atomically(source: &Path, dest: &Path) -> Result<(), ManagerError> {
-    let dir = dest.parent().expect("store paths have a parent");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".install-")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .tempfile_in(dir)
-        .map_err(io_err(dir))?;
-    let mut input = fs::File::open(source).map_err(io_err(source))?;
-    std::io::copy(&mut input, tmp.as_file_mut()).map_err(io_err(dest))?;
-    tmp.as_file().sync_all().map_err(io_err(dest))?;
-    tmp.persist(dest).map_err(|e| ManagerError::Io { path: dest.to_path_buf(), cause: e.error })?;
-    Ok(())
+    let bytes = fs::read(source).map_err(io_err(source))?;
+    crate::fsio::write_atomically(dest, &bytes, 0o755).map_err(io_err(dest))
 }

@@ -3,7 +3,6 @@
 
 use std::{
     fs::{self, File},
-    io::Write,
     path::{Path, PathBuf},
     time::UNIX_EPOCH,
 };
@@ -253,24 +252,10 @@ impl Registry {
     /// Writes the registry atomically: a temporary file in the same folder, flushed to disk,
     /// then renamed over the old one. A crash leaves either the old or the new file whole.
     pub fn save(&self) -> Result<(), RegistryError> {
-        let write_err = |source| RegistryError::Write { path: self.path.clone(), cause: source };
-        let dir = self.dir();
-        fs::create_dir_all(&dir).map_err(write_err)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".registry-")
-            .suffix(".tmp")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .tempfile_in(&dir)
-            .map_err(write_err)?;
         let mut text = serde_json::to_string_pretty(self).expect("registry serializes");
         text.push('\n');
-        tmp.write_all(text.as_bytes()).map_err(write_err)?;
-        tmp.as_file().sync_all().map_err(write_err)?;
-        tmp.persist(&self.path).map_err(|e| write_err(e.error))?;
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        crate::fsio::write_atomically(&self.path, text.as_bytes(), 0o644)
+            .map_err(|cause| RegistryError::Write { path: self.path.clone(), cause })
     }
 
     /// Takes the registry's write lock (released when the returned file is dropped).

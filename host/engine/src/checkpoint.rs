@@ -1,11 +1,7 @@
 //! Named tensors in safetensors files, with a string map of metadata, written atomically:
 //! a crash or a full disk leaves the previous file whole.
 
-use std::{
-    collections::HashMap,
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashMap, path::Path};
 
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
@@ -80,18 +76,12 @@ pub fn load(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, Strin
 
 /// Writes `bytes` to `path` so that `path` is either the old file or the complete new one.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir: PathBuf = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    let write = || -> std::io::Result<()> {
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".tmp-")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .tempfile_in(&dir)?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    };
-    write().with_context(|| format!("{}: cannot write", path.display()))
+    gymnos_host::fsio::write_atomically(path, bytes, 0o644).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// The tensors whose names start with `prefix`, with the prefix removed (shallow clones).
+pub fn with_prefix(tensors: &[(String, Tensor)], prefix: &str) -> Vec<(String, Tensor)> {
+    tensors.iter().filter_map(|(n, t)| n.strip_prefix(prefix).map(|rest| (rest.to_string(), t.shallow_clone()))).collect()
 }
 
 #[cfg(test)]

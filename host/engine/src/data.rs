@@ -14,7 +14,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 
 use anyhow::{bail, Result};
 use gymnos_host::experiment::Split as SplitFractions;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::{
     pipeline::Augmentors,
@@ -228,27 +228,10 @@ pub fn eval_batches(data: &Samples, batch_size: i64, device: Device) -> impl Ite
     })
 }
 
-/// Checks the targets a data set returned against its task.
-pub fn check_targets(y: &Tensor, classification: bool, num_outputs: i64, dataset: &str) -> Result<()> {
-    if classification {
-        if y.kind() != Kind::Int64 || y.dim() != 1 {
-            bail!("{dataset}: classification targets must be int64 [n], got {:?} {:?}", y.kind(), y.size());
-        }
-        if y.numel() > 0 {
-            let (lo, hi) = (y.min().int64_value(&[]), y.max().int64_value(&[]));
-            if lo < 0 || hi >= num_outputs {
-                bail!("{dataset}: class indices range over [{lo}, {hi}] but the data set declares {num_outputs} classes");
-            }
-        }
-    } else if y.dim() != 2 || y.size()[1] != num_outputs || !y.is_floating_point() {
-        bail!("{dataset}: regression targets must be float [n, {num_outputs}], got {:?} {:?}", y.kind(), y.size());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Kind;
 
     #[test]
     fn batch_ranges_cover_every_sample_and_drop_a_lone_trailing_sample_in_training() {

@@ -49,14 +49,7 @@ fn main() -> ExitCode {
     };
     let bars = progress::Progress::terminal(no_progress);
     let log = logging::init(cli.verbose, bars.clone());
-    // A panic is a bug, but it must still reach the user as one line, not a backtrace.
-    std::panic::set_hook(Box::new(|info| {
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        let message = info.payload().downcast_ref::<&str>().map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        eprintln!("error: internal error{at}: {}", message.lines().next().unwrap_or(""));
-    }));
+    gymnos_host::fsio::one_line_panic_hook();
     let registry = cli.registry.unwrap_or_else(|| PathBuf::from("registry.json"));
     let outcome = std::panic::catch_unwind(move || match cli.command {
         Command::Run(args) => commands::run(&registry, args, &log, bars),

@@ -9,9 +9,9 @@ use gymnos_host::{experiment::ResolvedPlugin, PluginManager};
 use gymnos_plugin_api::{
     abi_stable::std_types::{RResult, RSlice, RStr, RVec},
     AugmentorBox, Component, CreateContext, DatasetBox, DatasetInfo, DeviceSpec, LoadedData, Metric, ModelBox,
-    NamedTensor, PluginError, PreprocessorBox, Samples as AbiSamples, Task, TrackerBox,
+    PluginError, PreprocessorBox, Samples as AbiSamples, Task, TrackerBox,
 };
-use gymnos_plugin_sdk::{from_handle, to_handle};
+use gymnos_plugin_sdk::{from_handle, from_named, from_samples, to_handle, to_named, to_samples};
 use tch::Tensor;
 
 use crate::{data::Samples, seeds::derive};
@@ -67,26 +67,23 @@ impl Setup<'_> {
         }
     }
 
+    /// Creates each plugin of a list (preprocessors, augmentors, trackers), in order.
+    fn create_list<T>(&self, plugins: &[ResolvedPlugin], unwrap: fn(Component) -> Option<T>) -> Result<Vec<(ResolvedPlugin, T)>> {
+        plugins
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Ok((p.clone(), unwrap(self.create(p, i as u64, None)?).expect("kind checked in create"))))
+            .collect()
+    }
+
     pub fn preprocessors(&self, plugins: &[ResolvedPlugin]) -> Result<Preprocessors> {
-        let mut list = Vec::new();
-        for (i, p) in plugins.iter().enumerate() {
-            match self.create(p, i as u64, None)? {
-                Component::Preprocessor(inner) => list.push((p.clone(), inner)),
-                _ => unreachable!("kind checked in create"),
-            }
-        }
-        Ok(Preprocessors(list))
+        let unwrap = |c| if let Component::Preprocessor(p) = c { Some(p) } else { None };
+        Ok(Preprocessors(self.create_list(plugins, unwrap)?))
     }
 
     pub fn augmentors(&self, plugins: &[ResolvedPlugin]) -> Result<Augmentors> {
-        let mut list = Vec::new();
-        for (i, p) in plugins.iter().enumerate() {
-            match self.create(p, i as u64, None)? {
-                Component::DataAugmentor(inner) => list.push((p.clone(), inner)),
-                _ => unreachable!("kind checked in create"),
-            }
-        }
-        Ok(Augmentors(list))
+        let unwrap = |c| if let Component::DataAugmentor(a) = c { Some(a) } else { None };
+        Ok(Augmentors(self.create_list(plugins, unwrap)?))
     }
 
     pub fn model(&self, plugin: &ResolvedPlugin, shape: &ModelShape) -> Result<Model> {
@@ -97,31 +94,17 @@ impl Setup<'_> {
     }
 
     pub fn trackers(&self, plugins: &[ResolvedPlugin]) -> Result<Vec<(ResolvedPlugin, TrackerBox)>> {
-        let mut list = Vec::new();
-        for (i, p) in plugins.iter().enumerate() {
-            match self.create(p, i as u64, None)? {
-                Component::Tracker(inner) => list.push((p.clone(), inner)),
-                _ => unreachable!("kind checked in create"),
-            }
-        }
-        Ok(list)
+        self.create_list(plugins, |c| if let Component::Tracker(t) = c { Some(t) } else { None })
     }
 }
 
 fn to_abi(samples: &Samples) -> AbiSamples {
-    AbiSamples { features: to_handle(samples.x.shallow_clone()), targets: to_handle(samples.y.shallow_clone()) }
+    to_samples(samples.x.shallow_clone(), samples.y.shallow_clone())
 }
 
 fn from_abi(samples: AbiSamples) -> Samples {
-    Samples { x: from_handle(samples.features), y: from_handle(samples.targets) }
-}
-
-fn to_named(tensors: Vec<(String, Tensor)>) -> RVec<NamedTensor> {
-    tensors.into_iter().map(|(name, t)| NamedTensor { name: name.into(), tensor: to_handle(t) }).collect()
-}
-
-fn from_named(tensors: RVec<NamedTensor>) -> Vec<(String, Tensor)> {
-    tensors.into_iter().map(|n| (n.name.into_string(), from_handle(n.tensor))).collect()
+    let (x, y) = from_samples(samples);
+    Samples { x, y }
 }
 
 pub struct Dataset {
@@ -140,14 +123,10 @@ impl Dataset {
     pub fn load(&mut self) -> Result<Loaded> {
         let LoadedData { info, samples, test } = call(&self.plugin, "load", self.inner.load())?;
         let loaded = Loaded { info, all: from_abi(samples), test: test.into_option().map(from_abi) };
-        let label = format!("{} ({})", self.plugin.label(), self.plugin.path);
-        for part in std::iter::once(&loaded.all).chain(&loaded.test) {
-            if part.x.size().first() != part.y.size().first() {
-                bail!("{label}: {} feature rows but {} targets", part.x.size()[0], part.y.size()[0]);
-            }
-            if part.x.size()[1..] != loaded.info.feature_shape[..] {
-                bail!("{label}: features of shape {:?} but the data set declares {:?}", &part.x.size()[1..], &loaded.info.feature_shape[..]);
-            }
+        // The data set's contract, checked once here so that the loss never sees bad targets.
+        for (name, part) in std::iter::once(("samples", &loaded.all)).chain(loaded.test.iter().map(|t| ("test split", t))) {
+            gymnos_plugin_sdk::harness::check_split(&loaded.info, &part.x, &part.y, name)
+                .map_err(|e| anyhow!("{} ({}) broke the dataset contract: {e}", self.plugin.label(), self.plugin.path))?;
         }
         Ok(loaded)
     }
@@ -203,11 +182,7 @@ impl Preprocessors {
 
     pub fn load_states(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
         for (i, (plugin, p)) in self.0.iter_mut().enumerate() {
-            let prefix = format!("preprocessors.{i}.");
-            let mine: Vec<(String, Tensor)> = tensors
-                .iter()
-                .filter_map(|(n, t)| n.strip_prefix(&prefix).map(|rest| (rest.to_string(), t.shallow_clone())))
-                .collect();
+            let mine = crate::checkpoint::with_prefix(tensors, &format!("preprocessors.{i}."));
             call(plugin, "load_state", p.load_state(to_named(mine)))?;
         }
         Ok(())

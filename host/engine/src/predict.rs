@@ -46,8 +46,7 @@ pub fn predict(registry: &Path, args: PredictArgs) -> Result<()> {
     let x = preprocessors.transform(&raw)?;
     let shape = ModelShape { input_shape: x.size()[1..].to_vec(), num_outputs, task };
     let mut model = setup.model(&resolved.model, &shape)?;
-    let model_tensors = tensors.iter().filter_map(|(n, t)| n.strip_prefix("model.").map(|r| (r.to_string(), t.shallow_clone()))).collect();
-    model.load_state(model_tensors)?;
+    model.load_state(checkpoint::with_prefix(&tensors, "model."))?;
 
     let batch = exp.training.eval_batch_size as i64;
     let mut outputs = Vec::new();

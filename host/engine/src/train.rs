@@ -20,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 use crate::{
     callbacks::{scheduled_lr, CallbackState},
     checkpoint,
-    data::{check_targets, split, Loader, Samples, Splits},
+    data::{split, Loader, Samples, Splits},
     device::{self, Hardware},
     metrics::{classification_report, predict_split, regression_report, LossFn, Running},
     optim::{LossScaler, Optimizer},
@@ -89,6 +89,16 @@ struct Prepared {
     first_epoch: u32,
 }
 
+impl Prepared {
+    /// What `predict` needs: the model's state (`model.*`) and the fitted preprocessors'
+    /// (`preprocessors.<i>.*`).
+    fn fitted_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut tensors: Vec<(String, Tensor)> = self.model.state()?.into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+        tensors.extend(self.preprocessors.states()?);
+        Ok(tensors)
+    }
+}
+
 impl Session<'_> {
     /// Runs the session; on failure the record says so (status `failed` and the error).
     pub fn execute(&self, start: Start) -> Result<()> {
@@ -144,13 +154,6 @@ impl Session<'_> {
         let loaded = stage(metrics, "load_dataset", |_| dataset.load())?;
         let info = loaded.info.clone();
         let classification = info.task == Task::Classification;
-        let dataset_label = format!("{} (dataset)", self.resolved.dataset.label());
-        for part in std::iter::once(&loaded.all).chain(&loaded.test) {
-            check_targets(&part.y, classification, info.num_outputs, &dataset_label)?;
-        }
-        if classification && info.class_names.len() as i64 != info.num_outputs {
-            bail!("{dataset_label}: {} class names for {} classes", info.class_names.len(), info.num_outputs);
-        }
         let loss = LossFn::for_task(settings.loss, info.task)?;
         let splits = stage(metrics, "split", |_| split(loaded.all, loaded.test, &exp.dataset.split, exp.dataset.shuffle, seed))?;
         if splits.val.is_empty() {
@@ -208,12 +211,9 @@ impl Session<'_> {
         let mut first_epoch = 0;
         if let Some((tensors, meta)) = checkpoint {
             let mut restore = || -> Result<()> {
-                let take = |prefix: &str| -> Vec<(String, Tensor)> {
-                    tensors.iter().filter_map(|(n, t)| n.strip_prefix(prefix).map(|r| (r.to_string(), t.shallow_clone()))).collect()
-                };
-                model.load_state(take("model."))?;
+                model.load_state(checkpoint::with_prefix(&tensors, "model."))?;
                 let field = |k: &str| meta.get(k).ok_or_else(|| anyhow!("checkpoint metadata lacks `{k}`"));
-                optimizer.load_state(&take("optim."), field("optimizer_steps")?.parse()?)?;
+                optimizer.load_state(&checkpoint::with_prefix(&tensors, "optim."), field("optimizer_steps")?.parse()?)?;
                 callbacks = serde_json::from_str(field("callbacks")?)?;
                 scaler = serde_json::from_str(field("loss_scaler")?)?;
                 first_epoch = field("epoch")?.parse()?;
@@ -393,8 +393,7 @@ impl Session<'_> {
         })?;
 
         stage(metrics, "save_model", |_| {
-            let mut tensors: Vec<(String, Tensor)> = p.model.state()?.into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
-            tensors.extend(p.preprocessors.states()?);
+            let tensors = p.fitted_tensors()?;
             let meta = HashMap::from([
                 ("format".to_string(), "gymnos-model-1".to_string()),
                 ("task".to_string(), format!("{:?}", p.info.task).to_lowercase()),
@@ -408,9 +407,8 @@ impl Session<'_> {
     /// Checkpoint: model, optimizer and preprocessor tensors; epoch, callback state and metric
     /// history in the metadata.
     fn save_checkpoint(&self, p: &Prepared, file: &str, epoch: u32, metrics: &Metrics) -> Result<()> {
-        let mut tensors: Vec<(String, Tensor)> = p.model.state()?.into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+        let mut tensors = p.fitted_tensors()?;
         tensors.extend(p.optimizer.state().into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
-        tensors.extend(p.preprocessors.states()?);
         let meta = HashMap::from([
             ("format".to_string(), "gymnos-checkpoint-1".to_string()),
             ("epoch".to_string(), epoch.to_string()),

@@ -2,7 +2,7 @@
 
 use std::ffi::c_void;
 
-use gymnos_plugin_api::TensorHandle;
+use gymnos_plugin_api::{abi_stable::std_types::RVec, NamedTensor, Samples, TensorHandle};
 use tch::Tensor;
 
 /// Deletes an `at::Tensor*` made by this module.
@@ -28,4 +28,24 @@ pub fn to_handle(tensor: Tensor) -> TensorHandle {
 pub fn from_handle(handle: TensorHandle) -> Tensor {
     // SAFETY: the handle owns a valid `at::Tensor*` for as long as it lives.
     unsafe { Tensor::clone_from_ptr(handle.as_raw().cast()) }
+}
+
+/// Named tensors to their ABI form (ownership passes to the handles).
+pub fn to_named(tensors: Vec<(String, Tensor)>) -> RVec<NamedTensor> {
+    tensors.into_iter().map(|(name, t)| NamedTensor { name: name.into(), tensor: to_handle(t) }).collect()
+}
+
+/// Named tensors from their ABI form.
+pub fn from_named(tensors: RVec<NamedTensor>) -> Vec<(String, Tensor)> {
+    tensors.into_iter().map(|n| (n.name.into_string(), from_handle(n.tensor))).collect()
+}
+
+/// Features and targets to their ABI form.
+pub fn to_samples(features: Tensor, targets: Tensor) -> Samples {
+    Samples { features: to_handle(features), targets: to_handle(targets) }
+}
+
+/// Features and targets from their ABI form.
+pub fn from_samples(samples: Samples) -> (Tensor, Tensor) {
+    (from_handle(samples.features), from_handle(samples.targets))
 }

@@ -19,7 +19,7 @@ use tch::Tensor;
 
 use crate::{
     component::{DataAugmentor, Dataset, Model, Preprocessor, Tracker},
-    convert::{from_handle, to_handle},
+    convert::{from_handle, from_named, from_samples, to_handle, to_named, to_samples},
     Result, Rng,
 };
 
@@ -90,26 +90,14 @@ pub(crate) fn guard<R>(f: impl FnOnce() -> Result<R>) -> RResult<R, PluginError>
 /// The author's component, seen by the host through a sabi_trait object.
 pub(crate) struct Guarded<T>(pub T);
 
-fn to_named(tensors: Vec<(String, Tensor)>) -> RVec<NamedTensor> {
-    tensors.into_iter().map(|(name, t)| NamedTensor { name: name.into(), tensor: to_handle(t) }).collect()
-}
-
-fn from_named(tensors: RVec<NamedTensor>) -> Vec<(String, Tensor)> {
-    tensors.into_iter().map(|nt| (nt.name.into_string(), from_handle(nt.tensor))).collect()
-}
-
-fn samples(features: Tensor, targets: Tensor) -> Samples {
-    Samples { features: to_handle(features), targets: to_handle(targets) }
-}
-
 impl<T: Dataset> DatasetObj for Guarded<T> {
     fn load(&mut self) -> RResult<LoadedData, PluginError> {
         guard(|| {
             let loaded = self.0.load()?;
             Ok(LoadedData {
                 info: loaded.info,
-                samples: samples(loaded.features, loaded.targets),
-                test: loaded.test.map(|(f, t)| samples(f, t)).into(),
+                samples: to_samples(loaded.features, loaded.targets),
+                test: loaded.test.map(|(f, t)| to_samples(f, t)).into(),
             })
         })
     }
@@ -121,7 +109,10 @@ impl<T: Dataset> DatasetObj for Guarded<T> {
 
 impl<T: Preprocessor> PreprocessorObj for Guarded<T> {
     fn fit(&mut self, data: Samples) -> RResult<(), PluginError> {
-        guard(|| self.0.fit(&from_handle(data.features), &from_handle(data.targets)))
+        guard(|| {
+            let (features, targets) = from_samples(data);
+            self.0.fit(&features, &targets)
+        })
     }
 
     fn transform(&self, features: TensorHandle) -> RResult<TensorHandle, PluginError> {
@@ -140,10 +131,9 @@ impl<T: Preprocessor> PreprocessorObj for Guarded<T> {
 impl<T: DataAugmentor> AugmentorObj for Guarded<T> {
     fn augment(&self, batch: Samples, seed: u64) -> RResult<Samples, PluginError> {
         guard(|| {
-            let mut rng = Rng::new(seed);
-            let (f, t) =
-                self.0.augment(from_handle(batch.features), from_handle(batch.targets), &mut rng)?;
-            Ok(samples(f, t))
+            let (features, targets) = from_samples(batch);
+            let (f, t) = self.0.augment(features, targets, &mut Rng::new(seed))?;
+            Ok(to_samples(f, t))
         })
     }
 }

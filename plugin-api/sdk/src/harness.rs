@@ -14,14 +14,14 @@ use std::path::Path;
 
 use gymnos_plugin_api::{
     abi_stable::std_types::{RSlice, RStr, RVec},
-    Component as AbiComponent, CreateContext, DeviceSpec, Metric, Samples, Task,
+    Component as AbiComponent, CreateContext, DatasetInfo, DeviceSpec, Metric, Samples, Task,
 };
 use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
 use crate::{
     component::{DataAugmentor, Dataset, Model, Preprocessor, Tracker},
-    convert::{from_handle, to_handle},
+    convert::{from_handle, from_samples, to_handle},
     export::Entry,
 };
 
@@ -80,32 +80,40 @@ pub fn check_dataset<T: Dataset>(config: Value) -> Check<(i64, i64)> {
     };
     let loaded = dataset.load().into_result().map_err(|e| format!("load: {e}"))?;
     let info = loaded.info.clone();
-    let check_split = |name: &str, samples: Samples| -> Check<i64> {
-        let (x, y) = (from_handle(samples.features), from_handle(samples.targets));
-        let n = x.size().first().copied().unwrap_or(0);
-        ensure(n > 0, || format!("{name}: no samples"))?;
-        ensure(x.device() == tch::Device::Cpu && y.device() == tch::Device::Cpu, || format!("{name}: tensors must be on the CPU"))?;
-        ensure(y.size().first() == Some(&n), || format!("{name}: {n} feature rows but targets {:?}", shape_of(&y)))?;
-        ensure(x.size()[1..] == info.feature_shape[..], || format!("{name}: features {:?}, declared feature_shape {:?}", shape_of(&x), &info.feature_shape[..]))?;
-        match info.task {
-            Task::Classification => {
-                ensure(y.kind() == Kind::Int64 && y.dim() == 1, || format!("{name}: classification targets must be int64 [n], got {:?} {:?}", y.kind(), shape_of(&y)))?;
-                let (lo, hi) = (y.min().int64_value(&[]), y.max().int64_value(&[]));
-                ensure(lo >= 0 && hi < info.num_outputs, || format!("{name}: labels span [{lo}, {hi}] for {} classes", info.num_outputs))?;
-                ensure(info.class_names.len() as i64 == info.num_outputs, || format!("{} class names for {} classes", info.class_names.len(), info.num_outputs))?;
-            }
-            Task::Regression => {
-                ensure(y.is_floating_point() && y.size() == [n, info.num_outputs], || format!("{name}: regression targets must be float [n, {}], got {:?} {:?}", info.num_outputs, y.kind(), shape_of(&y)))?;
-            }
-        }
-        Ok(n)
+    let check = |name: &str, samples: Samples| {
+        let (x, y) = from_samples(samples);
+        check_split(&info, &x, &y, name)
     };
-    let n = check_split("samples", loaded.samples)?;
+    let n = check("samples", loaded.samples)?;
     let n_test = match loaded.test.into_option() {
-        Some(test) => check_split("test", test)?,
+        Some(test) => check("test", test)?,
         None => 0,
     };
     Ok((n, n_test))
+}
+
+/// The dataset contract for one split: non-empty CPU tensors, as many targets as feature rows,
+/// features of the declared shape, and targets as the task wants them (class indices within
+/// the declared classes, one name per class; or float values `[n, num_outputs]`). The host
+/// checks every data set it loads with this. Returns the number of samples.
+pub fn check_split(info: &DatasetInfo, x: &Tensor, y: &Tensor, name: &str) -> Check<i64> {
+    let n = x.size().first().copied().unwrap_or(0);
+    ensure(n > 0, || format!("{name}: no samples"))?;
+    ensure(x.device() == tch::Device::Cpu && y.device() == tch::Device::Cpu, || format!("{name}: tensors must be on the CPU"))?;
+    ensure(y.size().first() == Some(&n), || format!("{name}: {n} feature rows but targets {:?}", shape_of(y)))?;
+    ensure(x.size()[1..] == info.feature_shape[..], || format!("{name}: features {:?}, declared feature_shape {:?}", shape_of(x), &info.feature_shape[..]))?;
+    match info.task {
+        Task::Classification => {
+            ensure(y.kind() == Kind::Int64 && y.dim() == 1, || format!("{name}: classification targets must be int64 [n], got {:?} {:?}", y.kind(), shape_of(y)))?;
+            let (lo, hi) = (y.min().int64_value(&[]), y.max().int64_value(&[]));
+            ensure(lo >= 0 && hi < info.num_outputs, || format!("{name}: labels span [{lo}, {hi}] for {} classes", info.num_outputs))?;
+            ensure(info.class_names.len() as i64 == info.num_outputs, || format!("{} class names for {} classes", info.class_names.len(), info.num_outputs))?;
+        }
+        Task::Regression => {
+            ensure(y.is_floating_point() && y.size() == [n, info.num_outputs], || format!("{name}: regression targets must be float [n, {}], got {:?} {:?}", info.num_outputs, y.kind(), shape_of(y)))?;
+        }
+    }
+    Ok(n)
 }
 
 /// `read_inputs` of `path` gives CPU features of the declared shape (run after `check_dataset`).

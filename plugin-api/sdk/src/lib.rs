@@ -19,7 +19,7 @@ pub use component::{
     Component, DataAugmentor, Dataset, Loaded, Model, Preprocessor, Tracker,
 };
 pub use config::{key, required, Config, Context};
-pub use convert::{from_handle, to_handle};
+pub use convert::{from_handle, from_named, from_samples, to_handle, to_named, to_samples};
 pub use gymnos_plugin_api as api;
 pub use gymnos_plugin_api::{
     ComponentKind, ConfigType, DatasetInfo, DeviceSpec, ErrorKind, PluginError, Task,
