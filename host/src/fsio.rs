@@ -6,6 +6,11 @@ use std::{io::Write, path::Path};
 /// Writes `bytes` to `path` through a temporary file in the same folder, flushed to disk and
 /// renamed over `path`: readers see the old file or the complete new one.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    // The caller names `path`; tempfile would add the temporary file's name to the message.
+    write(path, bytes, mode).map_err(|e| e.raw_os_error().map_or(e, std::io::Error::from_raw_os_error))
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
