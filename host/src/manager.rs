@@ -180,22 +180,20 @@ impl PluginManager {
         let orphans = self.drop_empty_libraries(&mut next);
 
         // Copy into the store (each file atomically), then record the copies' stamps.
+        // On any failure the copies are removed again: the store keeps only registered files.
+        let discard_copies = || {
+            for (_, copied, _) in &to_copy {
+                let _ = fs::remove_file(copied);
+            }
+        };
         fs::create_dir_all(&store).map_err(io_err(&store))?;
         for (source, dest, stored) in &to_copy {
             let stamp = copy_atomically(source, dest).and_then(|()| file_stamp(dest).map_err(io_err(dest)));
-            let stamp = match stamp {
-                Ok(stamp) => stamp,
-                Err(e) => {
-                    for (_, done, _) in &to_copy {
-                        let _ = fs::remove_file(done);
-                    }
-                    return Err(e);
-                }
-            };
+            let stamp = stamp.inspect_err(|_| discard_copies())?;
             let record = next.libraries.iter_mut().find(|l| &l.path == stored).expect("recorded above");
             (record.size, record.modified_ns) = stamp;
         }
-        next.save()?;
+        next.save().inspect_err(|_| discard_copies())?;
         self.remove_store_files(&orphans);
         self.registry = next;
         Ok(outcomes)

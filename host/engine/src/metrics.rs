@@ -150,6 +150,23 @@ pub fn regression_report(predictions: &Tensor, targets: &Tensor, loss: f64) -> R
     RegressionReport { loss, mse, mae, r2: if variance > 0.0 { 1.0 - mse / variance } else { 0.0 } }
 }
 
+/// A split's full report (for `metrics.json`) and its headline numbers: `loss`, `accuracy`,
+/// `f1_macro` (classification) or `loss`, `mse`, `mae`, `r2` (regression).
+pub fn report(outputs: &Tensor, targets: &Tensor, loss: f64, task: Task, class_names: &[String]) -> Result<(serde_json::Value, Vec<(String, f64)>)> {
+    Ok(match task {
+        Task::Classification => {
+            let r = classification_report(outputs, targets, class_names, loss);
+            let flat = vec![("loss".into(), r.loss), ("accuracy".into(), r.accuracy), ("f1_macro".into(), r.f1_macro)];
+            (serde_json::to_value(r)?, flat)
+        }
+        Task::Regression => {
+            let r = regression_report(outputs, targets, loss);
+            let flat = vec![("loss".into(), r.loss), ("mse".into(), r.mse), ("mae".into(), r.mae), ("r2".into(), r.r2)];
+            (serde_json::to_value(r)?, flat)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use gymnos_host::{
     PluginManager,
 };
 use gymnos_plugin_api::{DatasetInfo, Task};
-use serde_json::{json, Value};
+use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
 use crate::{
@@ -22,7 +22,7 @@ use crate::{
     checkpoint,
     data::{split, Loader, Samples, Splits},
     device::{self, Hardware},
-    metrics::{classification_report, predict_split, regression_report, LossFn, Running},
+    metrics::{predict_split, report, LossFn, Running},
     optim::{LossScaler, Optimizer},
     pipeline::{Augmentors, Model, ModelShape, Preprocessors, Setup, Trackers},
     progress::Progress,
@@ -322,17 +322,8 @@ impl Session<'_> {
                 }
                 if !p.splits.val.is_empty() {
                     let (outputs, val_loss) = predict_split(&mut p.model, &p.splits.val, eval_batch, p.device, p.loss)?;
-                    epoch_metrics.insert("val_loss".into(), val_loss);
-                    if classification {
-                        let report = classification_report(&outputs, &p.splits.val.y, &class_names, val_loss);
-                        epoch_metrics.insert("val_accuracy".into(), report.accuracy);
-                        epoch_metrics.insert("val_f1_macro".into(), report.f1_macro);
-                    } else {
-                        let report = regression_report(&outputs, &p.splits.val.y, val_loss);
-                        epoch_metrics.insert("val_mse".into(), report.mse);
-                        epoch_metrics.insert("val_mae".into(), report.mae);
-                        epoch_metrics.insert("val_r2".into(), report.r2);
-                    }
+                    let (_, headline) = report(&outputs, &p.splits.val.y, val_loss, p.info.task, &class_names)?;
+                    epoch_metrics.extend(headline.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
                 }
                 if let Some(bad) = epoch_metrics.iter().find(|(k, v)| k.ends_with("loss") && !v.is_finite()).filter(|_| settings.callbacks.stop_on_nan) {
                     bail!("{} became {} at epoch {} (stop_on_nan)", bad.0, bad.1, epoch + 1);
@@ -376,19 +367,11 @@ impl Session<'_> {
                 return Ok(());
             }
             let (outputs, test_loss) = predict_split(&mut p.model, &p.splits.test, eval_batch, p.device, p.loss)?;
-            let (report, flat): (Value, Vec<(String, f64)>) = if classification {
-                let r = classification_report(&outputs, &p.splits.test.y, &class_names, test_loss);
-                let flat = vec![("loss".into(), r.loss), ("accuracy".into(), r.accuracy), ("f1_macro".into(), r.f1_macro)];
-                (serde_json::to_value(r)?, flat)
-            } else {
-                let r = regression_report(&outputs, &p.splits.test.y, test_loss);
-                let flat = vec![("loss".into(), r.loss), ("mse".into(), r.mse), ("mae".into(), r.mae), ("r2".into(), r.r2)];
-                (serde_json::to_value(r)?, flat)
-            };
+            let (full, flat) = report(&outputs, &p.splits.test.y, test_loss, p.info.task, &class_names)?;
             let line: Vec<String> = flat.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
             tracing::info!("test: {}", line.join(", "));
             trackers.log_metrics(metrics.epochs_completed as u64, "test", &flat);
-            metrics.test = Some(report);
+            metrics.test = Some(full);
             Ok(())
         })?;
 
