@@ -10,3 +10,8 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     io::copy(&mut File::open(path)?, &mut hasher)?;
     Ok(format!("{:x}", hasher.finalize()))
 }
+
+/// Hex sha256 of bytes already in memory.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}

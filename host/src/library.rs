@@ -82,11 +82,10 @@ struct ManifestInfo {
 /// Checks that the file is a complete ELF shared object before `dlopen` sees it: the loader
 /// maps segments lazily, so a truncated library can open and then crash the process (SIGBUS)
 /// when a missing page is touched.
-fn check_elf(path: &Path) -> Result<(), LoadError> {
+fn check_elf(path: &Path, data: &[u8]) -> Result<(), LoadError> {
     use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
     let open = |reason: String| LoadError::Open { path: path.to_path_buf(), reason };
-    let data = std::fs::read(path).map_err(|e| open(e.to_string()))?;
-    let elf = ElfFile64::<object::Endianness>::parse(data.as_slice())
+    let elf = ElfFile64::<object::Endianness>::parse(data)
         .map_err(|e| open(format!("not a valid ELF shared library ({e})")))?;
     let endian = elf.endian();
     for segment in elf.elf_program_headers() {
@@ -107,7 +106,6 @@ fn check_elf(path: &Path) -> Result<(), LoadError> {
 }
 
 fn read_manifest(path: &Path) -> Result<ManifestInfo, LoadError> {
-    check_elf(path)?;
     // SAFETY: loading a library runs its initialisers; that is the trust one gives to any
     // installed plugin. Nothing else is called before the manifest has been checked.
     let library = unsafe { libloading::Library::new(path) }
@@ -163,7 +161,15 @@ fn check_metadata(path: &Path, components: &[ComponentMeta]) -> Result<(), LoadE
 
 impl LoadedLibrary {
     /// Opens and checks the library at `path`; see the module docs for the order of checks.
-    pub fn open(path: &Path, compat: &HostCompat) -> Result<Self, LoadError> {
+    /// `contents` are the file's bytes when the caller has read them already.
+    pub fn open(path: &Path, contents: Option<&[u8]>, compat: &HostCompat) -> Result<Self, LoadError> {
+        match contents {
+            Some(bytes) => check_elf(path, bytes)?,
+            None => {
+                let bytes = std::fs::read(path).map_err(|e| LoadError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+                check_elf(path, &bytes)?;
+            }
+        }
         let manifest = read_manifest(path)?;
         compat.check(manifest.api_version, &manifest.libtorch_version).map_err(|incompatibility| {
             LoadError::Incompatible { path: path.to_path_buf(), package: manifest.package.clone(), incompatibility }

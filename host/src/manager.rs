@@ -15,7 +15,7 @@ use walkdir::WalkDir;
 
 use crate::{
     compat::HostCompat,
-    hash::sha256_file,
+    hash::{sha256_bytes, sha256_file},
     library::{LoadError, LoadedLibrary},
     registry::{file_stamp, LibraryRecord, Registry, RegistryError, STORE_DIR},
 };
@@ -82,24 +82,30 @@ impl PluginManager {
 
     /// Loads (once per process) the library at `path` and checks it.
     pub fn load(&self, path: &Path) -> Result<Arc<LoadedLibrary>, LoadError> {
+        self.load_checked(path, None)
+    }
+
+    fn load_checked(&self, path: &Path, contents: Option<&[u8]>) -> Result<Arc<LoadedLibrary>, LoadError> {
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(library) = loaded.get(&key) {
             return Ok(library.clone());
         }
-        let library = Arc::new(LoadedLibrary::open(path, &self.compat)?);
+        let library = Arc::new(LoadedLibrary::open(path, contents, &self.compat)?);
         loaded.insert(key, library.clone());
         Ok(library)
     }
 
-    /// Loads an installed library after checking that its file still has the recorded hash.
+    /// Loads an installed library after checking that its file still has the recorded hash
+    /// (one read of the file serves the hash and the ELF check).
     pub fn load_installed(&self, record: &LibraryRecord) -> Result<Arc<LoadedLibrary>, LoadError> {
         let path = self.registry.resolve(&record.path);
-        let actual = sha256_file(&path).map_err(|e| LoadError::Open { path: path.clone(), reason: e.to_string() })?;
+        let bytes = fs::read(&path).map_err(|e| LoadError::Open { path: path.clone(), reason: e.to_string() })?;
+        let actual = sha256_bytes(&bytes);
         if actual != record.sha256 {
             return Err(LoadError::HashMismatch { path, expected: record.sha256.clone(), actual });
         }
-        self.load(&path)
+        self.load_checked(&path, Some(&bytes))
     }
 
     /// Libraries named by `paths`: files as given, folders walked. In a folder, files that are
