@@ -15,7 +15,7 @@ use walkdir::WalkDir;
 
 use crate::{
     compat::HostCompat,
-    hash::{sha256_bytes, sha256_file},
+    hash::sha256_bytes,
     library::{LoadError, LoadedLibrary},
     registry::{file_stamp, LibraryRecord, Registry, RegistryError, STORE_DIR},
 };
@@ -96,8 +96,16 @@ impl PluginManager {
         Ok(library)
     }
 
-    /// Loads an installed library after checking that its file still has the recorded hash
-    /// (one read of the file serves the hash and the ELF check).
+    /// Loads the library at `path` and returns its sha256 too; one read of the file serves
+    /// the hash and the ELF check.
+    fn load_hashed(&self, path: &Path) -> Result<(Arc<LoadedLibrary>, String), LoadError> {
+        let bytes = fs::read(path).map_err(|e| LoadError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+        let sha256 = sha256_bytes(&bytes);
+        Ok((self.load_checked(path, Some(&bytes))?, sha256))
+    }
+
+    /// Loads an installed library after checking that its file still has the recorded hash.
+    /// The hash is compared before anything of the library runs.
     pub fn load_installed(&self, record: &LibraryRecord) -> Result<Arc<LoadedLibrary>, LoadError> {
         let path = self.registry.resolve(&record.path);
         let bytes = fs::read(&path).map_err(|e| LoadError::Open { path: path.clone(), reason: e.to_string() })?;
@@ -110,12 +118,13 @@ impl PluginManager {
 
     /// Libraries named by `paths`: files as given, folders walked. In a folder, files that are
     /// not plugins are skipped; a named file must be a plugin.
-    fn collect(&self, paths: &[PathBuf]) -> Result<Vec<(PathBuf, Arc<LoadedLibrary>)>, ManagerError> {
+    fn collect(&self, paths: &[PathBuf]) -> Result<Vec<(PathBuf, Arc<LoadedLibrary>, String)>, ManagerError> {
         let mut found = Vec::new();
         for path in paths {
             let meta = fs::metadata(path).map_err(io_err(path))?;
             if !meta.is_dir() {
-                found.push((path.clone(), self.load(path)?));
+                let (library, sha256) = self.load_hashed(path)?;
+                found.push((path.clone(), library, sha256));
                 continue;
             }
             let before = found.len();
@@ -124,8 +133,8 @@ impl PluginManager {
                 if !entry.file_type().is_file() || !is_shared_library(entry.path()) {
                     continue;
                 }
-                match self.load(entry.path()) {
-                    Ok(library) => found.push((entry.path().to_path_buf(), library)),
+                match self.load_hashed(entry.path()) {
+                    Ok((library, sha256)) => found.push((entry.path().to_path_buf(), library, sha256)),
                     Err(LoadError::NotAPlugin { .. }) => {
                         tracing::debug!(file = %entry.path().display(), "skipped: not a plugin")
                     }
@@ -149,8 +158,7 @@ impl PluginManager {
         let mut outcomes = Vec::new();
         let mut to_copy: Vec<(PathBuf, PathBuf, String)> = Vec::new();
         let store = next.store_dir();
-        for (source, library) in candidates {
-            let sha256 = sha256_file(&source).map_err(io_err(&source))?;
+        for (source, library, sha256) in candidates {
             // Also catches the same file named twice in one call: records are added as we go.
             if next.libraries.iter().any(|l| l.sha256 == sha256) {
                 outcomes.push(InstallOutcome::AlreadyInstalled { source, components: component_labels(&library) });
@@ -254,15 +262,14 @@ impl PluginManager {
                 if !entry.file_type().is_file() || !is_shared_library(path) {
                     continue;
                 }
-                let library = match self.load(path) {
-                    Ok(library) => library,
+                let (library, sha256) = match self.load_hashed(path) {
+                    Ok(loaded) => loaded,
                     Err(LoadError::NotAPlugin { .. }) => continue,
                     Err(e) => {
                         report.refused.push(e.to_string());
                         continue;
                     }
                 };
-                let sha256 = sha256_file(path).map_err(io_err(path))?;
                 if next.libraries.iter().any(|l| l.sha256 == sha256) {
                     continue;
                 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use gymnos_host::{
-    registry::{ComponentRecord, LibraryRecord, Registry},
+    registry::{ComponentRecord, LibraryRecord},
     resolve::resolve,
     InstallOutcome, PluginManager, PluginRef,
 };
@@ -168,20 +168,10 @@ pub fn run(registry_path: &Path, command: PluginsCommand) -> Result<()> {
 }
 
 fn sorted_rows<'a>(manager: &'a PluginManager, kind: Option<ComponentKind>) -> Vec<PluginRow<'a>> {
-    let registry: &Registry = &manager.registry;
-    let mut rows: Vec<PluginRow> = registry
-        .components()
-        .filter(|(_, c)| kind.is_none() || c.kind() == kind)
-        .map(|(l, c)| row(manager, l, c))
-        .collect();
-    fn key<'a>(r: &PluginRow<'a>) -> (Option<ComponentKind>, &'a str) {
-        (ComponentKind::parse(r.kind), r.name)
-    }
-    rows.sort_by(|a, b| key(a).cmp(&key(b)).then_with(|| {
-        let (va, vb) = (semver::Version::parse(&a.version).ok(), semver::Version::parse(&b.version).ok());
-        va.cmp(&vb)
-    }));
-    rows
+    let mut components: Vec<(&LibraryRecord, &ComponentRecord)> =
+        manager.registry.components().filter(|(_, c)| kind.is_none() || c.kind() == kind).collect();
+    components.sort_by(|(_, a), (_, b)| (a.kind(), &a.name, &a.version).cmp(&(b.kind(), &b.name, &b.version)));
+    components.into_iter().map(|(l, c)| row(manager, l, c)).collect()
 }
 
 fn list(manager: &PluginManager, kind: Option<ComponentKind>, json: bool) -> Result<()> {
