@@ -1,13 +1,18 @@
 //! `gymnos-host plugins new`: a standalone plugin crate from the templates in `host/templates/`.
+//!
+//! The crate depends on the SDK by version (`gymnos-plugin-sdk = "1.1"`), as a plugin of a team's
+//! own repository does, and its one `[patch.crates-io]` block points the gymnos crates at the
+//! checkout the host was built from.
 
 use std::path::{Path, PathBuf};
 
-use gymnos_plugin_api::ComponentKind;
+use gymnos_plugin_api::{check_component_name, ComponentKind};
 
 /// Where the generated crate finds what it builds against.
 #[derive(Debug, Clone)]
 pub struct Toolchain {
-    /// The gymnos source tree: `plugin-api/sdk`, `plugin-api/build-support`, `Cargo.lock`.
+    /// The gymnos source tree: `plugin-api/` (with `sdk/`, `derive/`, `build-support/`) and
+    /// `Cargo.lock`.
     pub source_root: PathBuf,
     /// The libtorch folder (`.venv/libtorch` of the set-up).
     pub libtorch: PathBuf,
@@ -15,7 +20,8 @@ pub struct Toolchain {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
-    #[error("`{0}` is not a plugin name: use lowercase letters, digits and `-`, starting with a letter")]
+    /// The message of `gymnos_plugin_api::check_component_name`, the one rule for names.
+    #[error("{0}")]
     Name(String),
     #[error("{}: already exists and is not empty; choose another name or --path", .0.display())]
     Exists(PathBuf),
@@ -24,6 +30,14 @@ pub enum ScaffoldError {
     #[error("{}: {cause}", path.display())]
     Io { path: PathBuf, cause: std::io::Error },
 }
+
+/// The gymnos crates a generated crate patches, with their folders in the source tree.
+const CRATES: [(&str, &str, &str); 4] = [
+    ("{{api}}", "plugin-api", "the plugin API"),
+    ("{{sdk}}", "plugin-api/sdk", "the plugin SDK"),
+    ("{{derive}}", "plugin-api/derive", "the plugin SDK's derive macros"),
+    ("{{build}}", "plugin-api/build-support", "the plugin build helper"),
+];
 
 impl Toolchain {
     /// The source tree this host was built from, and its libtorch: the very `LIBTORCH`
@@ -36,12 +50,8 @@ impl Toolchain {
     }
 
     fn check(&self) -> Result<(), ScaffoldError> {
-        let need = [
-            (self.source_root.join("plugin-api/sdk/Cargo.toml"), "the plugin SDK"),
-            (self.source_root.join("plugin-api/build-support/Cargo.toml"), "the plugin build helper"),
-            (self.libtorch.join("lib"), "libtorch"),
-        ];
-        for (path, what) in need {
+        let crates = CRATES.iter().map(|(_, dir, what)| (self.source_root.join(dir).join("Cargo.toml"), *what));
+        for (path, what) in crates.chain([(self.libtorch.join("lib"), "libtorch")]) {
             if !path.exists() {
                 return Err(ScaffoldError::Missing { path, what });
             }
@@ -60,37 +70,66 @@ fn template(kind: ComponentKind) -> &'static str {
     }
 }
 
-/// `my-model` -> `MyModel`.
+/// `my-model` (or `my_model`) -> `MyModel`.
 fn type_name(name: &str) -> String {
-    name.split('-').map(|part| {
-        let mut chars = part.chars();
-        chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
-    }).collect()
+    name.split(['-', '_'])
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// A TOML basic string: `"..."` with `\` and `"` escaped, for paths in generated files.
+fn toml_string(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '\\' => quoted.push_str("\\\\"),
+            '"' => quoted.push_str("\\\""),
+            c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", c as u32)),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// An absolute form of `path` (made absolute against the current folder when relative), so that
+/// the generated crate builds wherever it is moved.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// Writes the crate `name` into `dir` (which must not exist, or be empty). Returns the files.
-pub fn new_plugin(kind: ComponentKind, name: &str, dir: &Path, toolchain: &Toolchain) -> Result<Vec<PathBuf>, ScaffoldError> {
-    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.ends_with('-');
-    if !valid {
-        return Err(ScaffoldError::Name(name.to_string()));
-    }
+pub fn new_plugin(
+    kind: ComponentKind,
+    name: &str,
+    dir: &Path,
+    toolchain: &Toolchain,
+) -> Result<Vec<PathBuf>, ScaffoldError> {
+    check_component_name(name).map_err(ScaffoldError::Name)?;
     if dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(false) {
         return Err(ScaffoldError::Exists(dir.to_path_buf()));
     }
     toolchain.check()?;
-    let root = &toolchain.source_root;
+    let root = absolute(&toolchain.source_root);
     let fill = |text: &str| {
-        text.replace("{{crate}}", name)
+        let mut text = text
+            .replace("{{crate}}", name)
             .replace("{{name}}", name)
             .replace("{{lib}}", &name.replace('-', "_"))
             .replace("{{Type}}", &type_name(name))
             .replace("{{kind}}", kind.as_str())
-            .replace("{{sdk}}", &root.join("plugin-api/sdk").to_string_lossy())
-            .replace("{{build}}", &root.join("plugin-api/build-support").to_string_lossy())
-            .replace("{{libtorch}}", &toolchain.libtorch.to_string_lossy())
-            .replace("{{guide}}", &root.join("docs/writing-plugins.md").to_string_lossy())
+            .replace("{{libtorch}}", &toml_string(&absolute(&toolchain.libtorch)))
+            .replace("{{root}}", &root.to_string_lossy())
+            .replace("{{guide}}", &root.join("docs/writing-plugins.md").to_string_lossy());
+        for (placeholder, folder, _) in CRATES {
+            text = text.replace(placeholder, &toml_string(&root.join(folder)));
+        }
+        text
     };
     let mut files = vec![
         (PathBuf::from("Cargo.toml"), fill(include_str!("../templates/plugin/Cargo.toml.in"))),
@@ -123,10 +162,58 @@ mod tests {
     #[test]
     fn type_names_and_name_rules() {
         assert_eq!(type_name("my-fancy-model"), "MyFancyModel");
+        assert_eq!(type_name("my_net2"), "MyNet2");
         let toolchain = Toolchain { source_root: "/nonexistent".into(), libtorch: "/nonexistent".into() };
         let dir = std::env::temp_dir();
-        for bad in ["My", "9lives", "a_b", "a-", ""] {
-            assert!(matches!(new_plugin(ComponentKind::Model, bad, &dir, &toolchain), Err(ScaffoldError::Name(_))), "{bad}");
+        for bad in ["My", "9lives", "a-", "a_", "a.b", ""] {
+            let err = new_plugin(ComponentKind::Model, bad, &dir, &toolchain).unwrap_err();
+            assert_eq!(err.to_string(), check_component_name(bad).unwrap_err(), "{bad}");
         }
+        // `_` is allowed, as the host allows it at load: the name passes, the toolchain is missing.
+        let err = new_plugin(ComponentKind::Model, "a_b", &dir.join("gymnos-scaffold-none"), &toolchain).unwrap_err();
+        assert!(matches!(err, ScaffoldError::Missing { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_crate_depends_on_the_sdk_by_version_and_patches_it_to_the_checkout() {
+        let tree = tempfile::tempdir().unwrap();
+        let root = tree.path().join("gymnos \"src\"");
+        for (_, folder, _) in CRATES {
+            std::fs::create_dir_all(root.join(folder)).unwrap();
+            std::fs::write(root.join(folder).join("Cargo.toml"), "").unwrap();
+        }
+        std::fs::create_dir_all(root.join(".venv/libtorch/lib")).unwrap();
+        let toolchain = Toolchain { source_root: root.clone(), libtorch: root.join(".venv/libtorch") };
+        let dir = tree.path().join("my_net");
+        for kind in ComponentKind::ALL {
+            let dir = dir.join(kind.as_str());
+            new_plugin(kind, "my_net", &dir, &toolchain).unwrap();
+            let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
+            assert!(lib.contains("#[derive(Config)]\npub struct MyNetConfig {"), "{kind}");
+            assert!(lib.contains("impl Configurable for MyNet {"), "{kind}");
+            assert!(!lib.contains("{{") && !lib.contains("impl Component for"), "{kind}");
+        }
+        let manifest = std::fs::read_to_string(dir.join("model/Cargo.toml")).unwrap();
+        assert!(manifest.contains("\n[dependencies]\ngymnos-plugin-sdk = \"1.1\"\n"), "{manifest}");
+        assert!(manifest.contains("\n[build-dependencies]\ngymnos-plugin-build = \"1.1\"\n"), "{manifest}");
+        assert_eq!(manifest.matches("[patch.crates-io]").count(), 1, "{manifest}");
+        let quoted = |folder: &str| toml_string(&root.join(folder));
+        assert!(quoted("plugin-api/sdk").ends_with("/gymnos \\\"src\\\"/plugin-api/sdk\""));
+        for (krate, folder) in [
+            ("gymnos-plugin-api", "plugin-api"),
+            ("gymnos-plugin-sdk", "plugin-api/sdk"),
+            ("gymnos-plugin-derive", "plugin-api/derive"),
+            ("gymnos-plugin-build", "plugin-api/build-support"),
+        ] {
+            assert!(
+                manifest.contains(&format!("\n{krate} = {{ path = {} }}\n", quoted(folder))),
+                "{krate}: {manifest}"
+            );
+        }
+        assert!(manifest.contains("\n[profile.release]\ndebug = false\nstrip = \"debuginfo\"\n"), "{manifest}");
+        let config = std::fs::read_to_string(dir.join("model/.cargo/config.toml")).unwrap();
+        assert!(config.contains(&format!("LIBTORCH = {}\n", quoted(".venv/libtorch"))), "{config}");
+        let dataset = std::fs::read_to_string(dir.join("dataset/src/lib.rs")).unwrap();
+        assert!(dataset.contains("fn load(&mut self)") && dataset.contains("fn read_inputs("), "{dataset}");
     }
 }

@@ -1,7 +1,10 @@
 //! The five component interfaces, as abi_stable trait objects.
 //!
-//! Each trait's last method is marked `#[sabi(last_prefix_field)]`: methods added in later
-//! minor versions go after it, with a default body that an older plugin's vtable falls back to.
+//! Each trait's last method is marked `#[sabi(last_prefix_field)]`. abi_stable refuses a library
+//! whose vtables have fewer entries than the host's, so a plugin built against an older minor
+//! would no longer load if a later minor added a method: minor versions never add methods to
+//! these traits (nor change them). What a minor version adds comes as new, optional exported
+//! symbols (see [`crate::module`]).
 //! Plugin authors do not implement these traits directly: the SDK implements them for a guard
 //! that catches panics, so that no panic ever unwinds through an `extern "C"` function.
 //!
@@ -88,12 +91,7 @@ pub trait TrackerObj: Send {
     fn log_params(&mut self, params_json: RStr<'_>) -> RResult<(), PluginError>;
 
     /// Metrics at `step`; `scope` is `train_step`, `epoch` or `test`.
-    fn log_metrics(
-        &mut self,
-        step: u64,
-        scope: RStr<'_>,
-        metrics: RSlice<'_, Metric>,
-    ) -> RResult<(), PluginError>;
+    fn log_metrics(&mut self, step: u64, scope: RStr<'_>, metrics: RSlice<'_, Metric>) -> RResult<(), PluginError>;
 
     /// Called once at the end with `completed`, `failed` or `interrupted`.
     #[sabi(last_prefix_field)]

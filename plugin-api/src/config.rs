@@ -1,12 +1,19 @@
-//! Validation of a component's configuration against the keys it declares.
+//! Validation of a component's configuration against the keys it declares, and the rules on
+//! their values.
 //!
 //! One implementation for both sides: the host runs it on every plugin section of an experiment
 //! before anything runs (and reports every problem), and the SDK runs it again when a component
-//! is created, so a component never sees an unknown key, a wrong type or a missing default.
+//! is created, so a component never sees an unknown key, a wrong type, a missing default or a
+//! value outside its declared rules.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::meta::{ConfigKey, ConfigType};
+use crate::{
+    constraint::{self, Constraint},
+    meta::{ConfigKey, ConfigType},
+};
 
 /// One thing wrong with a configuration, with the key it concerns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,16 +81,18 @@ pub fn resolve_config(keys: &[ConfigKey], config: &Value) -> Result<Map<String, 
         if !keys.iter().any(|k| k.name.as_str() == name) {
             let known: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
             let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
-            problems.push(ConfigProblem {
-                key: name.clone(),
-                message: format!("unknown key (accepted keys: {known})"),
-            });
+            problems
+                .push(ConfigProblem { key: name.clone(), message: format!("unknown key (accepted keys: {known})") });
         }
     }
     let mut resolved = Map::new();
     for key in keys {
         let name = key.name.as_str();
         match given.get(name) {
+            // An optional value (declared with a null default) may be given as null.
+            Some(Value::Null) if key.default_json.as_str() == "null" => {
+                resolved.insert(name.to_string(), Value::Null);
+            }
             Some(value) if key.ty.matches(value) => {
                 resolved.insert(name.to_string(), value.clone());
             }
@@ -111,6 +120,21 @@ pub fn resolve_config(keys: &[ConfigKey], config: &Value) -> Result<Map<String, 
     } else {
         Err(problems)
     }
+}
+
+/// Rules per key name, as a component declares them.
+pub type KeyRules = BTreeMap<String, Vec<Constraint>>;
+
+/// Checks a resolved configuration (paths already absolute) against the rules of its keys.
+/// Collects every problem, in key order.
+pub fn check_constraints(resolved: &Map<String, Value>, rules: &KeyRules) -> Vec<ConfigProblem> {
+    rules
+        .iter()
+        .filter_map(|(key, rules)| {
+            let value = resolved.get(key)?;
+            constraint::check(value, rules).err().map(|v| ConfigProblem { key: key.clone(), message: v.0 })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -146,5 +170,27 @@ mod tests {
             resolve_config(&keys, &json!([1])).unwrap_err()[0].to_string(),
             "expected an object, found an array"
         );
+    }
+
+    #[test]
+    fn optional_keys_take_null_and_rules_name_their_key() {
+        let keys = [key("limit", ConfigType::Integer, "null"), key("dropout", ConfigType::Number, "0.1")];
+        let resolved = resolve_config(&keys, &json!({ "limit": null, "dropout": 1.5 })).unwrap();
+        assert_eq!(resolved["limit"], Value::Null);
+        let rules = KeyRules::from([
+            (
+                "dropout".to_string(),
+                vec![Constraint::Range { min: Some(0.0), max: Some(1.0), exclusive_min: false, exclusive_max: true }],
+            ),
+            (
+                "limit".to_string(),
+                vec![Constraint::Range { min: Some(1.0), max: None, exclusive_min: false, exclusive_max: false }],
+            ),
+        ]);
+        let problems: Vec<String> = check_constraints(&resolved, &rules).iter().map(ToString::to_string).collect();
+        assert_eq!(problems, ["dropout: 1.5 is not in [0, 1)"]);
+        let not_null =
+            resolve_config(&[key("hidden", ConfigType::Integer, "8")], &json!({ "hidden": null })).unwrap_err();
+        assert_eq!(not_null[0].to_string(), "hidden: expected integer, found null");
     }
 }

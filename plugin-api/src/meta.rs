@@ -40,10 +40,37 @@ impl ComponentKind {
 
     pub fn parse(s: &str) -> Option<Self> {
         let normalized = s.trim().to_ascii_lowercase().replace('-', "_");
-        Self::ALL.into_iter().find(|k| {
-            k.as_str() == normalized || (normalized == "augmentor" && *k == Self::DataAugmentor)
-        })
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == normalized || (normalized == "augmentor" && *k == Self::DataAugmentor))
     }
+}
+
+/// The longest component name: it names folders and crates.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The one rule for component names (checked by the host at load, the SDK's harness and
+/// `plugins new`): 1 to 64 characters, lowercase ASCII letters, digits, `-` and `_`, starting
+/// with a letter and not ending with `-` or `_`.
+pub fn check_component_name(name: &str) -> Result<(), String> {
+    let valid = name.len() <= MAX_NAME_LEN
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with(['-', '_'])
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a component name: use 1 to {MAX_NAME_LEN} lowercase letters, digits, `-` or `_`, \
+             starting with a letter"
+        ))
+    }
+}
+
+/// Names are compared with `-` and `_` taken as the same character, as Cargo and pip do:
+/// `random_flip` finds `random-flip`.
+pub fn normalized_name(name: &str) -> String {
+    name.replace('_', "-")
 }
 
 impl fmt::Display for ComponentKind {
@@ -165,8 +192,26 @@ pub struct DatasetInfo {
     pub class_names: RVec<RString>,
 }
 
+impl DatasetInfo {
+    /// A classification data set: one output per class, named in class-index order.
+    pub fn classification(feature_shape: Vec<i64>, class_names: Vec<String>) -> Self {
+        Self {
+            task: Task::Classification,
+            feature_shape: feature_shape.into(),
+            num_outputs: class_names.len() as i64,
+            class_names: class_names.into_iter().map(RString::from).collect(),
+        }
+    }
+
+    /// A regression data set with `num_outputs` target values per sample.
+    pub fn regression(feature_shape: Vec<i64>, num_outputs: i64) -> Self {
+        Self { task: Task::Regression, feature_shape: feature_shape.into(), num_outputs, class_names: RVec::new() }
+    }
+}
+
 /// What the host tells a component when creating it. Fields that do not concern a kind are
-/// left at their neutral value (empty shape, zero outputs...).
+/// left at their neutral value (empty shape, zero outputs...). Since API 1.1, data augmentors
+/// get the task and the number of outputs too (mixing augmentors build soft targets from them).
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug)]
 pub struct CreateContext<'a> {
@@ -176,9 +221,9 @@ pub struct CreateContext<'a> {
     pub seed: u64,
     /// Model: shape of one input sample after preprocessing.
     pub input_shape: RVec<i64>,
-    /// Model: number of outputs (classes, or regression targets).
+    /// Model (and, since 1.1, data augmentor): number of outputs (classes, or regression targets).
     pub num_outputs: i64,
-    /// Model: the task, which decides what the outputs mean.
+    /// Model (and, since 1.1, data augmentor): the task, which decides what the outputs mean.
     pub task: Task,
     /// Folder where the component may write files (the run folder); empty when none.
     pub output_dir: RStr<'a>,

@@ -39,13 +39,14 @@ impl ApiVersion {
     /// Whether a host speaking `self` may load a plugin built against `plugin`.
     ///
     /// Same major, and the plugin's minor no newer than the host's: a minor release only adds
-    /// (fields at the end of prefix types), so an older plugin sees a subset of what the host
-    /// offers, while a newer plugin may call what this host does not have.
+    /// (optional exported symbols; the 1.0 ABI types never change), so an older plugin offers a
+    /// subset of what the host reads, while a newer plugin may rely on what this host lacks.
     pub const fn accepts(self, plugin: ApiVersion) -> bool {
         self.major == plugin.major && plugin.minor <= self.minor
     }
 
-    /// The semver requirement a host of this version satisfies, e.g. `>=1.0.0, <=1.3.x`.
+    /// The plugin API versions a host of this version loads, for messages: `1.0 to 1.3.x` for
+    /// a 1.3 host.
     pub fn accepted_range(self) -> String {
         format!("{}.0 to {}.{}.x", self.major, self.major, self.minor)
     }

@@ -2,27 +2,29 @@
 //! Augmentors run on training batches in several threads at once: take all randomness from
 //! the `rng` the host seeds for each batch.
 
-use gymnos_plugin_sdk::{key, tch::Tensor, Component, Config, ConfigType, Context, DataAugmentor, PluginError, Result, Rng};
+use gymnos_plugin_sdk::{tch::Tensor, Config, Configurable, Context, DataAugmentor, Result, Rng};
+
+/// The configuration: each field is a key of the experiment's `config` object, its doc comment
+/// the key's description. The host checks the types, defaults and rules before anything runs.
+#[derive(Config)]
+pub struct {{Type}}Config {
+    /// Standard deviation of the noise
+    #[config(default = 0.05, min = 0)]
+    pub std: f64,
+}
 
 pub struct {{Type}} {
     std: f64,
 }
 
-impl Component for {{Type}} {
+impl Configurable for {{Type}} {
     const NAME: &'static str = "{{name}}";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Adds Gaussian noise to training features";
+    type Config = {{Type}}Config;
 
-    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
-        vec![key("std", ConfigType::Number, 0.05, "Standard deviation of the noise")]
-    }
-
-    fn create(config: &Config, _ctx: &Context) -> Result<Self> {
-        let std: f64 = config.get("std")?;
-        if !(std >= 0.0) {
-            return Err(PluginError::config(format!("std must be non-negative, got {std}")));
-        }
-        Ok(Self { std })
+    fn build(config: {{Type}}Config, _ctx: &Context) -> Result<Self> {
+        Ok(Self { std: config.std })
     }
 }
 
@@ -37,12 +39,19 @@ gymnos_plugin_sdk::export_plugin!(data_augmentor({{Type}}));
 
 #[cfg(test)]
 mod tests {
-    use gymnos_plugin_sdk::{harness, serde_json::json, tch::{Device, Kind, Tensor}, Rng};
+    use gymnos_plugin_sdk::{
+        harness,
+        serde_json::json,
+        tch::{Device, Kind, Tensor},
+        Rng,
+    };
 
     #[test]
     fn meets_the_augmentor_contract() {
         let x = Rng::new(1).normal(&[8, 3]);
         let y = Tensor::arange(8, (Kind::Int64, Device::Cpu));
         harness::check_augmentor::<super::{{Type}}>(json!({ "std": 0.1 }), &x, &y).unwrap();
+        let err = harness::check_augmentor::<super::{{Type}}>(json!({ "std": -1 }), &x, &y).unwrap_err();
+        assert_eq!(err, "create: configuration error: std: -1 is not >= 0");
     }
 }

@@ -1,68 +1,69 @@
 //! `{{name}}`: a gymnos dataset plugin. The example generates labelled clusters ("blobs");
 //! replace `load` with the reading of your data.
+//!
+//! The data set is held in memory: `load` returns every sample at once (and a fixed test split,
+//! if the data ships with one); `read_inputs` reads new samples for `predict`.
 
 use std::path::Path;
 
 use gymnos_plugin_sdk::{
-    api::abi_stable::std_types::RVec,
-    key,
     tch::{Kind, Tensor},
-    Component, Config, ConfigType, Context, Dataset, DatasetInfo, Loaded, PluginError, Result, Rng, Task,
+    Config, Configurable, Context, Dataset, DatasetInfo, Loaded, PluginError, Result, Rng,
 };
 
-pub struct {{Type}} {
-    samples: i64,
-    features: i64,
-    classes: i64,
-    spread: f64,
-    seed: u64,
+/// The configuration: each field is a key of the experiment's `config` object, its doc comment
+/// the key's description. The host checks the types, defaults and rules before anything runs.
+/// A file the data set reads would be a `PathBuf` with `#[config(exists = "file")]`.
+#[derive(Config)]
+pub struct {{Type}}Config {
+    /// Number of samples
+    #[config(default = 600, min = 1)]
+    pub samples: i64,
+    /// Features per sample
+    #[config(default = 4, min = 1)]
+    pub features: i64,
+    /// Number of classes (clusters)
+    #[config(default = 3, min = 2)]
+    pub classes: i64,
+    /// Standard deviation of each cluster
+    #[config(default = 0.5, min = 0)]
+    pub spread: f64,
+    /// Seed of the generated data
+    #[config(default = 0, min = 0)]
+    pub seed: u64,
 }
 
-impl Component for {{Type}} {
+pub struct {{Type}} {
+    config: {{Type}}Config,
+}
+
+impl Configurable for {{Type}} {
     const NAME: &'static str = "{{name}}";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Labelled Gaussian clusters, one per class";
+    type Config = {{Type}}Config;
 
-    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
-        vec![
-            key("samples", ConfigType::Integer, 600, "Number of samples"),
-            key("features", ConfigType::Integer, 4, "Features per sample"),
-            key("classes", ConfigType::Integer, 3, "Number of classes (clusters)"),
-            key("spread", ConfigType::Number, 0.5, "Standard deviation of each cluster"),
-            key("seed", ConfigType::Integer, 0, "Seed of the generated data"),
-        ]
-    }
-
-    fn create(config: &Config, _ctx: &Context) -> Result<Self> {
-        let this = Self {
-            samples: config.get("samples")?,
-            features: config.get("features")?,
-            classes: config.get("classes")?,
-            spread: config.get("spread")?,
-            seed: config.get("seed")?,
-        };
-        if this.samples < this.classes || this.features < 1 || this.classes < 2 {
-            return Err(PluginError::config("need features >= 1, classes >= 2 and at least one sample per class"));
+    fn build(config: {{Type}}Config, _ctx: &Context) -> Result<Self> {
+        // Each key's own rules are checked before `build`; rules between keys are checked here.
+        if config.samples < config.classes {
+            return Err(PluginError::config("need at least one sample per class"));
         }
-        Ok(this)
+        Ok(Self { config })
     }
 }
 
 impl Dataset for {{Type}} {
     fn load(&mut self) -> Result<Loaded> {
-        let mut rng = Rng::new(self.seed);
-        let centers = rng.normal(&[self.classes, self.features]) * 3.0;
-        let labels: Vec<i64> = (0..self.samples).map(|i| i % self.classes).collect();
+        let {{Type}}Config { samples, features, classes, spread, seed } = self.config;
+        let mut rng = Rng::new(seed);
+        let centers = rng.normal(&[classes, features]) * 3.0;
+        let labels: Vec<i64> = (0..samples).map(|i| i % classes).collect();
         let targets = Tensor::from_slice(&labels);
-        let features = centers.index_select(0, &targets) + rng.normal(&[self.samples, self.features]) * self.spread;
+        let features_tensor = centers.index_select(0, &targets) + rng.normal(&[samples, features]) * spread;
+        let class_names = (0..classes).map(|c| format!("cluster_{c}")).collect();
         Ok(Loaded {
-            info: DatasetInfo {
-                task: Task::Classification,
-                feature_shape: RVec::from(vec![self.features]),
-                num_outputs: self.classes,
-                class_names: (0..self.classes).map(|c| format!("cluster_{c}").into()).collect(),
-            },
-            features: features.to_kind(Kind::Float),
+            info: DatasetInfo::classification(vec![features], class_names),
+            features: features_tensor.to_kind(Kind::Float),
             targets,
             test: None,
         })
@@ -70,17 +71,22 @@ impl Dataset for {{Type}} {
 
     /// New samples: a CSV file of `features` numbers per line.
     fn read_inputs(&mut self, path: &Path) -> Result<Tensor> {
+        let features = self.config.features;
         let text = std::fs::read_to_string(path).map_err(|e| PluginError::io(format!("{}: {e}", path.display())))?;
         let mut values = Vec::new();
         for (i, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-            let row: Vec<f32> = line.split(',').map(|c| c.trim().parse::<f32>()).collect::<std::result::Result<_, _>>()
-                .map_err(|_| PluginError::data(format!("{} line {}: not numbers", path.display(), i + 1)))?;
-            if row.len() as i64 != self.features {
-                return Err(PluginError::data(format!("{} line {}: {} values, expected {}", path.display(), i + 1, row.len(), self.features)));
+            let at = || format!("{} line {}", path.display(), i + 1);
+            let row: Vec<f32> = line
+                .split(',')
+                .map(|c| c.trim().parse::<f32>())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| PluginError::data(format!("{}: not numbers", at())))?;
+            if row.len() as i64 != features {
+                return Err(PluginError::data(format!("{}: {} values, expected {features}", at(), row.len())));
             }
             values.extend(row);
         }
-        Ok(Tensor::from_slice(&values).view([-1, self.features]))
+        Ok(Tensor::from_slice(&values).view([-1, features]))
     }
 }
 
@@ -93,5 +99,7 @@ mod tests {
     #[test]
     fn meets_the_dataset_contract() {
         assert_eq!(harness::check_dataset::<super::{{Type}}>(json!({ "samples": 90 })).unwrap(), (90, 0));
+        let err = harness::check_dataset::<super::{{Type}}>(json!({ "classes": 1 })).unwrap_err();
+        assert_eq!(err, "create: configuration error: classes: 1 is not >= 2");
     }
 }

@@ -2,10 +2,18 @@
 //! training split's minimum and maximum.
 
 use gymnos_plugin_sdk::{
-    key,
     tch::{Kind, Tensor},
-    Component, Config, ConfigType, Context, PluginError, Preprocessor, Result,
+    Config, Configurable, Context, PluginError, Preprocessor, Result,
 };
+
+/// The configuration: each field is a key of the experiment's `config` object, its doc comment
+/// the key's description. The host checks the types, defaults and rules before anything runs.
+#[derive(Config)]
+pub struct {{Type}}Config {
+    /// Added to each range to avoid dividing by zero
+    #[config(default = 1e-8, min = 0)]
+    pub epsilon: f64,
+}
 
 pub struct {{Type}} {
     epsilon: f64,
@@ -13,17 +21,14 @@ pub struct {{Type}} {
     fitted: Option<(Tensor, Tensor)>,
 }
 
-impl Component for {{Type}} {
+impl Configurable for {{Type}} {
     const NAME: &'static str = "{{name}}";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Scales each feature to [0, 1] using the training split's range";
+    type Config = {{Type}}Config;
 
-    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
-        vec![key("epsilon", ConfigType::Number, 1e-8, "Added to each range to avoid dividing by zero")]
-    }
-
-    fn create(config: &Config, _ctx: &Context) -> Result<Self> {
-        Ok(Self { epsilon: config.get("epsilon")?, fitted: None })
+    fn build(config: {{Type}}Config, _ctx: &Context) -> Result<Self> {
+        Ok(Self { epsilon: config.epsilon, fitted: None })
     }
 }
 
@@ -62,7 +67,12 @@ gymnos_plugin_sdk::export_plugin!(preprocessor({{Type}}));
 
 #[cfg(test)]
 mod tests {
-    use gymnos_plugin_sdk::{harness, serde_json::json, tch::{Device, Kind, Tensor}, Rng};
+    use gymnos_plugin_sdk::{
+        harness,
+        serde_json::json,
+        tch::{Device, Kind, Tensor},
+        Rng,
+    };
 
     #[test]
     fn meets_the_preprocessor_contract() {

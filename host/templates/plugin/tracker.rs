@@ -7,7 +7,16 @@ use std::{
     path::PathBuf,
 };
 
-use gymnos_plugin_sdk::{key, Component, Config, ConfigType, Context, PluginError, Result, Tracker};
+use gymnos_plugin_sdk::{serde_json::Value, Config, Configurable, Context, PluginError, Result, Tracker};
+
+/// The configuration: each field is a key of the experiment's `config` object, its doc comment
+/// the key's description. The host checks the types, defaults and rules before anything runs.
+#[derive(Config)]
+pub struct {{Type}}Config {
+    /// File name, in the run folder
+    #[config(default = "{{name}}.csv", inside_run_folder)]
+    pub file: String,
+}
 
 pub struct {{Type}} {
     path: PathBuf,
@@ -16,7 +25,7 @@ pub struct {{Type}} {
 
 impl {{Type}} {
     fn write(&mut self, line: &str) -> Result<()> {
-        let io = |e: std::io::Error| PluginError::io(e.to_string());
+        let io = |e: std::io::Error| PluginError::io(format!("{}: {e}", self.path.display()));
         if self.file.is_none() {
             let file = OpenOptions::new().create(true).append(true).open(&self.path).map_err(io)?;
             self.file = Some(file);
@@ -25,28 +34,24 @@ impl {{Type}} {
     }
 }
 
-impl Component for {{Type}} {
+impl Configurable for {{Type}} {
     const NAME: &'static str = "{{name}}";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Appends metrics to a CSV file in the run folder";
+    type Config = {{Type}}Config;
 
-    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
-        vec![key("file", ConfigType::String, "{{name}}.csv", "File name, in the run folder")]
-    }
-
-    fn create(config: &Config, ctx: &Context) -> Result<Self> {
-        let file: String = config.get("file")?;
+    fn build(config: {{Type}}Config, ctx: &Context) -> Result<Self> {
         let dir = ctx.output_dir.clone().unwrap_or_else(|| ctx.base_dir.clone());
-        Ok(Self { path: dir.join(file), file: None })
+        Ok(Self { path: dir.join(config.file), file: None })
     }
 }
 
 impl Tracker for {{Type}} {
-    fn start(&mut self, _run: &gymnos_plugin_sdk::serde_json::Value) -> Result<()> {
+    fn start(&mut self, _run: &Value) -> Result<()> {
         self.write("step,scope,metric,value")
     }
 
-    fn log_params(&mut self, _params: &gymnos_plugin_sdk::serde_json::Value) -> Result<()> {
+    fn log_params(&mut self, _params: &Value) -> Result<()> {
         Ok(())
     }
 
@@ -75,6 +80,8 @@ mod tests {
         harness::check_tracker::<super::{{Type}}>(json!({}), &dir).unwrap();
         let text = std::fs::read_to_string(dir.join("{{name}}.csv")).unwrap();
         assert_eq!(text, "step,scope,metric,value\n1,epoch,loss,0.5\n");
+        let err = harness::check_tracker::<super::{{Type}}>(json!({ "file": "/tmp/x.csv" }), &dir).unwrap_err();
+        assert!(err.ends_with("leaves the run folder; give a relative path inside it"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,23 +1,34 @@
 //! The traits plugin authors implement, in plain Rust with `tch` tensors.
 //!
-//! Contracts (the host relies on them; `gymnos_plugin_sdk::harness` checks them):
+//! A component is a type that implements [`Configurable`] (its configuration a struct deriving
+//! `Config`; recommended) or, as in SDK 1.0, [`Component`] directly; and one kind trait:
+//! [`Dataset`], [`Preprocessor`], [`DataAugmentor`], [`Model`] or [`Tracker`].
+//!
+//! Contracts (the host relies on them; [`crate::harness`] checks them):
 //! - tensors given to a method are the component's to keep or drop; tensors it returns are the
 //!   host's;
 //! - datasets, preprocessors and augmentors work on CPU tensors; models on `Context::device`;
 //! - dim 0 is always the sample dimension and is never changed by a transformation.
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
-use gymnos_plugin_api::{ConfigKey, DatasetInfo};
+use gymnos_plugin_api::{config::KeyRules, ConfigKey, DatasetInfo};
+use serde_json::Value;
 use tch::{nn, Tensor};
 
-use crate::{rng::Rng, Config, Context, Result};
+use crate::{
+    config::{rules_of, schemas_of, ConfigSchema},
+    rng::Rng,
+    Config, Context, Result,
+};
 
-/// What every component declares, and how it is built from its configuration.
+/// What every component declares, and how it is built from its configuration (SDK 1.0 style:
+/// keys listed by hand and read by name). [`Configurable`] implements it from a typed config.
 pub trait Component: Sized + Send + 'static {
-    /// Name used in experiments and the registry (lowercase, `-` or `_` separated).
+    /// Name used in experiments and the registry: 1 to 64 lowercase letters, digits, `-` or
+    /// `_`, starting with a letter (`gymnos_plugin_api::check_component_name`).
     const NAME: &'static str;
-    /// The component's own semver version.
+    /// The component's own semver version; `env!("CARGO_PKG_VERSION")` ties it to the crate's.
     const VERSION: &'static str;
     /// One line saying what it does.
     const DESCRIPTION: &'static str;
@@ -27,8 +38,62 @@ pub trait Component: Sized + Send + 'static {
         Vec::new()
     }
 
+    /// Rules on the keys' values, checked by the host before anything runs (SDK 1.1).
+    fn key_rules() -> KeyRules {
+        KeyRules::new()
+    }
+
+    /// JSON Schemas of `json` keys, by key name (SDK 1.1).
+    fn key_schemas() -> BTreeMap<String, Value> {
+        BTreeMap::new()
+    }
+
     /// Builds the component. `config` has been validated against `config_keys()`.
     fn create(config: &Config, ctx: &Context) -> Result<Self>;
+}
+
+/// A component whose configuration is a struct deriving `Config`: the keys it declares and the
+/// values it reads come from that one struct.
+///
+/// ```ignore
+/// impl Configurable for Mlp {
+///     const NAME: &'static str = "mlp";
+///     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+///     const DESCRIPTION: &'static str = "Multilayer perceptron";
+///     type Config = MlpConfig;
+///     fn build(config: MlpConfig, ctx: &Context) -> Result<Self> { ... }
+/// }
+/// ```
+pub trait Configurable: Sized + Send + 'static {
+    const NAME: &'static str;
+    const VERSION: &'static str;
+    const DESCRIPTION: &'static str;
+    type Config: ConfigSchema;
+
+    /// Builds the component from its configuration, checked against the declared rules.
+    fn build(config: Self::Config, ctx: &Context) -> Result<Self>;
+}
+
+impl<T: Configurable> Component for T {
+    const NAME: &'static str = T::NAME;
+    const VERSION: &'static str = T::VERSION;
+    const DESCRIPTION: &'static str = T::DESCRIPTION;
+
+    fn config_keys() -> Vec<ConfigKey> {
+        T::Config::keys().iter().map(crate::KeySpec::to_abi).collect()
+    }
+
+    fn key_rules() -> KeyRules {
+        rules_of(&T::Config::keys())
+    }
+
+    fn key_schemas() -> BTreeMap<String, Value> {
+        schemas_of(&T::Config::keys())
+    }
+
+    fn create(config: &Config, ctx: &Context) -> Result<Self> {
+        T::build(T::Config::from_config(config)?, ctx)
+    }
 }
 
 /// All samples of a data set, as returned by [`Dataset::load`].
@@ -43,7 +108,9 @@ pub struct Loaded {
 }
 
 pub trait Dataset: Component {
+    /// Every sample at once (and the fixed test split, if the data set has one).
     fn load(&mut self) -> Result<Loaded>;
+
     /// Features of new samples read from `path`, encoded like `load`'s, for prediction.
     fn read_inputs(&mut self, path: &Path) -> Result<Tensor>;
 }
@@ -57,6 +124,10 @@ pub trait Preprocessor: Component {
 }
 
 /// Shared by several loader threads: take `&self`, and draw all randomness from `rng`.
+///
+/// Returns the batch with as many samples. Targets come back unchanged, except that a mixing
+/// augmentor (mixup, cutmix) of a classification data set may return soft targets: float
+/// `[n, num_classes]` rows that sum to 1 (`Context::num_outputs` gives the classes).
 pub trait DataAugmentor: Component + Sync {
     fn augment(&self, features: Tensor, targets: Tensor, rng: &mut Rng) -> Result<(Tensor, Tensor)>;
 }
@@ -69,9 +140,28 @@ pub trait Model: Component {
     fn forward(&self, input: &Tensor, train: bool) -> Result<Tensor>;
 }
 
+/// Receives what a run does. Only `log_metrics` is required; errors are reported by the host
+/// and never stop a training.
 pub trait Tracker: Component {
-    fn start(&mut self, run: &serde_json::Value) -> Result<()>;
-    fn log_params(&mut self, params: &serde_json::Value) -> Result<()>;
+    /// Once before training, with the run's description (experiment, run folder, plugins).
+    fn start(&mut self, run: &Value) -> Result<()> {
+        let _ = run;
+        Ok(())
+    }
+
+    /// The run's parameters: the resolved experiment.
+    fn log_params(&mut self, params: &Value) -> Result<()> {
+        let _ = params;
+        Ok(())
+    }
+
+    /// Metrics at `step`; `scope` is `train_step`, `epoch` or `test`.
     fn log_metrics(&mut self, step: u64, scope: &str, metrics: &[(String, f64)]) -> Result<()>;
-    fn finish(&mut self, status: &str) -> Result<()>;
+
+    /// Once at the end, with `completed`, `failed` or `interrupted`; the run folder's files are
+    /// final by then.
+    fn finish(&mut self, status: &str) -> Result<()> {
+        let _ = status;
+        Ok(())
+    }
 }

@@ -1,14 +1,19 @@
-//! What [`export_plugin!`](crate::export_plugin) expands to: one [`Entry`] per component and the
-//! two `extern "C"` functions of the root module.
+//! What [`export_plugin!`](crate::export_plugin) expands to: one [`Entry`] per component, the
+//! two `extern "C"` functions of the root module, and (API 1.1) the exported details function.
+
+use std::collections::BTreeMap;
 
 use gymnos_plugin_api::{
     abi_stable::{
         sabi_trait::TD_Opaque,
-        std_types::{RResult, RStr, RVec},
+        std_types::{RResult, RStr, RString, RVec},
     },
     component::{AugmentorObj_TO, DatasetObj_TO, ModelObj_TO, PreprocessorObj_TO, TrackerObj_TO},
-    Component as AbiComponent, ComponentKind, ComponentMeta, ConfigKey, CreateContext, PluginError,
+    config::KeyRules,
+    Component as AbiComponent, ComponentDetails, ComponentKind, ComponentMeta, ConfigKey, CreateContext,
+    LibraryDetails, PluginError,
 };
+use serde_json::Value;
 
 use crate::{
     component::{Component, DataAugmentor, Dataset, Model, Preprocessor, Tracker},
@@ -33,12 +38,23 @@ pub struct Entry {
     pub version: &'static str,
     pub description: &'static str,
     pub config_keys: fn() -> Vec<ConfigKey>,
+    pub key_rules: fn() -> KeyRules,
+    pub key_schemas: fn() -> BTreeMap<String, Value>,
     build: fn(&Config, &Context) -> Result<AbiComponent>,
 }
 
 impl Entry {
     const fn of<T: Component>(kind: ComponentKind, build: fn(&Config, &Context) -> Result<AbiComponent>) -> Self {
-        Entry { kind, name: T::NAME, version: T::VERSION, description: T::DESCRIPTION, config_keys: T::config_keys, build }
+        Entry {
+            kind,
+            name: T::NAME,
+            version: T::VERSION,
+            description: T::DESCRIPTION,
+            config_keys: T::config_keys,
+            key_rules: T::key_rules,
+            key_schemas: T::key_schemas,
+            build,
+        }
     }
     pub const fn dataset<T: Dataset>() -> Self {
         Self::of::<T>(ComponentKind::Dataset, |c, x| {
@@ -75,11 +91,31 @@ impl Entry {
             config: (self.config_keys)().into(),
         }
     }
+
+    fn details(&self) -> ComponentDetails {
+        ComponentDetails {
+            name: self.name.into(),
+            kind: self.kind.as_str().into(),
+            constraints: (self.key_rules)(),
+            schemas: (self.key_schemas)(),
+        }
+    }
 }
 
 /// Body of the root module's `components` function.
 pub fn components(entries: &[Entry]) -> RResult<RVec<ComponentMeta>, PluginError> {
     guard(|| Ok(entries.iter().map(Entry::meta).collect()))
+}
+
+/// Body of the exported `gymnos_plugin_details` function (API 1.1, a
+/// [`gymnos_plugin_api::module::DetailsFn`]): the JSON of [`LibraryDetails`].
+pub fn component_details(entries: &[Entry]) -> RResult<RString, PluginError> {
+    guard(|| {
+        let details = LibraryDetails { components: entries.iter().map(Entry::details).collect() };
+        serde_json::to_string(&details)
+            .map(RString::from)
+            .map_err(|e| PluginError::runtime(format!("component details: {e}")))
+    })
 }
 
 /// Body of the root module's `create` function.
@@ -94,8 +130,15 @@ pub fn create(
             let names: Vec<&str> = entries.iter().map(|e| e.name).collect();
             PluginError::config(format!("this library has no component `{name}` (it has: {})", names.join(", ")))
         })?;
-        let config = Config::parse(entry.name, &(entry.config_keys)(), config_json.as_str())?;
-        (entry.build)(&config, &Context::from_abi(context))
+        let context = Context::from_abi(context);
+        let config = Config::checked(
+            entry.name,
+            &(entry.config_keys)(),
+            &(entry.key_rules)(),
+            config_json.as_str(),
+            Some(&context),
+        )?;
+        (entry.build)(&config, &context)
     })
 }
 
@@ -105,8 +148,12 @@ pub fn create(
 /// gymnos_plugin_sdk::export_plugin!(model(Mlp), preprocessor(Standardize));
 /// ```
 ///
-/// Kinds: `dataset`, `preprocessor`, `data_augmentor`, `model`, `tracker`. Requires a `build.rs`
-/// that calls `gymnos_plugin_build::link_libtorch()`.
+/// Kinds: `dataset`, `preprocessor`, `data_augmentor`, `model`, `tracker`. Requires a
+/// `build.rs` that calls `gymnos_plugin_build::link_libtorch()`.
+///
+/// Exports the manifest, abi_stable's root module (the layout of API 1.0) and, since API 1.1,
+/// `gymnos_plugin_details` ([`gymnos_plugin_api::module::DETAILS_SYMBOL`]): the components'
+/// rules and schemas as JSON.
 #[macro_export]
 macro_rules! export_plugin {
     ($($kind:ident($ty:ty)),+ $(,)?) => {
@@ -144,11 +191,26 @@ macro_rules! export_plugin {
             $crate::export::create(__GYMNOS_ENTRIES, name, config, context)
         }
 
+        /// The components' details (API 1.1), looked up by the host under
+        /// `gymnos_plugin_api::module::DETAILS_SYMBOL`; its type is `gymnos_plugin_api::module::DetailsFn`.
+        #[doc(hidden)]
+        #[no_mangle]
+        pub extern "C" fn gymnos_plugin_details() -> $crate::api::abi_stable::std_types::RResult<
+            $crate::api::abi_stable::std_types::RString,
+            $crate::api::PluginError,
+        > {
+            $crate::export::component_details(__GYMNOS_ENTRIES)
+        }
+        const _: $crate::api::module::DetailsFn = gymnos_plugin_details;
+
         #[doc(hidden)]
         fn __gymnos_root_module() -> $crate::api::PluginModuleRef {
             use $crate::api::abi_stable::prefix_type::PrefixTypeTrait;
-            $crate::api::PluginModule { components: __gymnos_components, create: __gymnos_create }
-                .leak_into_prefix()
+            $crate::api::PluginModule {
+                components: __gymnos_components,
+                create: __gymnos_create,
+            }
+            .leak_into_prefix()
         }
 
         /// abi_stable's library header (what `#[export_root_module]` would generate).
@@ -173,5 +235,11 @@ mod tests {
     #[test]
     fn root_module_symbol_is_abi_stables() {
         assert_eq!(__root_module_symbol!(), gymnos_plugin_api::abi_stable::library::ROOT_MODULE_LOADER_NAME);
+    }
+
+    #[test]
+    fn details_function_is_exported_under_the_details_symbol() {
+        // The macro names the function; the host looks it up by `DETAILS_SYMBOL`.
+        assert_eq!(gymnos_plugin_api::module::DETAILS_SYMBOL, b"gymnos_plugin_details\0");
     }
 }

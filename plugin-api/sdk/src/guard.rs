@@ -141,12 +141,8 @@ impl<T: DataAugmentor> AugmentorObj for Guarded<T> {
 /// The model's variables sorted by name, so that every listing (and the host's optimizer
 /// state built from it) has one order.
 fn sorted_variables<T: Model>(model: &T, trainable_only: bool) -> Vec<(String, Tensor)> {
-    let mut vars: Vec<(String, Tensor)> = model
-        .var_store()
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| !trainable_only || t.requires_grad())
-        .collect();
+    let mut vars: Vec<(String, Tensor)> =
+        model.var_store().variables().into_iter().filter(|(_, t)| !trainable_only || t.requires_grad()).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars
 }
@@ -208,8 +204,7 @@ impl<T: Tracker> TrackerObj for Guarded<T> {
 
     fn log_metrics(&mut self, step: u64, scope: RStr<'_>, metrics: RSlice<'_, Metric>) -> RResult<(), PluginError> {
         guard(|| {
-            let metrics: Vec<(String, f64)> =
-                metrics.iter().map(|m| (m.name.to_string(), m.value)).collect();
+            let metrics: Vec<(String, f64)> = metrics.iter().map(|m| (m.name.to_string(), m.value)).collect();
             self.0.log_metrics(step, scope.as_str(), &metrics)
         })
     }
@@ -230,6 +225,10 @@ mod tests {
         assert_eq!(first_line("boom\nsecond line"), "boom");
         let err = guard::<()>(|| panic!("index out of range")).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Panic);
-        assert!(err.message.as_str().starts_with("at ") && err.message.as_str().ends_with(": index out of range"), "{}", err.message);
+        assert!(
+            err.message.as_str().starts_with("at ") && err.message.as_str().ends_with(": index out of range"),
+            "{}",
+            err.message
+        );
     }
 }

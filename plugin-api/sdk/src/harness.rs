@@ -1,7 +1,7 @@
 //! Checks a component against its contract, for plugin authors' own tests (and the built-in
 //! plugins'). Each check builds the component exactly as the host does (configuration
-//! validated against the declared keys, then `create`) and calls it through the same ABI
-//! objects, with tensors passed as handles, so what passes here behaves the same in the host.
+//! validated against the declared keys and rules, then `create`) and calls it through the same
+//! ABI objects, with tensors passed as handles, so what passes here behaves the same in the host.
 //!
 //! ```ignore
 //! #[test]
@@ -14,27 +14,18 @@ use std::path::Path;
 
 use gymnos_plugin_api::{
     abi_stable::std_types::{RSlice, RStr, RVec},
-    Component as AbiComponent, CreateContext, DatasetInfo, DeviceSpec, Metric, Samples, Task,
+    check_component_name, Component as AbiComponent, CreateContext, DatasetBox, DeviceSpec, Metric, Samples, Task,
 };
 use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
+pub use crate::contract::{check_split, Check};
 use crate::{
     component::{DataAugmentor, Dataset, Model, Preprocessor, Tracker},
+    contract::{check_augmented, check_soft_targets, ensure},
     convert::{from_handle, from_samples, to_handle},
     export::Entry,
 };
-
-/// What a failed check says: the contract broken, and how.
-pub type Check<T = ()> = Result<T, String>;
-
-fn ensure(ok: bool, message: impl FnOnce() -> String) -> Check {
-    if ok {
-        Ok(())
-    } else {
-        Err(message())
-    }
-}
 
 fn context<'a>(input_shape: &[i64], num_outputs: i64, task: Task, output_dir: &'a str) -> CreateContext<'a> {
     CreateContext {
@@ -52,32 +43,44 @@ fn context<'a>(input_shape: &[i64], num_outputs: i64, task: Task, output_dir: &'
 fn build(entry: Entry, config: &Value, ctx: &CreateContext<'_>) -> Check<AbiComponent> {
     let meta = crate::export::components(std::slice::from_ref(&entry)).into_result().map_err(|e| e.to_string())?;
     let meta = &meta[0];
-    ensure(!meta.name.is_empty() && meta.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'), || {
-        format!("name `{}` must be lowercase letters, digits, `-` or `_`", meta.name)
-    })?;
+    check_component_name(&meta.name)?;
     let parts: Vec<&str> = meta.version.split('.').collect();
-    ensure(parts.len() == 3 && parts.iter().all(|p| p.split(['-', '+']).next().is_some_and(|n| n.parse::<u64>().is_ok())), || {
-        format!("version `{}` is not semver (MAJOR.MINOR.PATCH)", meta.version)
-    })?;
+    ensure(
+        parts.len() == 3 && parts.iter().all(|p| p.split(['-', '+']).next().is_some_and(|n| n.parse::<u64>().is_ok())),
+        || format!("version `{}` is not semver (MAJOR.MINOR.PATCH)", meta.version),
+    )?;
     for key in meta.config.iter().filter(|k| !k.default_json.is_empty()) {
-        let default: Value = serde_json::from_str(key.default_json.as_str()).map_err(|e| format!("key `{}`: default is not JSON: {e}", key.name))?;
-        ensure(key.ty.matches(&default), || format!("key `{}`: default {default} is not of its declared type {}", key.name, key.ty.as_str()))?;
+        let default: Value = serde_json::from_str(key.default_json.as_str())
+            .map_err(|e| format!("key `{}`: default is not JSON: {e}", key.name))?;
+        ensure(key.ty.matches(&default) || default.is_null(), || {
+            format!("key `{}`: default {default} is not of its declared type {}", key.name, key.ty.as_str())
+        })?;
     }
-    crate::export::create(std::slice::from_ref(&entry), RStr::from_str(entry.name), RStr::from_str(&config.to_string()), ctx)
-        .into_result()
-        .map_err(|e| format!("create: {e}"))
+    let details =
+        crate::export::component_details(std::slice::from_ref(&entry)).into_result().map_err(|e| e.to_string())?;
+    serde_json::from_str::<gymnos_plugin_api::LibraryDetails>(&details)
+        .map_err(|e| format!("component details: {e}"))?;
+    crate::export::create(
+        std::slice::from_ref(&entry),
+        RStr::from_str(entry.name),
+        RStr::from_str(&config.to_string()),
+        ctx,
+    )
+    .into_result()
+    .map_err(|e| format!("create: {e}"))
 }
 
-fn shape_of(t: &Tensor) -> Vec<i64> {
-    t.size()
+fn dataset(entry: Entry, config: &Value) -> Check<DatasetBox> {
+    match build(entry, config, &context(&[], 0, Task::Classification, ""))? {
+        AbiComponent::Dataset(d) => Ok(d),
+        _ => unreachable!("built a dataset"),
+    }
 }
 
-/// A dataset loads CPU tensors whose shapes, dtypes and labels agree with what it declares.
+/// A data set loads CPU tensors whose shapes, dtypes and labels agree with what it declares.
 /// Returns the number of samples (and of test samples).
 pub fn check_dataset<T: Dataset>(config: Value) -> Check<(i64, i64)> {
-    let AbiComponent::Dataset(mut dataset) = build(Entry::dataset::<T>(), &config, &context(&[], 0, Task::Classification, ""))? else {
-        unreachable!("built a dataset");
-    };
+    let mut dataset = dataset(Entry::dataset::<T>(), &config)?;
     let loaded = dataset.load().into_result().map_err(|e| format!("load: {e}"))?;
     let info = loaded.info.clone();
     let check = |name: &str, samples: Samples| {
@@ -92,37 +95,18 @@ pub fn check_dataset<T: Dataset>(config: Value) -> Check<(i64, i64)> {
     Ok((n, n_test))
 }
 
-/// The dataset contract for one split: non-empty CPU tensors, as many targets as feature rows,
-/// features of the declared shape, and targets as the task wants them (class indices within
-/// the declared classes, one name per class; or float values `[n, num_outputs]`). The host
-/// checks every data set it loads with this. Returns the number of samples.
-pub fn check_split(info: &DatasetInfo, x: &Tensor, y: &Tensor, name: &str) -> Check<i64> {
-    let n = x.size().first().copied().unwrap_or(0);
-    ensure(n > 0, || format!("{name}: no samples"))?;
-    ensure(x.device() == tch::Device::Cpu && y.device() == tch::Device::Cpu, || format!("{name}: tensors must be on the CPU"))?;
-    ensure(y.size().first() == Some(&n), || format!("{name}: {n} feature rows but targets {:?}", shape_of(y)))?;
-    ensure(x.size()[1..] == info.feature_shape[..], || format!("{name}: features {:?}, declared feature_shape {:?}", shape_of(x), &info.feature_shape[..]))?;
-    match info.task {
-        Task::Classification => {
-            ensure(y.kind() == Kind::Int64 && y.dim() == 1, || format!("{name}: classification targets must be int64 [n], got {:?} {:?}", y.kind(), shape_of(y)))?;
-            let (lo, hi) = (y.min().int64_value(&[]), y.max().int64_value(&[]));
-            ensure(lo >= 0 && hi < info.num_outputs, || format!("{name}: labels span [{lo}, {hi}] for {} classes", info.num_outputs))?;
-            ensure(info.class_names.len() as i64 == info.num_outputs, || format!("{} class names for {} classes", info.class_names.len(), info.num_outputs))?;
-        }
-        Task::Regression => {
-            ensure(y.is_floating_point() && y.size() == [n, info.num_outputs], || format!("{name}: regression targets must be float [n, {}], got {:?} {:?}", info.num_outputs, y.kind(), shape_of(y)))?;
-        }
-    }
-    Ok(n)
-}
-
 /// `read_inputs` of `path` gives CPU features of the declared shape (run after `check_dataset`).
 pub fn check_dataset_inputs<T: Dataset>(config: Value, path: &Path, feature_shape: &[i64]) -> Check<i64> {
-    let AbiComponent::Dataset(mut dataset) = build(Entry::dataset::<T>(), &config, &context(&[], 0, Task::Classification, ""))? else {
-        unreachable!("built a dataset");
-    };
-    let x = from_handle(dataset.read_inputs(RStr::from_str(&path.to_string_lossy())).into_result().map_err(|e| format!("read_inputs: {e}"))?);
-    ensure(x.size()[1..] == *feature_shape, || format!("read_inputs: features {:?}, expected [n, {feature_shape:?}]", shape_of(&x)))?;
+    let mut dataset = dataset(Entry::dataset::<T>(), &config)?;
+    let x = from_handle(
+        dataset
+            .read_inputs(RStr::from_str(&path.to_string_lossy()))
+            .into_result()
+            .map_err(|e| format!("read_inputs: {e}"))?,
+    );
+    ensure(x.size()[1..] == *feature_shape, || {
+        format!("read_inputs: features {:?}, expected [n, {feature_shape:?}]", x.size())
+    })?;
     Ok(x.size()[0])
 }
 
@@ -135,38 +119,56 @@ pub fn check_preprocessor<T: Preprocessor>(config: Value, features: &Tensor, tar
         Err(e) => Err(e),
     };
     let mut p = make()?;
-    p.fit(Samples { features: to_handle(features.shallow_clone()), targets: to_handle(targets.shallow_clone()) }).into_result().map_err(|e| format!("fit: {e}"))?;
+    let data = Samples { features: to_handle(features.shallow_clone()), targets: to_handle(targets.shallow_clone()) };
+    p.fit(data).into_result().map_err(|e| format!("fit: {e}"))?;
     let transform = |p: &gymnos_plugin_api::PreprocessorBox, x: &Tensor| -> Check<Tensor> {
         Ok(from_handle(p.transform(to_handle(x.shallow_clone())).into_result().map_err(|e| format!("transform: {e}"))?))
     };
     let y = transform(&p, features)?;
     let n = features.size()[0];
-    ensure(y.size().first() == Some(&n), || format!("transform changed the number of samples from {n} to {:?}", y.size().first()))?;
+    ensure(y.size().first() == Some(&n), || {
+        format!("transform changed the number of samples from {n} to {:?}", y.size().first())
+    })?;
     ensure(y.isfinite().all().int64_value(&[]) == 1, || "transform produced NaN or infinite values".into())?;
-    let head = transform(&p, &features.narrow(0, 0, (n / 2).max(1)))?;
-    ensure(head.allclose(&y.narrow(0, 0, (n / 2).max(1)), 1e-5, 1e-6, false), || "transforming a subset differs from the subset of the transform".into())?;
+    let half = (n / 2).max(1);
+    let head = transform(&p, &features.narrow(0, 0, half))?;
+    ensure(head.allclose(&y.narrow(0, 0, half), 1e-5, 1e-6, false), || {
+        "transforming a subset differs from the subset of the transform".into()
+    })?;
     let state = p.state().into_result().map_err(|e| format!("state: {e}"))?;
     let mut fresh = make()?;
     fresh.load_state(state).into_result().map_err(|e| format!("load_state: {e}"))?;
-    ensure(transform(&fresh, features)?.allclose(&y, 1e-6, 1e-7, false), || "a fresh instance with the saved state transforms differently".into())
+    ensure(transform(&fresh, features)?.allclose(&y, 1e-6, 1e-7, false), || {
+        "a fresh instance with the saved state transforms differently".into()
+    })
 }
 
-/// An augmentor keeps the batch size and the targets, and is a function of its seed.
+/// An augmentor keeps the batch size and the targets (or, mixing classes, returns soft targets
+/// that are probability rows), and is a function of its seed.
 pub fn check_augmentor<T: DataAugmentor>(config: Value, features: &Tensor, targets: &Tensor) -> Check {
-    let AbiComponent::DataAugmentor(a) = build(Entry::data_augmentor::<T>(), &config, &context(&[], 0, Task::Classification, ""))? else {
+    let num_classes =
+        if targets.kind() == Kind::Int64 { targets.max().int64_value(&[]) + 1 } else { targets.size()[1] };
+    let ctx = context(&features.size()[1..], num_classes, Task::Classification, "");
+    let AbiComponent::DataAugmentor(a) = build(Entry::data_augmentor::<T>(), &config, &ctx)? else {
         unreachable!("built an augmentor");
     };
     let run = |seed: u64| -> Check<(Tensor, Tensor)> {
-        let out = a.augment(Samples { features: to_handle(features.shallow_clone()), targets: to_handle(targets.shallow_clone()) }, seed)
-            .into_result()
-            .map_err(|e| format!("augment: {e}"))?;
-        Ok((from_handle(out.features), from_handle(out.targets)))
+        let batch =
+            Samples { features: to_handle(features.shallow_clone()), targets: to_handle(targets.shallow_clone()) };
+        let out = a.augment(batch, seed).into_result().map_err(|e| format!("augment: {e}"))?;
+        Ok(from_samples(out))
     };
     let (x1, y1) = run(7)?;
-    let (x2, _) = run(7)?;
-    ensure(x1.size()[0] == features.size()[0], || format!("augment returned {} samples for {}", x1.size()[0], features.size()[0]))?;
-    ensure(y1.equal(targets), || "augment changed the targets".into())?;
-    ensure(x1.equal(&x2), || "two calls with the same seed gave different batches".into())
+    let (x2, y2) = run(7)?;
+    let n = features.size()[0];
+    check_augmented(Task::Classification, num_classes, n, &x1, &y1).map_err(|e| format!("augment {e}"))?;
+    ensure(x1.size() == features.size(), || format!("augment changed the features' shape to {:?}", x1.size()))?;
+    if y1.is_floating_point() && targets.kind() == Kind::Int64 {
+        check_soft_targets(&y1)?;
+    } else {
+        ensure(y1.equal(targets), || "augment changed the targets".into())?;
+    }
+    ensure(x1.equal(&x2) && y1.equal(&y2), || "two calls with the same seed gave different batches".into())
 }
 
 /// A model maps `[n, ...input_shape]` to `[n, num_outputs]`, lets gradients reach every
@@ -186,12 +188,21 @@ pub fn check_model<T: Model>(config: Value, input_shape: &[i64], num_outputs: i6
     tch::manual_seed(2);
     let x = Tensor::randn(shape.as_slice(), (Kind::Float, tch::Device::Cpu));
     let forward = |m: &mut gymnos_plugin_api::ModelBox, train: bool| -> Check<Tensor> {
-        Ok(from_handle(m.forward(to_handle(x.shallow_clone()), train).into_result().map_err(|e| format!("forward: {e}"))?))
+        Ok(from_handle(
+            m.forward(to_handle(x.shallow_clone()), train).into_result().map_err(|e| format!("forward: {e}"))?,
+        ))
     };
     let out = forward(&mut model, true)?;
-    ensure(out.size() == [4, num_outputs], || format!("forward returned {:?}, expected [4, {num_outputs}]", shape_of(&out)))?;
-    let params: Vec<(String, Tensor)> = model.parameters().into_result().map_err(|e| format!("parameters: {e}"))?
-        .into_iter().map(|n| (n.name.into_string(), from_handle(n.tensor))).collect();
+    ensure(out.size() == [4, num_outputs], || {
+        format!("forward returned {:?}, expected [4, {num_outputs}]", out.size())
+    })?;
+    let params: Vec<(String, Tensor)> = model
+        .parameters()
+        .into_result()
+        .map_err(|e| format!("parameters: {e}"))?
+        .into_iter()
+        .map(|n| (n.name.into_string(), from_handle(n.tensor)))
+        .collect();
     ensure(!params.is_empty(), || "the model has no trainable parameters".into())?;
     out.square().mean(Kind::Float).backward();
     for (name, p) in &params {
@@ -204,19 +215,25 @@ pub fn check_model<T: Model>(config: Value, input_shape: &[i64], num_outputs: i6
     let state = model.state().into_result().map_err(|e| format!("state: {e}"))?;
     let mut fresh = make(99)?;
     fresh.load_state(state).into_result().map_err(|e| format!("load_state: {e}"))?;
-    ensure(forward(&mut fresh, false)?.allclose(&eval, 1e-6, 1e-7, false), || "a fresh model with the saved state gives other outputs".into())
+    ensure(forward(&mut fresh, false)?.allclose(&eval, 1e-6, 1e-7, false), || {
+        "a fresh model with the saved state gives other outputs".into()
+    })
 }
 
 /// A tracker accepts a whole run's calls. Files go to `output_dir`.
 pub fn check_tracker<T: Tracker>(config: Value, output_dir: &Path) -> Check {
     let dir = output_dir.to_string_lossy();
-    let AbiComponent::Tracker(mut t) = build(Entry::tracker::<T>(), &config, &context(&[], 0, Task::Classification, &dir))? else {
+    let AbiComponent::Tracker(mut t) =
+        build(Entry::tracker::<T>(), &config, &context(&[], 0, Task::Classification, &dir))?
+    else {
         unreachable!("built a tracker");
     };
     let err = |what: &'static str| move |e: gymnos_plugin_api::PluginError| format!("{what}: {e}");
     t.start(RStr::from_str(&json!({ "experiment": "harness" }).to_string())).into_result().map_err(err("start"))?;
     t.log_params(RStr::from_str(&json!({ "lr": 0.1 }).to_string())).into_result().map_err(err("log_params"))?;
     let metrics = [Metric { name: "loss".into(), value: 0.5 }];
-    t.log_metrics(1, RStr::from_str("epoch"), RSlice::from_slice(&metrics)).into_result().map_err(err("log_metrics"))?;
+    t.log_metrics(1, RStr::from_str("epoch"), RSlice::from_slice(&metrics))
+        .into_result()
+        .map_err(err("log_metrics"))?;
     t.finish(RStr::from_str("completed")).into_result().map_err(err("finish"))
 }

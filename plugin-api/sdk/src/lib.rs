@@ -1,29 +1,37 @@
 //! Write gymnos plugins in safe Rust.
 //!
-//! Implement [`Component`] plus one of [`Dataset`], [`Preprocessor`], [`DataAugmentor`],
-//! [`Model`] or [`Tracker`] for your type, list your components in [`export_plugin!`], and call
+//! Declare the configuration as a struct with `#[derive(Config)]`, implement [`Configurable`]
+//! plus one of [`Dataset`], [`Preprocessor`], [`DataAugmentor`], [`Model`] or [`Tracker`] for
+//! your type, list your components in [`export_plugin!`], and call
 //! `gymnos_plugin_build::link_libtorch()` from your `build.rs`. The SDK turns tensors into
-//! handles and back, validates configuration against the keys you declare, and catches
-//! panics at the boundary so that the host gets an error instead of an abort.
+//! handles and back, validates configuration against the keys and rules you declare, and
+//! catches panics at the boundary so that the host gets an error instead of an abort.
+//!
+//! SDK 1.0's way, [`Component`] with keys listed by [`key`] and read by [`Config::get`], still
+//! compiles and works: a plugin written for SDK 1.x builds with every 1.y.
+
+// `#[derive(Config)]` names `::gymnos_plugin_sdk`; this makes the name resolve here too.
+extern crate self as gymnos_plugin_sdk;
 
 pub mod component;
 pub mod config;
+pub mod contract;
 pub mod convert;
 #[doc(hidden)]
 pub mod export;
-pub mod harness;
 mod guard;
+pub mod harness;
 pub mod rng;
 
-pub use component::{
-    Component, DataAugmentor, Dataset, Loaded, Model, Preprocessor, Tracker,
-};
-pub use config::{key, required, Config, Context};
+pub use component::{Component, Configurable, DataAugmentor, Dataset, Loaded, Model, Preprocessor, Tracker};
+pub use config::{key, required, Config, ConfigSchema, Context, KeySpec};
 pub use convert::{from_handle, from_named, from_samples, to_handle, to_named, to_samples};
 pub use gymnos_plugin_api as api;
 pub use gymnos_plugin_api::{
-    ComponentKind, ConfigType, DatasetInfo, DeviceSpec, ErrorKind, PluginError, Task,
+    ComponentKind, ConfigKey, ConfigType, DatasetInfo, DeviceSpec, ErrorKind, PluginError, Task,
 };
+/// `#[derive(Config)]`: see [`ConfigSchema`] and the `gymnos-plugin-derive` crate.
+pub use gymnos_plugin_derive::Config;
 pub use rng::Rng;
 pub use serde_json;
 pub use tch;

@@ -2,10 +2,23 @@
 //! (conv 3x3 + batch norm + ReLU) x2 + max-pool, then a dense head.
 
 use gymnos_plugin_sdk::{
-    key,
     tch::{nn, nn::ModuleT, Tensor},
-    Component, Config, ConfigType, Context, Model, PluginError, Result,
+    Config, Configurable, Context, Model, PluginError, Result,
 };
+
+/// The configuration of `cnn`.
+#[derive(Config)]
+pub struct CnnConfig {
+    /// Output channels of each block (each block halves height and width)
+    #[config(default = [32, 64], min = 1, non_empty)]
+    pub channels: Vec<i64>,
+    /// Width of the dense layer before the output
+    #[config(default = 128, min = 1)]
+    pub hidden: i64,
+    /// Dropout before the output layer
+    #[config(default = 0.3, range = 0.0..1.0)]
+    pub dropout: f64,
+}
 
 pub struct Cnn {
     vs: nn::VarStore,
@@ -20,34 +33,23 @@ fn conv_bn_relu(path: nn::Path, c_in: i64, c_out: i64) -> nn::SequentialT {
         .add_fn(|x| x.relu())
 }
 
-impl Component for Cnn {
+impl Configurable for Cnn {
     const NAME: &'static str = "cnn";
-    const VERSION: &'static str = "1.0.0";
-    const DESCRIPTION: &'static str = "Convolutional network for small images: conv-BN-ReLU blocks with max-pooling, then a dense head";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Convolutional network for small images: conv-BN-ReLU blocks with max-pooling, then a dense head";
+    type Config = CnnConfig;
 
-    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
-        vec![
-            key("channels", ConfigType::IntegerList, vec![32, 64], "Output channels of each block (each block halves height and width)"),
-            key("hidden", ConfigType::Integer, 128, "Width of the dense layer before the output"),
-            key("dropout", ConfigType::Number, 0.3, "Dropout before the output layer"),
-        ]
-    }
-
-    fn create(config: &Config, ctx: &Context) -> Result<Self> {
-        let channels: Vec<i64> = config.get("channels")?;
-        let hidden: i64 = config.get("hidden")?;
-        let dropout: f64 = config.get("dropout")?;
+    fn build(config: CnnConfig, ctx: &Context) -> Result<Self> {
+        let CnnConfig { channels, hidden, dropout } = config;
         let &[c, h, w] = ctx.input_shape.as_slice() else {
-            return Err(PluginError::config(format!("cnn needs images [channels, height, width], got input shape {:?}", ctx.input_shape)));
+            return Err(PluginError::config(format!(
+                "cnn needs images [channels, height, width], got input shape {:?}",
+                ctx.input_shape
+            )));
         };
-        if channels.is_empty() || channels.iter().any(|&c| c <= 0) || hidden <= 0 {
-            return Err(PluginError::config("channels must be a non-empty list of positive sizes, hidden positive"));
-        }
         if h >> channels.len() == 0 || w >> channels.len() == 0 {
             return Err(PluginError::config(format!("{} blocks halve {h}x{w} images to nothing", channels.len())));
-        }
-        if !(0.0..1.0).contains(&dropout) {
-            return Err(PluginError::config(format!("dropout must be in [0, 1), got {dropout}")));
         }
         let vs = nn::VarStore::new(ctx.device);
         let root = vs.root();
@@ -88,6 +90,15 @@ mod tests {
     fn meets_the_model_contract() {
         harness::check_model::<super::Cnn>(json!({ "channels": [4, 8], "hidden": 16 }), &[1, 12, 12], 10).unwrap();
         let err = harness::check_model::<super::Cnn>(json!({}), &[144], 10).unwrap_err();
-        assert_eq!(err, "create: configuration error: cnn needs images [channels, height, width], got input shape [144]");
+        assert_eq!(
+            err,
+            "create: configuration error: cnn needs images [channels, height, width], got input shape [144]"
+        );
+        let err =
+            harness::check_model::<super::Cnn>(json!({ "channels": [], "hidden": 0 }), &[1, 12, 12], 10).unwrap_err();
+        assert_eq!(err, "create: configuration error: channels: must not be empty; hidden: 0 is not >= 1");
+        let err =
+            harness::check_model::<super::Cnn>(json!({ "channels": [4, 4, 4, 4] }), &[1, 12, 12], 10).unwrap_err();
+        assert_eq!(err, "create: configuration error: 4 blocks halve 12x12 images to nothing");
     }
 }

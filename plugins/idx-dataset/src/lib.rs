@@ -8,20 +8,41 @@ use std::{
 
 use flate2::read::GzDecoder;
 use gymnos_plugin_sdk::{
-    api::abi_stable::std_types::RVec,
-    key, required,
     tch::{Kind, Tensor},
-    Component, Config, ConfigType, Context, Dataset, DatasetInfo, Loaded, PluginError, Result, Task,
+    Config, Configurable, Context, Dataset, DatasetInfo, Loaded, PluginError, Result,
 };
 
 const FASHION_MNIST_CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
+/// The configuration of `idx`.
+#[derive(Config)]
+pub struct IdxConfig {
+    /// Folder holding the IDX files
+    #[config(exists = "dir")]
+    pub path: PathBuf,
+    /// Training images file
+    #[config(default = "train-images-idx3-ubyte.gz", non_empty)]
+    pub train_images: String,
+    /// Training labels file
+    #[config(default = "train-labels-idx1-ubyte.gz", non_empty)]
+    pub train_labels: String,
+    /// Test images file (empty: no fixed test split)
+    #[config(default = "t10k-images-idx3-ubyte.gz")]
+    pub test_images: String,
+    /// Test labels file
+    #[config(default = "t10k-labels-idx1-ubyte.gz")]
+    pub test_labels: String,
+    /// Class names in label order
+    #[config(default = FASHION_MNIST_CLASSES, min_len = 1, max_len = 256)]
+    pub class_names: Vec<String>,
+    /// Keep only the first N samples of each file (0: all)
+    #[config(default = 0, min = 0)]
+    pub limit: u64,
+}
+
 pub struct IdxDataset {
-    dir: PathBuf,
-    files: [String; 4],
-    class_names: Vec<String>,
-    limit: i64,
+    config: IdxConfig,
 }
 
 /// An IDX array: dimensions and raw bytes (only unsigned-byte data, as in the MNIST family).
@@ -52,9 +73,8 @@ fn read_idx(path: &Path) -> Result<IdxArray> {
     if bytes.len() < header {
         return Err(bad("truncated header".into()));
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        (0..ndim).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
     let expected: usize = dims.iter().product();
     if bytes.len() - header != expected {
         return Err(bad(format!("dimensions {dims:?} need {expected} bytes, found {}", bytes.len() - header)));
@@ -68,7 +88,11 @@ impl IdxDataset {
     fn images(&self, path: &Path) -> Result<Tensor> {
         let array = read_idx(path)?;
         if array.dims.len() != 3 {
-            return Err(PluginError::data(format!("{}: images must have 3 dimensions, found {:?}", path.display(), array.dims)));
+            return Err(PluginError::data(format!(
+                "{}: images must have 3 dimensions, found {:?}",
+                path.display(),
+                array.dims
+            )));
         }
         let (n, rows, cols) = (array.dims[0] as i64, array.dims[1] as i64, array.dims[2] as i64);
         let n_kept = self.kept(n);
@@ -82,79 +106,65 @@ impl IdxDataset {
     fn labels(&self, path: &Path) -> Result<Tensor> {
         let array = read_idx(path)?;
         if array.dims.len() != 1 {
-            return Err(PluginError::data(format!("{}: labels must have 1 dimension, found {:?}", path.display(), array.dims)));
+            return Err(PluginError::data(format!(
+                "{}: labels must have 1 dimension, found {:?}",
+                path.display(),
+                array.dims
+            )));
         }
-        let classes = self.class_names.len() as u8;
-        if let Some(bad) = array.data.iter().find(|&&l| l >= classes) {
-            return Err(PluginError::data(format!("{}: label {bad} is not below the {classes} classes", path.display())));
+        let classes = self.config.class_names.len();
+        if let Some(bad) = array.data.iter().find(|&&l| usize::from(l) >= classes) {
+            return Err(PluginError::data(format!(
+                "{}: label {bad} is not below the {classes} classes",
+                path.display()
+            )));
         }
         let n_kept = self.kept(array.dims[0] as i64) as usize;
         Ok(Tensor::from_slice(&array.data[..n_kept]).to_kind(Kind::Int64))
     }
 
     fn kept(&self, n: i64) -> i64 {
-        if self.limit > 0 { n.min(self.limit) } else { n }
+        match i64::try_from(self.config.limit) {
+            Ok(limit) if limit > 0 => n.min(limit),
+            _ => n,
+        }
     }
 
     fn split(&self, images: &str, labels: &str) -> Result<(Tensor, Tensor)> {
-        let (x, y) = (self.images(&self.dir.join(images))?, self.labels(&self.dir.join(labels))?);
+        let dir = &self.config.path;
+        let (x, y) = (self.images(&dir.join(images))?, self.labels(&dir.join(labels))?);
         if x.size()[0] != y.size()[0] {
-            return Err(PluginError::data(format!("{images} has {} images but {labels} has {} labels", x.size()[0], y.size()[0])));
+            return Err(PluginError::data(format!(
+                "{images} has {} images but {labels} has {} labels",
+                x.size()[0],
+                y.size()[0]
+            )));
         }
         Ok((x, y))
     }
 }
 
-impl Component for IdxDataset {
+impl Configurable for IdxDataset {
     const NAME: &'static str = "idx";
-    const VERSION: &'static str = "1.0.0";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Image classification data in IDX files (MNIST, Fashion-MNIST), gzipped or plain";
+    type Config = IdxConfig;
 
-    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
-        vec![
-            required("path", ConfigType::Path, "Folder holding the IDX files"),
-            key("train_images", ConfigType::String, "train-images-idx3-ubyte.gz", "Training images file"),
-            key("train_labels", ConfigType::String, "train-labels-idx1-ubyte.gz", "Training labels file"),
-            key("test_images", ConfigType::String, "t10k-images-idx3-ubyte.gz", "Test images file (empty: no fixed test split)"),
-            key("test_labels", ConfigType::String, "t10k-labels-idx1-ubyte.gz", "Test labels file"),
-            key("class_names", ConfigType::StringList, FASHION_MNIST_CLASSES.to_vec(), "Class names in label order"),
-            key("limit", ConfigType::Integer, 0, "Keep only the first N samples of each file (0: all)"),
-        ]
-    }
-
-    fn create(config: &Config, ctx: &Context) -> Result<Self> {
-        let class_names: Vec<String> = config.get("class_names")?;
-        if class_names.is_empty() || class_names.len() > 256 {
-            return Err(PluginError::config("class_names must list between 1 and 256 classes"));
-        }
-        Ok(Self {
-            dir: config.path("path", ctx)?,
-            files: ["train_images", "train_labels", "test_images", "test_labels"].map(|k| config.get(k).unwrap_or_default()),
-            class_names,
-            limit: config.get("limit")?,
-        })
+    fn build(config: IdxConfig, _ctx: &Context) -> Result<Self> {
+        Ok(Self { config })
     }
 }
 
 impl Dataset for IdxDataset {
     fn load(&mut self) -> Result<Loaded> {
-        let (features, targets) = self.split(&self.files[0], &self.files[1])?;
-        let test = match self.files[2].is_empty() {
+        let config = &self.config;
+        let (features, targets) = self.split(&config.train_images, &config.train_labels)?;
+        let test = match config.test_images.is_empty() {
             true => None,
-            false => Some(self.split(&self.files[2], &self.files[3])?),
+            false => Some(self.split(&config.test_images, &config.test_labels)?),
         };
         let shape = features.size()[1..].to_vec();
-        Ok(Loaded {
-            info: DatasetInfo {
-                task: Task::Classification,
-                feature_shape: RVec::from(shape),
-                num_outputs: self.class_names.len() as i64,
-                class_names: self.class_names.iter().map(|s| s.as_str().into()).collect(),
-            },
-            features,
-            targets,
-            test,
-        })
+        Ok(Loaded { info: DatasetInfo::classification(shape, config.class_names.clone()), features, targets, test })
     }
 
     fn read_inputs(&mut self, path: &Path) -> Result<Tensor> {
@@ -181,8 +191,24 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_file_is_an_io_error_naming_it() {
+    fn a_missing_folder_is_refused_at_creation_and_a_missing_file_is_an_io_error_naming_it() {
         let err = harness::check_dataset::<super::IdxDataset>(json!({ "path": "/nonexistent" })).unwrap_err();
-        assert_eq!(err, "load: I/O error: /nonexistent/train-images-idx3-ubyte.gz: No such file or directory (os error 2)");
+        assert_eq!(err, "create: configuration error: path: /nonexistent does not exist");
+
+        let dir = std::env::temp_dir().join(format!("gymnos-idx-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = harness::check_dataset::<super::IdxDataset>(json!({ "path": dir })).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let missing = dir.join("train-images-idx3-ubyte.gz");
+        assert_eq!(err, format!("load: I/O error: {}: No such file or directory (os error 2)", missing.display()));
+    }
+
+    #[test]
+    fn class_names_and_limit_follow_their_rules() {
+        let err = harness::check_dataset::<super::IdxDataset>(
+            json!({ "path": fashion_mnist(), "class_names": [], "limit": -1 }),
+        )
+        .unwrap_err();
+        assert_eq!(err, "create: configuration error: class_names: must not be empty; limit: -1 is not >= 0");
     }
 }

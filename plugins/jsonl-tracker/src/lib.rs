@@ -6,8 +6,16 @@ use std::{
     path::PathBuf,
 };
 
-use gymnos_plugin_sdk::{key, Component, Config, ConfigType, Context, ErrorKind, PluginError, Result, ResultExt, Tracker};
+use gymnos_plugin_sdk::{Config, Configurable, Context, ErrorKind, PluginError, Result, ResultExt, Tracker};
 use serde_json::{json, Map, Value};
+
+/// The configuration of `jsonl`.
+#[derive(Config)]
+pub struct JsonlConfig {
+    /// Output file name, in the run folder
+    #[config(default = "metrics.jsonl", inside_run_folder)]
+    pub file: String,
+}
 
 pub struct JsonlTracker {
     path: PathBuf,
@@ -22,7 +30,10 @@ impl JsonlTracker {
                 if let Some(dir) = self.path.parent() {
                     std::fs::create_dir_all(dir).or_kind(ErrorKind::Io, &dir.display().to_string())?;
                 }
-                let file = OpenOptions::new().create(true).append(true).open(&self.path)
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
                     .or_kind(ErrorKind::Io, &self.path.display().to_string())?;
                 self.out.insert(BufWriter::new(file))
             }
@@ -31,20 +42,16 @@ impl JsonlTracker {
     }
 }
 
-impl Component for JsonlTracker {
+impl Configurable for JsonlTracker {
     const NAME: &'static str = "jsonl";
-    const VERSION: &'static str = "1.0.0";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Appends the run's parameters and metrics to a JSON-lines file";
+    type Config = JsonlConfig;
 
-    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
-        vec![key("file", ConfigType::String, "metrics.jsonl", "Output file name, in the run folder")]
-    }
-
-    fn create(config: &Config, ctx: &Context) -> Result<Self> {
-        let file: String = config.get("file")?;
+    fn build(config: JsonlConfig, ctx: &Context) -> Result<Self> {
         let path = match &ctx.output_dir {
-            Some(dir) => dir.join(&file),
-            None => ctx.resolve(file.as_ref()),
+            Some(dir) => dir.join(&config.file),
+            None => ctx.resolve(config.file.as_ref()),
         };
         Ok(Self { path, out: None })
     }
@@ -77,17 +84,27 @@ gymnos_plugin_sdk::export_plugin!(tracker(JsonlTracker));
 
 #[cfg(test)]
 mod tests {
-    use gymnos_plugin_sdk::{harness, serde_json::{self, json, Value}};
+    use gymnos_plugin_sdk::{
+        harness,
+        serde_json::{self, json, Value},
+    };
 
     #[test]
     fn meets_the_tracker_contract_and_writes_one_event_per_line() {
         let dir = std::env::temp_dir().join(format!("gymnos-jsonl-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         harness::check_tracker::<super::JsonlTracker>(json!({ "file": "events.jsonl" }), &dir).unwrap();
-        let events: Vec<Value> = std::fs::read_to_string(dir.join("events.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let events: Vec<Value> = std::fs::read_to_string(dir.join("events.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         let kinds: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["start", "params", "metrics", "finish"]);
         assert_eq!(events[2]["metrics"], json!({ "loss": 0.5 }));
+        let err =
+            harness::check_tracker::<super::JsonlTracker>(json!({ "file": "../events.jsonl" }), &dir).unwrap_err();
+        assert_eq!(err, "create: configuration error: file: `../events.jsonl` leaves the run folder; give a relative path inside it");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

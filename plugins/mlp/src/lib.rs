@@ -1,39 +1,38 @@
 //! `mlp`: a multilayer perceptron over the flattened features.
 
 use gymnos_plugin_sdk::{
-    key,
     tch::{nn, nn::ModuleT, Tensor},
-    Component, Config, ConfigType, Context, Model, PluginError, Result,
+    Config, Configurable, Context, Model, PluginError, Result,
 };
+
+/// The configuration of `mlp`.
+#[derive(Config)]
+pub struct MlpConfig {
+    /// Sizes of the hidden layers
+    #[config(default = [256, 128], min = 1)]
+    pub hidden: Vec<i64>,
+    /// relu, gelu or tanh
+    #[config(default = "relu", one_of = ["relu", "gelu", "tanh"])]
+    pub activation: String,
+    /// Dropout probability after each hidden layer
+    #[config(default = 0.1, range = 0.0..1.0)]
+    pub dropout: f64,
+}
 
 pub struct Mlp {
     vs: nn::VarStore,
     net: nn::SequentialT,
 }
 
-impl Component for Mlp {
+impl Configurable for Mlp {
     const NAME: &'static str = "mlp";
-    const VERSION: &'static str = "1.0.0";
-    const DESCRIPTION: &'static str = "Multilayer perceptron: flattened input, hidden layers with activation and dropout";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Multilayer perceptron: flattened input, hidden layers with activation and dropout";
+    type Config = MlpConfig;
 
-    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
-        vec![
-            key("hidden", ConfigType::IntegerList, vec![256, 128], "Sizes of the hidden layers"),
-            key("activation", ConfigType::String, "relu", "relu, gelu or tanh"),
-            key("dropout", ConfigType::Number, 0.1, "Dropout probability after each hidden layer"),
-        ]
-    }
-
-    fn create(config: &Config, ctx: &Context) -> Result<Self> {
-        let hidden: Vec<i64> = config.get("hidden")?;
-        let activation: String = config.get("activation")?;
-        let dropout: f64 = config.get("dropout")?;
-        if hidden.iter().any(|&h| h <= 0) {
-            return Err(PluginError::config(format!("hidden sizes must be positive, got {hidden:?}")));
-        }
-        if !(0.0..1.0).contains(&dropout) {
-            return Err(PluginError::config(format!("dropout must be in [0, 1), got {dropout}")));
-        }
+    fn build(config: MlpConfig, ctx: &Context) -> Result<Self> {
+        let MlpConfig { hidden, activation, dropout } = config;
         let act: fn(&Tensor) -> Tensor = match activation.as_str() {
             "relu" => Tensor::relu,
             "gelu" => |x| x.gelu("none"),
@@ -50,7 +49,7 @@ impl Component for Mlp {
         for (i, &h) in hidden.iter().enumerate() {
             net = net
                 .add(nn::linear(&root / format!("fc{i}"), width, h, Default::default()))
-                .add_fn(move |x| act(x))
+                .add_fn(act)
                 .add_fn_t(move |x, train| x.dropout(dropout, train));
             width = h;
         }
@@ -78,7 +77,9 @@ mod tests {
     #[test]
     fn meets_the_model_contract() {
         harness::check_model::<super::Mlp>(json!({ "hidden": [16, 8], "activation": "gelu" }), &[1, 6, 6], 3).unwrap();
-        let err = harness::check_model::<super::Mlp>(json!({ "hidden": [0] }), &[4], 3).unwrap_err();
-        assert_eq!(err, "create: configuration error: hidden sizes must be positive, got [0]");
+        let err = harness::check_model::<super::Mlp>(json!({ "hidden": [0], "dropout": 1.0 }), &[4], 3).unwrap_err();
+        assert_eq!(err, "create: configuration error: dropout: 1.0 is not in [0, 1); hidden: item 0: 0 is not >= 1");
+        let err = harness::check_model::<super::Mlp>(json!({ "activation": "swish" }), &[4], 3).unwrap_err();
+        assert_eq!(err, "create: configuration error: activation: \"swish\" is not one of relu, gelu, tanh");
     }
 }

@@ -1,32 +1,32 @@
 //! `random-flip`: flips training images left-right and/or upside down at random.
 
-use gymnos_plugin_sdk::{key, tch::Tensor, Component, Config, ConfigType, Context, DataAugmentor, PluginError, Result, Rng};
+use gymnos_plugin_sdk::{tch::Tensor, Config, Configurable, Context, DataAugmentor, PluginError, Result, Rng};
+
+/// The configuration of `random-flip`.
+#[derive(Config)]
+pub struct RandomFlipConfig {
+    /// Probability of a left-right flip per sample
+    #[config(default = 0.5, range = 0.0..=1.0)]
+    pub horizontal: f64,
+    /// Probability of an upside-down flip per sample
+    #[config(default = 0.0, range = 0.0..=1.0)]
+    pub vertical: f64,
+}
 
 pub struct RandomFlip {
     horizontal: f64,
     vertical: f64,
 }
 
-impl Component for RandomFlip {
+impl Configurable for RandomFlip {
     const NAME: &'static str = "random-flip";
-    const VERSION: &'static str = "1.0.0";
-    const DESCRIPTION: &'static str = "Flips images [n, ..., h, w] horizontally and/or vertically with given probabilities";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str =
+        "Flips images [n, ..., h, w] horizontally and/or vertically with given probabilities";
+    type Config = RandomFlipConfig;
 
-    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
-        vec![
-            key("horizontal", ConfigType::Number, 0.5, "Probability of a left-right flip per sample"),
-            key("vertical", ConfigType::Number, 0.0, "Probability of an upside-down flip per sample"),
-        ]
-    }
-
-    fn create(config: &Config, _ctx: &Context) -> Result<Self> {
-        let (horizontal, vertical): (f64, f64) = (config.get("horizontal")?, config.get("vertical")?);
-        for (name, p) in [("horizontal", horizontal), ("vertical", vertical)] {
-            if !(0.0..=1.0).contains(&p) {
-                return Err(PluginError::config(format!("{name} must be a probability in [0, 1], got {p}")));
-            }
-        }
-        Ok(Self { horizontal, vertical })
+    fn build(config: RandomFlipConfig, _ctx: &Context) -> Result<Self> {
+        Ok(Self { horizontal: config.horizontal, vertical: config.vertical })
     }
 }
 
@@ -60,7 +60,12 @@ gymnos_plugin_sdk::export_plugin!(data_augmentor(RandomFlip));
 
 #[cfg(test)]
 mod tests {
-    use gymnos_plugin_sdk::{harness, serde_json::json, tch::{Kind, Tensor}, Rng};
+    use gymnos_plugin_sdk::{
+        harness,
+        serde_json::json,
+        tch::{Kind, Tensor},
+        Rng,
+    };
 
     #[test]
     fn meets_the_augmentor_contract() {
@@ -68,6 +73,6 @@ mod tests {
         let y = Tensor::arange(16, (Kind::Int64, gymnos_plugin_sdk::tch::Device::Cpu));
         harness::check_augmentor::<super::RandomFlip>(json!({ "horizontal": 0.5, "vertical": 0.5 }), &x, &y).unwrap();
         let err = harness::check_augmentor::<super::RandomFlip>(json!({ "horizontal": 2 }), &x, &y).unwrap_err();
-        assert_eq!(err, "create: configuration error: horizontal must be a probability in [0, 1], got 2");
+        assert_eq!(err, "create: configuration error: horizontal: 2 is not in [0, 1]");
     }
 }

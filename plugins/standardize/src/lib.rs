@@ -1,10 +1,20 @@
 //! `standardize`: subtracts the training mean and divides by the training standard deviation.
 
 use gymnos_plugin_sdk::{
-    key,
     tch::{Kind, Tensor},
-    Component, Config, ConfigType, Context, PluginError, Preprocessor, Result,
+    Config, Configurable, Context, PluginError, Preprocessor, Result,
 };
+
+/// The configuration of `standardize`.
+#[derive(Config)]
+pub struct StandardizeConfig {
+    /// One mean/std per feature (true) or one for all values (false, for images)
+    #[config(default = false)]
+    pub per_feature: bool,
+    /// Added to the standard deviation to avoid dividing by zero
+    #[config(default = 1e-8, min = 0)]
+    pub epsilon: f64,
+}
 
 pub struct Standardize {
     per_feature: bool,
@@ -13,20 +23,14 @@ pub struct Standardize {
     fitted: Option<(Tensor, Tensor)>,
 }
 
-impl Component for Standardize {
+impl Configurable for Standardize {
     const NAME: &'static str = "standardize";
-    const VERSION: &'static str = "1.0.0";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Scales features to zero mean and unit variance, fitted on the training split";
+    type Config = StandardizeConfig;
 
-    fn config_keys() -> Vec<gymnos_plugin_sdk::api::ConfigKey> {
-        vec![
-            key("per_feature", ConfigType::Bool, false, "One mean/std per feature (true) or one for all values (false, for images)"),
-            key("epsilon", ConfigType::Number, 1e-8, "Added to the standard deviation to avoid dividing by zero"),
-        ]
-    }
-
-    fn create(config: &Config, _ctx: &Context) -> Result<Self> {
-        Ok(Self { per_feature: config.get("per_feature")?, epsilon: config.get("epsilon")?, fitted: None })
+    fn build(config: StandardizeConfig, _ctx: &Context) -> Result<Self> {
+        Ok(Self { per_feature: config.per_feature, epsilon: config.epsilon, fitted: None })
     }
 }
 
@@ -46,7 +50,8 @@ impl Preprocessor for Standardize {
     }
 
     fn transform(&self, features: &Tensor) -> Result<Tensor> {
-        let (mean, std) = self.fitted.as_ref().ok_or_else(|| PluginError::runtime("standardize: transform before fit"))?;
+        let (mean, std) =
+            self.fitted.as_ref().ok_or_else(|| PluginError::runtime("standardize: transform before fit"))?;
         Ok((features.to_kind(Kind::Float) - mean) / std)
     }
 
@@ -79,7 +84,12 @@ gymnos_plugin_sdk::export_plugin!(preprocessor(Standardize));
 
 #[cfg(test)]
 mod tests {
-    use gymnos_plugin_sdk::{harness, serde_json::json, tch::{Kind, Tensor}, Rng};
+    use gymnos_plugin_sdk::{
+        harness,
+        serde_json::json,
+        tch::{Kind, Tensor},
+        Rng,
+    };
 
     #[test]
     fn meets_the_preprocessor_contract_and_standardizes() {
