@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use gymnos_host::experiment::{Callbacks, LrSchedule, Mode};
+use gymnos_host::experiment::{Callbacks, CosineSchedule, LrSchedule, Mode, StepSchedule};
 use serde::{Deserialize, Serialize};
 
 /// Tracks the best value of one metric.
@@ -20,7 +20,13 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn new(metric: &str, mode: Mode, min_delta: f64) -> Self {
-        Self { metric: metric.to_string(), maximize: mode.resolve(metric) == Mode::Max, min_delta, best: None, stale: 0 }
+        Self {
+            metric: metric.to_string(),
+            maximize: mode.resolve(metric) == Mode::Max,
+            min_delta,
+            best: None,
+            stale: 0,
+        }
     }
 
     /// Records this epoch's value; true when it improved on the best.
@@ -75,7 +81,12 @@ impl CallbackState {
             if monitor.stale > cfg.patience && lr * cfg.factor >= cfg.min_lr {
                 self.lr_factor *= cfg.factor;
                 monitor.stale = 0;
-                tracing::info!("reduce-on-plateau: {} did not improve for {} epochs; learning rate x{}", monitor.metric, cfg.patience + 1, cfg.factor);
+                tracing::info!(
+                    "reduce-on-plateau: {} did not improve for {} epochs; learning rate x{}",
+                    monitor.metric,
+                    cfg.patience + 1,
+                    cfg.factor
+                );
             }
         }
         let mut stop = None;
@@ -83,7 +94,10 @@ impl CallbackState {
             monitor.update(metrics);
             if monitor.stale >= cfg.patience {
                 let best = monitor.best.map_or("none".into(), |b| format!("{b:.6}"));
-                stop = Some(format!("early stopping: {} did not improve for {} epochs (best {best})", monitor.metric, cfg.patience));
+                stop = Some(format!(
+                    "early stopping: {} did not improve for {} epochs (best {best})",
+                    monitor.metric, cfg.patience
+                ));
             }
         }
         Decision { save_best, stop }
@@ -94,8 +108,8 @@ impl CallbackState {
 pub fn scheduled_lr(schedule: &LrSchedule, base: f64, epoch: u32, epochs: u32) -> f64 {
     match schedule {
         LrSchedule::Constant => base,
-        LrSchedule::Step { step_size, gamma } => base * gamma.powi((epoch / step_size.max(&1)) as i32),
-        LrSchedule::Cosine { min_lr } => {
+        LrSchedule::Step(StepSchedule { step_size, gamma }) => base * gamma.powi((epoch / (*step_size).max(1)) as i32),
+        LrSchedule::Cosine(CosineSchedule { min_lr }) => {
             let progress = epoch as f64 / epochs.max(1) as f64;
             min_lr + (base - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
         }
@@ -113,10 +127,10 @@ mod tests {
 
     #[test]
     fn schedules() {
-        let step = LrSchedule::Step { step_size: 2, gamma: 0.5 };
+        let step = LrSchedule::Step(StepSchedule { step_size: 2, gamma: 0.5 });
         let lrs: Vec<f64> = (0..5).map(|e| scheduled_lr(&step, 1.0, e, 5)).collect();
         assert_eq!(lrs, [1.0, 1.0, 0.5, 0.5, 0.25]);
-        let cosine = LrSchedule::Cosine { min_lr: 0.0 };
+        let cosine = LrSchedule::Cosine(CosineSchedule { min_lr: 0.0 });
         assert_eq!(scheduled_lr(&cosine, 1.0, 0, 4), 1.0);
         assert!((scheduled_lr(&cosine, 1.0, 2, 4) - 0.5).abs() < 1e-12);
     }
@@ -124,8 +138,20 @@ mod tests {
     #[test]
     fn early_stopping_plateau_and_best_checkpoint() {
         let settings = Callbacks {
-            early_stopping: Some(EarlyStopping { monitor: "val_loss".into(), mode: Mode::Auto, patience: 2, min_delta: 0.0 }),
-            reduce_on_plateau: Some(ReduceOnPlateau { monitor: "val_loss".into(), mode: Mode::Auto, factor: 0.5, patience: 0, min_lr: 0.0, min_delta: 0.0 }),
+            early_stopping: Some(EarlyStopping {
+                monitor: "val_loss".into(),
+                mode: Mode::Auto,
+                patience: 2,
+                min_delta: 0.0,
+            }),
+            reduce_on_plateau: Some(ReduceOnPlateau {
+                monitor: "val_loss".into(),
+                mode: Mode::Auto,
+                factor: 0.5,
+                patience: 0,
+                min_lr: 0.0,
+                min_delta: 0.0,
+            }),
             ..Callbacks::default()
         };
         let mut state = CallbackState::new(&settings);

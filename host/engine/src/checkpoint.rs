@@ -1,11 +1,34 @@
-//! Named tensors in safetensors files, with a string map of metadata, written atomically:
-//! a crash or a full disk leaves the previous file whole.
+//! What a run saves: checkpoints (`checkpoints/last.safetensors`, `best.safetensors`) and the
+//! final model (`model.safetensors`), as named tensors in safetensors files with typed
+//! metadata, written atomically: a crash or a full disk leaves the previous file whole.
+//!
+//! The checkpoint's metadata is one [`CheckpointState`], saved and restored here; nothing
+//! else reads or writes its keys.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+};
 
 use anyhow::{anyhow, bail, Context, Result};
+use gymnos_host::record::TaskName;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
+
+use crate::{callbacks::CallbackState, optim::LossScaler};
+
+/// The metadata key of a file's format tag.
+const FORMAT_KEY: &str = "format";
+/// The metadata key of a checkpoint's [`CheckpointState`] (JSON).
+const STATE_KEY: &str = "state";
+const CHECKPOINT_FORMAT: &str = "gymnos-checkpoint-2";
+/// Checkpoints of gymnos-host 0.1, with each field of the state under its own key.
+const CHECKPOINT_FORMAT_1: &str = "gymnos-checkpoint-1";
+const MODEL_FORMAT: &str = "gymnos-model-1";
+
+/// A safetensors file's string metadata.
+type Metadata = HashMap<String, String>;
 
 fn dtype(kind: Kind) -> Result<Dtype> {
     Ok(match kind {
@@ -39,8 +62,77 @@ fn kind(dtype: Dtype) -> Result<Kind> {
     })
 }
 
+/// Where training stood when a checkpoint was written, besides its tensors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// Epochs completed.
+    pub epoch: u32,
+    pub optimizer_steps: u64,
+    pub callbacks: CallbackState,
+    pub loss_scaler: Option<LossScaler>,
+    /// The run's per-epoch metrics so far (`metrics.json`'s `history`).
+    pub history: BTreeMap<String, Vec<f64>>,
+}
+
+/// A checkpoint: the model (`model.*`), fitted preprocessors (`preprocessors.<i>.*`) and
+/// optimizer (`optim.*`) tensors, and the state.
+pub struct Checkpoint {
+    pub tensors: Vec<(String, Tensor)>,
+    pub state: CheckpointState,
+}
+
+impl Checkpoint {
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let metadata = HashMap::from([
+            (FORMAT_KEY.to_string(), CHECKPOINT_FORMAT.to_string()),
+            (STATE_KEY.to_string(), serde_json::to_string(&self.state)?),
+        ]);
+        save(path, &self.tensors, metadata)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let (tensors, metadata) = load(path)?;
+        let invalid = |e: serde_json::Error| anyhow!("{}: invalid checkpoint state: {e}", path.display());
+        let state = match metadata.get(FORMAT_KEY).map(String::as_str) {
+            Some(CHECKPOINT_FORMAT) => {
+                let text = metadata.get(STATE_KEY).ok_or_else(|| anyhow!("{}: no checkpoint state", path.display()))?;
+                serde_json::from_str(text).map_err(invalid)?
+            }
+            Some(CHECKPOINT_FORMAT_1) => {
+                // Each field under its own key, numbers as text, the rest as JSON.
+                let mut fields = serde_json::Map::new();
+                for (key, value) in &metadata {
+                    if key != FORMAT_KEY {
+                        let parsed = serde_json::from_str(value).map_err(invalid)?;
+                        fields.insert(key.clone(), parsed);
+                    }
+                }
+                serde_json::from_value(fields.into()).map_err(invalid)?
+            }
+            other => bail!("{}: not a gymnos-host checkpoint (format {other:?})", path.display()),
+        };
+        Ok(Self { tensors, state })
+    }
+}
+
+/// The final model: the model's and the fitted preprocessors' tensors, with the task and class
+/// names in the metadata so the file describes itself.
+pub fn save_model(path: &Path, tensors: &[(String, Tensor)], task: TaskName, class_names: &[String]) -> Result<()> {
+    let metadata = HashMap::from([
+        (FORMAT_KEY.to_string(), MODEL_FORMAT.to_string()),
+        ("task".to_string(), serde_json::to_value(task)?.as_str().unwrap_or_default().to_string()),
+        ("class_names".to_string(), serde_json::to_string(class_names)?),
+    ]);
+    save(path, tensors, metadata)
+}
+
+/// The tensors of a checkpoint or model file, without its metadata.
+pub fn load_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    Ok(load(path)?.0)
+}
+
 /// Writes `tensors` and `metadata` to `path` through a temporary file in the same folder.
-pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
     let mut owned = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.to_device(Device::Cpu).contiguous();
@@ -59,7 +151,7 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String,
 }
 
 /// Reads every tensor (on the CPU) and the metadata.
-pub fn load(path: &Path) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+fn load(path: &Path) -> Result<(Vec<(String, Tensor)>, Metadata)> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let bad = |e: safetensors::SafeTensorError| anyhow!("{}: not a valid safetensors file: {e}", path.display());
     let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
@@ -81,25 +173,63 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The tensors whose names start with `prefix`, with the prefix removed (shallow clones).
 pub fn with_prefix(tensors: &[(String, Tensor)], prefix: &str) -> Vec<(String, Tensor)> {
-    tensors.iter().filter_map(|(n, t)| n.strip_prefix(prefix).map(|rest| (rest.to_string(), t.shallow_clone()))).collect()
+    tensors
+        .iter()
+        .filter_map(|(n, t)| n.strip_prefix(prefix).map(|rest| (rest.to_string(), t.shallow_clone())))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gymnos_host::experiment::Callbacks;
+
+    fn state() -> CheckpointState {
+        CheckpointState {
+            epoch: 3,
+            optimizer_steps: 120,
+            callbacks: CallbackState::new(&Callbacks::default()),
+            loss_scaler: Some(LossScaler::new()),
+            history: BTreeMap::from([("train_loss".to_string(), vec![0.9, 0.5, 0.25])]),
+        }
+    }
 
     #[test]
-    fn round_trips_tensors_and_metadata() {
+    fn a_checkpoint_round_trips_its_tensors_and_state() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.safetensors");
+        let path = dir.path().join("last.safetensors");
         let a = Tensor::from_slice(&[1.5f32, -2.0, 3.25]).view([3, 1]);
         let b = Tensor::from_slice(&[7i64, 8]);
-        let meta = HashMap::from([("epoch".to_string(), "3".to_string())]);
-        save(&path, &[("a".into(), a.shallow_clone()), ("b".into(), b.shallow_clone())], meta.clone()).unwrap();
-        let (tensors, got) = load(&path).unwrap();
-        assert_eq!(got, meta);
-        assert!(tensors[0].1.equal(&a) && tensors[1].1.equal(&b));
+        let checkpoint = Checkpoint {
+            tensors: vec![("a".into(), a.shallow_clone()), ("b".into(), b.shallow_clone())],
+            state: state(),
+        };
+        checkpoint.save(&path).unwrap();
+        let back = Checkpoint::load(&path).unwrap();
+        assert!(back.tensors[0].1.equal(&a) && back.tensors[1].1.equal(&b));
+        assert_eq!(serde_json::to_value(&back.state).unwrap(), serde_json::to_value(state()).unwrap());
         std::fs::write(&path, b"garbage").unwrap();
-        assert!(load(&path).unwrap_err().to_string().contains("not a valid safetensors file"));
+        assert!(Checkpoint::load(&path).err().unwrap().to_string().contains("not a valid safetensors file"));
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_first_format_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last.safetensors");
+        let s = state();
+        let metadata = HashMap::from([
+            ("format".to_string(), CHECKPOINT_FORMAT_1.to_string()),
+            ("epoch".to_string(), "3".to_string()),
+            ("optimizer_steps".to_string(), "120".to_string()),
+            ("callbacks".to_string(), serde_json::to_string(&s.callbacks).unwrap()),
+            ("loss_scaler".to_string(), serde_json::to_string(&s.loss_scaler).unwrap()),
+            ("history".to_string(), serde_json::to_string(&s.history).unwrap()),
+        ]);
+        save(&path, &[("a".into(), Tensor::from_slice(&[1.0f32]))], metadata).unwrap();
+        let back = Checkpoint::load(&path).unwrap();
+        assert_eq!(serde_json::to_value(&back.state).unwrap(), serde_json::to_value(s).unwrap());
+        let model = dir.path().join("model.safetensors");
+        save_model(&model, &[("a".into(), Tensor::from_slice(&[1.0f32]))], TaskName::Regression, &[]).unwrap();
+        assert!(Checkpoint::load(&model).err().unwrap().to_string().contains("not a gymnos-host checkpoint"));
     }
 }

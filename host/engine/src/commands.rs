@@ -1,79 +1,129 @@
-//! `run` and `resume`.
+//! The engine's commands: `run`, `resume` and `validate --deep` (`predict` is in predict.rs).
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{atomic::AtomicBool, Arc},
+};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use gymnos_host::{
-    cli_args::{ResumeArgs, RunArgs},
-    experiment::{self, ResolvedExperiment},
+    cli_args::{ResumeArgs, RunArgs, ValidateArgs, RUN_DIR_FILE_ENV},
+    experiment::{self, Experiment, ResolvedExperiment},
+    outln,
+    record::{self, RunStatus, RunSummary},
     PluginManager,
 };
 
 use crate::{
     logging::LogFile,
-    record,
-    train::{Session, Start},
+    session::{Session, Start},
 };
 
-fn absolute(path: &Path) -> Result<PathBuf> {
-    Ok(if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) })
+/// Loads and validates an experiment: everything that can be refused is refused here, before
+/// a run folder exists.
+fn resolve(manager: &PluginManager, file: &Path, exp: &Experiment) -> Result<ResolvedExperiment> {
+    Ok(experiment::validate(file, exp, &manager.registry, &manager.compat)?)
 }
 
 pub fn run(registry: &Path, args: RunArgs, log: &LogFile, bars: Option<indicatif::MultiProgress>) -> Result<()> {
-    let (mut exp, _) = experiment::load(&args.file, &args.overrides)?;
+    let mut exp = experiment::load(&args.file, &args.overrides)?;
     if let Some(root) = &args.output_root {
-        exp.experiment.output_root = root.to_string_lossy().into_owned();
+        exp.experiment.output_root = Some(std::path::absolute(root)?.to_string_lossy().into_owned());
     }
     let manager = PluginManager::open(registry)?;
-    let resolved = experiment::validate(&args.file, &exp, &manager.registry, &manager.compat)?;
-    let root = absolute(Path::new(&exp.experiment.output_root))?;
-    let run_dir = record::create_run_dir(&root, &exp.experiment.name)?;
-    log.attach(&run_dir.join(record::LOG)).with_context(|| format!("{}: cannot write the log", run_dir.display()))?;
-    tracing::info!("run folder: {}", run_dir.display());
-    record::write_json(&run_dir.join(record::TRAINING_CONFIG), &resolved.experiment)?;
-    session(&manager, resolved, run_dir, experiment::experiment_dir(&args.file), bars, Start::Fresh)
+    let resolved = resolve(&manager, &args.file, &exp)?;
+    let root = experiment::output_root(&resolved.experiment.experiment, &experiment::experiment_dir(&args.file));
+    let config = resolved.experiment.clone();
+    // Called by the session once everything up to the first epoch has worked.
+    let create_run_dir = || -> Result<PathBuf> {
+        let run_dir = record::create_run_dir(&root, &config.experiment.name)?;
+        announce_run_dir(&run_dir)?;
+        log.attach(&run_dir.join(record::LOG))
+            .with_context(|| format!("{}: cannot write the log", run_dir.display()))?;
+        tracing::info!("run folder: {}", run_dir.display());
+        record::write_json(&run_dir.join(record::TRAINING_CONFIG), &config)?;
+        Ok(run_dir)
+    };
+    session(&manager, resolved, bars, Start::Fresh { create_run_dir: &create_run_dir })
+}
+
+/// Tells the supervising `gymnos-host` where the run is, so it can record the engine's death.
+fn announce_run_dir(run_dir: &Path) -> Result<()> {
+    if let Some(file) = std::env::var_os(RUN_DIR_FILE_ENV) {
+        std::fs::write(&file, run_dir.as_os_str().as_encoded_bytes())
+            .with_context(|| format!("{}: cannot write", Path::new(&file).display()))?;
+    }
+    Ok(())
 }
 
 pub fn resume(registry: &Path, args: ResumeArgs, log: &LogFile, bars: Option<indicatif::MultiProgress>) -> Result<()> {
-    let run_dir = absolute(&args.run_dir)?;
+    let run_dir = std::path::absolute(&args.run_dir)?;
+    record::check_run_dir(&run_dir)?;
+    if RunSummary::load(&run_dir)?.status == RunStatus::Completed {
+        anyhow::bail!("{}: this run already completed; nothing to resume", run_dir.display());
+    }
     let config = run_dir.join(record::TRAINING_CONFIG);
-    if !config.is_file() {
-        bail!("{}: not a run folder (no {})", run_dir.display(), record::TRAINING_CONFIG);
-    }
-    let metrics = record::Metrics::load(&run_dir)?;
-    if metrics.status == "completed" {
-        bail!("{}: this run already completed; nothing to resume", run_dir.display());
-    }
-    let (exp, _) = experiment::load(&config, &[])?;
+    let exp = experiment::load(&config, &[])?;
     let manager = PluginManager::open(registry)?;
     // The recorded library hashes must match what is installed: the run continues with the
     // exact plugins it started with.
-    let resolved = experiment::validate(&config, &exp, &manager.registry, &manager.compat)?;
+    let resolved = resolve(&manager, &config, &exp)?;
     log.attach(&run_dir.join(record::LOG)).with_context(|| format!("{}: cannot write the log", run_dir.display()))?;
     tracing::info!("resuming {}", run_dir.display());
-    session(&manager, resolved, run_dir.clone(), run_dir, bars, Start::Resume)
+    session(&manager, resolved, bars, Start::Resume { run_dir })
+}
+
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing the Ctrl-C handler")?;
+    }
+    Ok(stop)
 }
 
 fn session(
     manager: &PluginManager,
     resolved: ResolvedExperiment,
-    run_dir: PathBuf,
-    base_dir: PathBuf,
     bars: Option<indicatif::MultiProgress>,
-    start: Start,
+    start: Start<'_>,
 ) -> Result<()> {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing the Ctrl-C handler")?;
+    let session = Session { manager, stop: stop_flag()?, resolved, bars };
+    let run_dir = session.execute(start)?;
+    let summary = RunSummary::load(&run_dir)?;
+    outln!("{}", run_dir.display());
+    if let Some(test) = &summary.test {
+        let line: Vec<String> = test.headline().iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        outln!("test: {}", line.join(", "));
     }
-    let session = Session { manager, stop, resolved, run_dir: run_dir.clone(), base_dir, bars };
-    session.execute(start).with_context(|| format!("run {}", run_dir.display()))?;
-    let metrics = record::Metrics::load(&run_dir)?;
-    println!("{}", run_dir.display());
-    if let Some(test) = &metrics.test {
-        let pick = |k: &str| test.get(k).and_then(|v| v.as_f64()).map(|v| format!("{k} {v:.4}"));
-        let line: Vec<String> = ["accuracy", "f1_macro", "mse", "mae", "r2", "loss"].iter().filter_map(|k| pick(k)).collect();
-        println!("test: {}", line.join(", "));
+    Ok(())
+}
+
+/// `validate --deep`: the settings and plugins as `validate` checks them, then everything up
+/// to the first epoch (what `run` does before it creates the run folder) and one training
+/// step. Writes nothing.
+pub fn validate_deep(registry: &Path, args: ValidateArgs) -> Result<()> {
+    let exp = experiment::load(&args.file, &args.overrides)?;
+    let manager = PluginManager::open(registry)?;
+    let resolved = resolve(&manager, &args.file, &exp)?;
+    let session = Session { manager: &manager, stop: Arc::new(AtomicBool::new(false)), resolved, bars: None };
+    let mut summary = RunSummary::default();
+    let mut trainer = session.prepare(&mut summary, None)?;
+    let loss = trainer.try_one_step()?;
+    let data = summary.data.as_ref().expect("prepare describes the data");
+    if args.json {
+        let report = serde_json::json!({ "valid": true, "data": data, "first_loss": loss, "elapsed_seconds": summary.elapsed_seconds });
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        outln!("{}: valid, and the run starts", args.file.display());
+        outln!(
+            "  data: {} train, {} val, {} test samples; input {:?} -> {} outputs",
+            data.train_samples,
+            data.val_samples,
+            data.test_samples,
+            data.input_shape,
+            data.num_outputs
+        );
+        outln!("  first training step: loss {loss:.4}");
     }
     Ok(())
 }

@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Result};
 use gymnos_host::experiment::parse_device;
+use gymnos_host::record::Hardware;
 use gymnos_plugin_api::DeviceSpec;
-use serde::Serialize;
 use tch::{Cuda, Device};
 
 /// Resolves `training.device` (already syntax-checked) to a device that exists here.
@@ -25,24 +25,6 @@ pub fn select(setting: &str) -> Result<(Device, DeviceSpec)> {
     }
 }
 
-/// What the run ran on.
-#[derive(Debug, Clone, Serialize)]
-pub struct Hardware {
-    pub cpu: String,
-    pub cpu_cores: usize,
-    pub memory_gib: f64,
-    pub torch_threads: i32,
-    pub device: String,
-    pub cuda_available: bool,
-    pub cuda_devices: i64,
-    pub gpus: Vec<String>,
-    pub cudnn_available: bool,
-    pub libtorch: String,
-    /// libtorch's build tag, e.g. `cu130` (the CUDA version it was built for) or `cpu`.
-    pub libtorch_build: String,
-    pub os: String,
-}
-
 fn proc_field(file: &str, key: &str) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;
     let line = text.lines().find(|l| l.starts_with(key))?;
@@ -60,26 +42,47 @@ fn gpu_names() -> Vec<String> {
         .unwrap_or_default()
 }
 
-impl Hardware {
-    pub fn probe(device: Device) -> Self {
-        let memory_kib: f64 = proc_field("/proc/meminfo", "MemTotal")
-            .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
-            .unwrap_or(0.0);
-        let cuda_available = Cuda::is_available();
-        let build = env!("GYMNOS_LIBTORCH_BUILD");
-        Self {
-            cpu: proc_field("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".into()),
-            cpu_cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
-            torch_threads: tch::get_num_threads(),
-            device: format!("{device:?}"),
-            cuda_available,
-            cuda_devices: if cuda_available { Cuda::device_count() } else { 0 },
-            gpus: if cuda_available { gpu_names() } else { Vec::new() },
-            cudnn_available: Cuda::cudnn_is_available(),
-            libtorch: env!("GYMNOS_LIBTORCH_VERSION").to_string(),
-            libtorch_build: build.split_once('+').map_or("unknown", |(_, tag)| tag).to_string(),
-            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-        }
+/// What this run runs on, for the record.
+pub fn probe_hardware(device: Device) -> Hardware {
+    let memory_kib: f64 = proc_field("/proc/meminfo", "MemTotal")
+        .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0.0);
+    let cuda_available = Cuda::is_available();
+    let build = env!("GYMNOS_LIBTORCH_BUILD");
+    Hardware {
+        cpu: proc_field("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".into()),
+        cpu_cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        memory_gib: (memory_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        torch_threads: tch::get_num_threads(),
+        device: format!("{device:?}"),
+        cuda_available,
+        cuda_devices: if cuda_available { Cuda::device_count() } else { 0 },
+        gpus: if cuda_available { gpu_names() } else { Vec::new() },
+        cudnn_available: Cuda::cudnn_is_available(),
+        libtorch: env!("GYMNOS_LIBTORCH_VERSION").to_string(),
+        libtorch_build: build.split_once('+').map_or("unknown", |(_, tag)| tag).to_string(),
+        os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_host_accepts_the_libtorch_this_engine_was_built_with() {
+        let built: Vec<&str> = env!("GYMNOS_LIBTORCH_VERSION").split('.').take(2).collect();
+        let accepted: Vec<&str> = gymnos_host::compat::LIBTORCH_VERSION.split('.').take(2).collect();
+        assert_eq!(built, accepted, "compat::LIBTORCH_VERSION must name the libtorch the set-up installs");
+    }
+
+    #[test]
+    fn a_cuda_device_this_machine_lacks_is_refused_naming_the_setting() {
+        let count = tch::Cuda::device_count();
+        let err = super::select(&format!("cuda:{count}")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "training.device: `cuda:{count}` asks for CUDA device {count}, but CUDA reports {count} device(s) here"
+            )
+        );
     }
 }

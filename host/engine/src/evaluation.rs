@@ -1,15 +1,19 @@
-//! Losses and evaluation metrics: accuracy, per-class precision/recall/F1 and the confusion
-//! matrix for classification; MSE, MAE and R² for regression.
+//! Losses and evaluation: the loss of the task, the running sums of a training epoch, and the
+//! evaluation of a model on a split (accuracy, per-class precision/recall/F1 and the confusion
+//! matrix for classification; MSE, MAE and R² for regression). [`forward_in_batches`] is the one
+//! way the engine runs a model over many samples (validation, test, `predict`).
 
 use anyhow::{bail, Result};
-use gymnos_host::experiment::Loss;
+use gymnos_host::{
+    experiment::Loss,
+    record::{ClassMetrics, ClassificationReport, EvaluationReport, RegressionReport},
+};
 use gymnos_plugin_api::Task;
-use serde::Serialize;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::{
-    data::{eval_batches, Samples},
-    pipeline::Model,
+    components::Model,
+    data::{batch_ranges, Examples},
 };
 
 /// The loss actually used, once the task is known.
@@ -34,6 +38,10 @@ impl LossFn {
     /// Mean loss of a batch (outputs already checked to be `[n, k]`).
     pub fn compute(self, output: &Tensor, target: &Tensor) -> Tensor {
         match self {
+            // Soft targets (probability rows from a mixing augmentor).
+            LossFn::CrossEntropy if target.is_floating_point() => {
+                -(target * output.log_softmax(1, Kind::Float)).sum_dim_intlist(1, false, Kind::Float).mean(Kind::Float)
+            }
             LossFn::CrossEntropy => output.cross_entropy_for_logits(target),
             LossFn::Mse => output.mse_loss(target, Reduction::Mean),
             LossFn::L1 => output.l1_loss(target, Reduction::Mean),
@@ -50,7 +58,11 @@ pub struct Running {
 
 impl Running {
     pub fn new(device: Device) -> Self {
-        Self { loss_sum: Tensor::zeros([], (Kind::Double, device)), correct: Tensor::zeros([], (Kind::Int64, device)), samples: 0 }
+        Self {
+            loss_sum: Tensor::zeros([], (Kind::Double, device)),
+            correct: Tensor::zeros([], (Kind::Int64, device)),
+            samples: 0,
+        }
     }
 
     pub fn add(&mut self, loss: &Tensor, output: &Tensor, target: &Tensor, classification: bool) {
@@ -58,7 +70,8 @@ impl Running {
         tch::no_grad(|| {
             self.loss_sum += loss.to_kind(Kind::Double) * n as f64;
             if classification {
-                self.correct += output.argmax(1, false).eq_tensor(target).sum(Kind::Int64);
+                let labels = if target.is_floating_point() { target.argmax(1, false) } else { target.shallow_clone() };
+                self.correct += output.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64);
             }
         });
         self.samples += n;
@@ -73,40 +86,61 @@ impl Running {
     }
 }
 
-/// Outputs for a whole split, in eval mode, with their mean loss.
-pub fn predict_split(model: &mut Model, data: &Samples, batch_size: i64, device: Device, loss: LossFn) -> Result<(Tensor, f64)> {
+/// The model's outputs (eval mode, on the CPU) for the first `limit` batches of `x`, or all.
+pub fn forward_in_batches(
+    model: &mut Model,
+    x: &Tensor,
+    batch_size: i64,
+    device: Device,
+    limit: Option<u32>,
+) -> Result<Tensor> {
     let mut outputs = Vec::new();
-    let mut running = Running::new(device);
-    for batch in eval_batches(data, batch_size, device) {
-        let out = tch::no_grad(|| model.forward(&batch.x, false))?;
-        let l = loss.compute(&out, &batch.y);
-        running.add(&l, &out, &batch.y, false);
-        outputs.push(out.to_device(Device::Cpu));
+    for (start, len) in batch_ranges(x.size()[0], batch_size, false, limit) {
+        let out = tch::no_grad(|| model.forward(&x.narrow(0, start, len).to_device(device), false))?;
+        outputs.push(out.to_device(Device::Cpu).to_kind(Kind::Float));
     }
-    let all = if outputs.is_empty() { Tensor::zeros([0], (Kind::Float, Device::Cpu)) } else { Tensor::cat(&outputs, 0) };
-    Ok((all, running.mean_loss()))
+    Ok(match outputs.is_empty() {
+        true => Tensor::zeros([0, 0], (Kind::Float, Device::Cpu)),
+        false => Tensor::cat(&outputs, 0),
+    })
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ClassMetrics {
-    pub class: String,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
-    pub support: i64,
+/// What an evaluation needs to know besides the model and the data.
+pub struct Evaluation {
+    pub batch_size: i64,
+    pub device: Device,
+    pub loss: LossFn,
+    pub task: Task,
+    pub class_names: Vec<String>,
+    /// At most this many batches (`training.limit_eval_batches`).
+    pub limit: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ClassificationReport {
-    pub loss: f64,
-    pub accuracy: f64,
-    pub f1_macro: f64,
-    pub per_class: Vec<ClassMetrics>,
-    /// `confusion_matrix[true][predicted]`.
-    pub confusion_matrix: Vec<Vec<i64>>,
+impl Evaluation {
+    /// The model's report on `data`.
+    pub fn evaluate(&self, model: &mut Model, data: &Examples) -> Result<EvaluationReport> {
+        let outputs = forward_in_batches(model, &data.x, self.batch_size, self.device, self.limit)?;
+        let targets = data.y.narrow(0, 0, outputs.size()[0]).to_device(Device::Cpu);
+        let loss = match outputs.size()[0] {
+            0 => f64::NAN,
+            _ => self.loss.compute(&outputs, &targets).double_value(&[]),
+        };
+        Ok(match self.task {
+            Task::Classification => {
+                let labels = if targets.is_floating_point() { targets.argmax(1, false) } else { targets };
+                EvaluationReport::Classification(classification_report(&outputs, &labels, &self.class_names, loss))
+            }
+            Task::Regression => EvaluationReport::Regression(regression_report(&outputs, &targets, loss)),
+        })
+    }
 }
 
-pub fn classification_report(logits: &Tensor, targets: &Tensor, class_names: &[String], loss: f64) -> ClassificationReport {
+pub fn classification_report(
+    logits: &Tensor,
+    targets: &Tensor,
+    class_names: &[String],
+    loss: f64,
+) -> ClassificationReport {
     let k = class_names.len() as i64;
     let predicted = logits.argmax(1, false);
     let counts = (targets * k + &predicted).bincount(None::<Tensor>, k * k).view([k, k]);
@@ -133,14 +167,6 @@ pub fn classification_report(logits: &Tensor, targets: &Tensor, class_names: &[S
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct RegressionReport {
-    pub loss: f64,
-    pub mse: f64,
-    pub mae: f64,
-    pub r2: f64,
-}
-
 pub fn regression_report(predictions: &Tensor, targets: &Tensor, loss: f64) -> RegressionReport {
     let p = predictions.to_kind(Kind::Double);
     let t = targets.to_kind(Kind::Double);
@@ -148,23 +174,6 @@ pub fn regression_report(predictions: &Tensor, targets: &Tensor, loss: f64) -> R
     let mae = (&p - &t).abs().mean(Kind::Double).double_value(&[]);
     let variance = (&t - t.mean_dim(0, true, Kind::Double)).square().mean(Kind::Double).double_value(&[]);
     RegressionReport { loss, mse, mae, r2: if variance > 0.0 { 1.0 - mse / variance } else { 0.0 } }
-}
-
-/// A split's full report (for `metrics.json`) and its headline numbers: `loss`, `accuracy`,
-/// `f1_macro` (classification) or `loss`, `mse`, `mae`, `r2` (regression).
-pub fn report(outputs: &Tensor, targets: &Tensor, loss: f64, task: Task, class_names: &[String]) -> Result<(serde_json::Value, Vec<(String, f64)>)> {
-    Ok(match task {
-        Task::Classification => {
-            let r = classification_report(outputs, targets, class_names, loss);
-            let flat = vec![("loss".into(), r.loss), ("accuracy".into(), r.accuracy), ("f1_macro".into(), r.f1_macro)];
-            (serde_json::to_value(r)?, flat)
-        }
-        Task::Regression => {
-            let r = regression_report(outputs, targets, loss);
-            let flat = vec![("loss".into(), r.loss), ("mse".into(), r.mse), ("mae".into(), r.mae), ("r2".into(), r.r2)];
-            (serde_json::to_value(r)?, flat)
-        }
-    })
 }
 
 #[cfg(test)]
@@ -186,7 +195,11 @@ mod tests {
 
     #[test]
     fn regression_report_by_hand() {
-        let r = regression_report(&Tensor::from_slice(&[1.0f32, 2.0, 4.0]).view([3, 1]), &Tensor::from_slice(&[1.0f32, 3.0, 5.0]).view([3, 1]), 0.0);
+        let r = regression_report(
+            &Tensor::from_slice(&[1.0f32, 2.0, 4.0]).view([3, 1]),
+            &Tensor::from_slice(&[1.0f32, 3.0, 5.0]).view([3, 1]),
+            0.0,
+        );
         assert!((r.mse - 2.0 / 3.0).abs() < 1e-9 && (r.mae - 2.0 / 3.0).abs() < 1e-9);
         assert!((r.r2 - (1.0 - (2.0 / 3.0) / (8.0 / 3.0))).abs() < 1e-9);
     }

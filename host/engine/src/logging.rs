@@ -10,7 +10,9 @@ use std::{
 };
 
 use tracing_subscriber::fmt::FormatFields as _;
-use tracing_subscriber::{fmt::format::FmtSpan, fmt::MakeWriter, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+use tracing_subscriber::{
+    fmt::format::FmtSpan, fmt::MakeWriter, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
+};
 
 #[derive(Default)]
 struct Sink {

@@ -1,25 +1,25 @@
-//! `gymnos-engine`: carries out `gymnos-host run`, `resume` and `predict` (`gymnos-host`
-//! execs it with the same arguments). This is the only binary that links libtorch.
+//! `gymnos-engine`: carries out `gymnos-host run`, `resume`, `predict` and `validate --deep`
+//! (`gymnos-host` starts it with the same arguments). This is the only binary that links libtorch.
 
 mod callbacks;
 mod checkpoint;
 mod commands;
+mod components;
 mod data;
 mod device;
+mod evaluation;
+mod loader;
 mod logging;
-mod metrics;
 mod optim;
-mod pipeline;
 mod predict;
 mod progress;
-mod record;
-mod seeds;
+mod session;
 mod train;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use gymnos_host::cli_args::{PredictArgs, ResumeArgs, RunArgs};
+use gymnos_host::cli_args::{PredictArgs, ResumeArgs, RunArgs, ValidateArgs};
 
 #[derive(Parser, Debug)]
 #[command(name = "gymnos-engine", version, about = "The training engine of gymnos-host (run it through gymnos-host)")]
@@ -38,6 +38,7 @@ enum Command {
     Run(RunArgs),
     Resume(ResumeArgs),
     Predict(PredictArgs),
+    Validate(ValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,16 +46,17 @@ fn main() -> ExitCode {
     let no_progress = match &cli.command {
         Command::Run(a) => a.no_progress,
         Command::Resume(a) => a.no_progress,
-        Command::Predict(_) => true,
+        Command::Predict(_) | Command::Validate(_) => true,
     };
     let bars = progress::Progress::terminal(no_progress);
     let log = logging::init(cli.verbose, bars.clone());
-    gymnos_host::fsio::one_line_panic_hook();
+    gymnos_host::terminal::one_line_panic_hook();
     let registry = cli.registry.unwrap_or_else(|| PathBuf::from("registry.json"));
     let outcome = std::panic::catch_unwind(move || match cli.command {
         Command::Run(args) => commands::run(&registry, args, &log, bars),
         Command::Resume(args) => commands::resume(&registry, args, &log, bars),
         Command::Predict(args) => predict::predict(&registry, args),
+        Command::Validate(args) => commands::validate_deep(&registry, args),
     });
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,

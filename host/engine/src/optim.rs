@@ -3,7 +3,7 @@
 //! named tensors that checkpoints save and `resume` restores exactly.
 
 use anyhow::{bail, Result};
-use gymnos_host::experiment::Optimizer as Settings;
+use gymnos_host::experiment::{AdamSettings, AdamwSettings, Optimizer as Settings, SgdSettings};
 use tch::Tensor;
 
 struct Param {
@@ -65,8 +65,8 @@ impl Optimizer {
                 if !grad.defined() {
                     continue;
                 }
-                match self.settings {
-                    Settings::Sgd { momentum, nesterov, weight_decay, .. } => {
+                match &self.settings {
+                    &Settings::Sgd(SgdSettings { momentum, nesterov, weight_decay, .. }) => {
                         let mut g = if weight_decay > 0.0 { &grad + &p.value * weight_decay } else { grad };
                         if momentum > 0.0 {
                             let buf = match p.m.take() {
@@ -81,8 +81,10 @@ impl Optimizer {
                         }
                         let _ = p.value.g_sub_(&(g * lr));
                     }
-                    Settings::Adam { betas, eps, weight_decay, .. } | Settings::Adamw { betas, eps, weight_decay, .. } => {
-                        let decoupled = matches!(self.settings, Settings::Adamw { .. });
+                    Settings::Adam(AdamSettings { betas, eps, weight_decay, .. })
+                    | Settings::Adamw(AdamwSettings { betas, eps, weight_decay, .. }) => {
+                        let (betas, eps, weight_decay) = (*betas, *eps, *weight_decay);
+                        let decoupled = matches!(self.settings, Settings::Adamw(_));
                         let g = if weight_decay > 0.0 && !decoupled { &grad + &p.value * weight_decay } else { grad };
                         if decoupled && weight_decay > 0.0 {
                             let _ = p.value.g_mul_scalar_(1.0 - lr * weight_decay);
@@ -153,9 +155,7 @@ impl LossScaler {
     /// Unscales the gradients in place; false (and the scale halved) when any is not finite.
     pub fn unscale(&mut self, optimizer: &Optimizer) -> bool {
         let grads: Vec<Tensor> = optimizer.params.iter().map(|p| p.value.grad()).filter(Tensor::defined).collect();
-        let finite = tch::no_grad(|| {
-            grads.iter().all(|g| g.isfinite().all().int64_value(&[]) == 1)
-        });
+        let finite = tch::no_grad(|| grads.iter().all(|g| g.isfinite().all().int64_value(&[]) == 1));
         if !finite {
             self.scale /= 2.0;
             self.good_steps = 0;
@@ -184,15 +184,15 @@ impl Default for LossScaler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Kind, Device};
+    use tch::{Device, Kind};
 
     /// Minimises (w - 3)^2 from w = 0 and checks against the closed-form first Adam step.
     #[test]
     fn optimizers_descend_and_adam_first_step_is_lr() {
         for settings in [
-            Settings::Sgd { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.0 },
-            Settings::Adam { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 },
-            Settings::Adamw { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01 },
+            Settings::Sgd(SgdSettings { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.0 }),
+            Settings::Adam(AdamSettings { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 }),
+            Settings::Adamw(AdamwSettings { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01 }),
         ] {
             let w = Tensor::zeros([1], (Kind::Float, Device::Cpu)).set_requires_grad(true);
             let mut opt = Optimizer::new(settings.clone(), vec![("w".into(), w.shallow_clone())]);
@@ -201,12 +201,12 @@ mod tests {
                 let loss = (&w - 3.0).square().sum(Kind::Float);
                 loss.backward();
                 opt.step(0.1);
-                if i == 0 && matches!(settings, Settings::Adam { .. }) {
+                if i == 0 && matches!(settings, Settings::Adam(_)) {
                     assert!((w.double_value(&[0]) - 0.1).abs() < 1e-5, "{}", w.double_value(&[0]));
                 }
             }
             assert!((w.double_value(&[0]) - 3.0).abs() < 0.1, "{settings:?}: {}", w.double_value(&[0]));
-            assert_eq!(opt.state().len(), if matches!(settings, Settings::Sgd { .. }) { 1 } else { 2 });
+            assert_eq!(opt.state().len(), if matches!(settings, Settings::Sgd(_)) { 1 } else { 2 });
         }
     }
 }

@@ -5,70 +5,76 @@ use std::{fmt::Write as _, path::Path};
 use anyhow::{bail, Context, Result};
 use gymnos_host::{
     cli_args::{PredictArgs, PredictFormat},
-    experiment, PluginManager,
+    experiment,
+    record::{self, RunSummary, TaskName},
+    terminal, PluginManager,
 };
-use gymnos_plugin_api::Task;
+use gymnos_plugin_api::{ComponentKind, Task};
 use serde_json::{json, Value};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::{
-    checkpoint, device,
-    pipeline::{ModelShape, Setup},
-    record,
+    checkpoint,
+    components::{ComponentFactory, ModelShape},
+    device,
+    evaluation::forward_in_batches,
 };
 
 pub fn predict(registry: &Path, args: PredictArgs) -> Result<()> {
     let run_dir = &args.run_dir;
-    let config = run_dir.join(record::TRAINING_CONFIG);
-    if !config.is_file() {
-        bail!("{}: not a run folder (no {})", run_dir.display(), record::TRAINING_CONFIG);
-    }
-    let weights = if args.best { run_dir.join(record::CHECKPOINTS).join(record::BEST) } else { run_dir.join(record::MODEL) };
+    record::check_run_dir(run_dir)?;
+    let weights = match args.best {
+        true => run_dir.join(record::CHECKPOINTS).join(record::BEST),
+        false => run_dir.join(record::MODEL),
+    };
     if !weights.is_file() {
-        bail!("{}: missing; the run has not {}", weights.display(), if args.best { "saved a best checkpoint" } else { "completed" });
+        let missing = if args.best { "saved a best checkpoint" } else { "completed" };
+        bail!("{}: missing; the run has not {missing}", weights.display());
     }
-    let data = record::Metrics::load(run_dir)?.data.with_context(|| format!("{}: no data description", run_dir.display()))?;
-    let task = if data["task"] == "regression" { Task::Regression } else { Task::Classification };
-    let num_outputs = data["num_outputs"].as_i64().context("metrics.json: data.num_outputs")?;
-    let class_names: Vec<String> = serde_json::from_value(data["class_names"].clone()).unwrap_or_default();
+    let data =
+        RunSummary::load(run_dir)?.data.with_context(|| format!("{}: no data description", run_dir.display()))?;
+    let task = match data.task {
+        TaskName::Classification => Task::Classification,
+        TaskName::Regression => Task::Regression,
+    };
 
-    let (exp, _) = experiment::load(&config, &[])?;
+    let config = run_dir.join(record::TRAINING_CONFIG);
+    let exp = experiment::load(&config, &[])?;
     let manager = PluginManager::open(registry)?;
     let resolved = experiment::validate(&config, &exp, &manager.registry, &manager.compat)?;
     let (device, device_spec) = device::select(&exp.training.device)?;
-    let setup = Setup { manager: &manager, device: device_spec, seed: exp.experiment.seed, base_dir: run_dir, output_dir: None };
-    let (tensors, _) = checkpoint::load(&weights)?;
+    let factory = ComponentFactory {
+        manager: &manager,
+        device: device_spec,
+        seed: exp.experiment.seed,
+        base_dir: &resolved.base_dir,
+        output_dir: None,
+    };
+    let tensors = checkpoint::load_tensors(&weights)?;
 
-    let mut dataset = setup.dataset(&resolved.dataset)?;
+    let mut dataset = factory.dataset(resolved.dataset())?;
     let raw = dataset.read_inputs(&std::path::absolute(&args.input)?)?;
-    let mut preprocessors = setup.preprocessors(&resolved.preprocessors)?;
+    let mut preprocessors =
+        factory.preprocessors(&resolved.of_kind(ComponentKind::Preprocessor).collect::<Vec<_>>())?;
     preprocessors.load_states(&tensors)?;
     let x = preprocessors.transform(&raw)?;
-    let shape = ModelShape { input_shape: x.size()[1..].to_vec(), num_outputs, task };
-    let mut model = setup.model(&resolved.model, &shape)?;
+    let shape = ModelShape { input_shape: x.size()[1..].to_vec(), num_outputs: data.num_outputs, task };
+    let mut model = factory.model(resolved.model(), &shape)?;
     model.load_state(checkpoint::with_prefix(&tensors, "model."))?;
 
-    let batch = exp.training.eval_batch_size as i64;
-    let mut outputs = Vec::new();
-    for start in (0..x.size()[0]).step_by(batch as usize) {
-        let len = batch.min(x.size()[0] - start);
-        let out = tch::no_grad(|| model.forward(&x.narrow(0, start, len).to_device(device), false))?;
-        outputs.push(out.to_device(Device::Cpu).to_kind(Kind::Double));
-    }
-    let out = if outputs.is_empty() { Tensor::zeros([0, num_outputs], (Kind::Double, Device::Cpu)) } else { Tensor::cat(&outputs, 0) };
-    let rows = to_rows(&out, task, &class_names)?;
-
+    let out = forward_in_batches(&mut model, &x, exp.training.eval_batch_size as i64, device, None)?;
+    let rows = to_rows(&out.to_kind(Kind::Double), task, &data.class_names)?;
     let format = args.format.unwrap_or(match args.output.as_ref().and_then(|p| p.extension()) {
         Some(ext) if ext == "csv" => PredictFormat::Csv,
         _ => PredictFormat::Json,
     });
     let text = match format {
         PredictFormat::Json => serde_json::to_string_pretty(&rows)? + "\n",
-        PredictFormat::Csv => to_csv(&rows, task, &class_names, num_outputs),
+        PredictFormat::Csv => to_csv(&rows, task, &data.class_names, data.num_outputs),
     };
     match &args.output {
         Some(path) => checkpoint::write_atomically(path, text.as_bytes())?,
-        None => print!("{text}"),
+        None => terminal::write_stdout(&text),
     }
     tracing::info!("{} predictions", rows.len());
     Ok(())
@@ -88,7 +94,9 @@ fn to_rows(out: &Tensor, task: Task, class_names: &[String]) -> Result<Vec<Value
                 })
                 .collect()
         }
-        Task::Regression => values.into_iter().enumerate().map(|(i, v)| json!({ "index": i, "prediction": v })).collect(),
+        Task::Regression => {
+            values.into_iter().enumerate().map(|(i, v)| json!({ "index": i, "prediction": v })).collect()
+        }
     })
 }
 
@@ -99,7 +107,8 @@ fn to_csv(rows: &[Value], task: Task, class_names: &[String], num_outputs: i64) 
             let header: Vec<String> = class_names.iter().map(|c| format!("p_{}", c.replace([',', '"'], "_"))).collect();
             let _ = writeln!(text, "index,class,label,{}", header.join(","));
             for row in rows {
-                let probs: Vec<String> = row["probabilities"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
+                let probs: Vec<String> =
+                    row["probabilities"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
                 let label = row["label"].as_str().unwrap_or("").replace('"', "\"\"");
                 let _ = writeln!(text, "{},{},\"{label}\",{}", row["index"], row["class"], probs.join(","));
             }
@@ -108,7 +117,8 @@ fn to_csv(rows: &[Value], task: Task, class_names: &[String], num_outputs: i64) 
             let header: Vec<String> = (0..num_outputs).map(|i| format!("prediction_{i}")).collect();
             let _ = writeln!(text, "index,{}", header.join(","));
             for row in rows {
-                let values: Vec<String> = row["prediction"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
+                let values: Vec<String> =
+                    row["prediction"].as_array().into_iter().flatten().map(|p| p.to_string()).collect();
                 let _ = writeln!(text, "{},{}", row["index"], values.join(","));
             }
         }

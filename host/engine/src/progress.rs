@@ -22,7 +22,9 @@ impl Progress {
     pub fn new(bars: Option<MultiProgress>, epochs: u32, done: u32) -> Self {
         let epochs_bar = bars.as_ref().map(|m| {
             let bar = m.add(ProgressBar::new(epochs as u64));
-            bar.set_style(ProgressStyle::with_template("epoch {pos}/{len} {wide_bar} {elapsed_precise} {msg}").expect("template"));
+            bar.set_style(
+                ProgressStyle::with_template("epoch {pos}/{len} {wide_bar} {elapsed_precise} {msg}").expect("template"),
+            );
             bar.set_position(done as u64);
             bar
         });

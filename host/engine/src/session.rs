@@ -1,0 +1,276 @@
+//! A session: one `run` or `resume` of a resolved experiment, stage by stage in run order —
+//! `load_plugins`, `load_dataset`, `split`, `preprocess`, `build_model` (and the checkpoint's
+//! restore when resuming), then the trainer's `train`, `test` and `save_model`. Each stage is a
+//! `tracing` span (its duration lands in `execution.log`) and is timed into `metrics.json`.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{atomic::AtomicBool, Arc},
+    time::Instant,
+};
+
+use anyhow::{bail, Context, Result};
+use gymnos_host::{
+    experiment::{Precision, ResolvedExperiment},
+    record::{self, DataDescription, DataMode, RunStatus, RunSummary, TaskName},
+    PluginManager,
+};
+use gymnos_plugin_api::{rng::derive_seed, ComponentKind, DeviceSpec, Task};
+use serde_json::json;
+
+use crate::{
+    callbacks::CallbackState,
+    checkpoint::Checkpoint,
+    components::{ComponentFactory, ModelShape, Trackers},
+    data::{split, Examples, Splits},
+    device,
+    evaluation::LossFn,
+    optim::{LossScaler, Optimizer},
+    progress::Progress,
+    train::{seed_torch, Interrupted, Learner, Trainer},
+};
+
+/// Where a session starts.
+pub enum Start<'a> {
+    /// A new run. `create_run_dir` makes its folder once everything up to the first epoch has
+    /// worked, so that a run refused by its data, its components or its model leaves none.
+    Fresh { create_run_dir: &'a dyn Fn() -> Result<PathBuf> },
+    /// The run in this folder, from its `checkpoints/last.safetensors`.
+    Resume { run_dir: PathBuf },
+}
+
+impl Start<'_> {
+    fn is_resume(&self) -> bool {
+        matches!(self, Start::Resume { .. })
+    }
+}
+
+pub struct Session<'a> {
+    pub manager: &'a PluginManager,
+    /// Set by SIGINT/SIGTERM.
+    pub stop: Arc<AtomicBool>,
+    pub resolved: ResolvedExperiment,
+    pub bars: Option<indicatif::MultiProgress>,
+}
+
+/// Times a stage into `summary` inside a tracing span of the same name.
+pub fn stage<T>(summary: &mut RunSummary, name: &str, f: impl FnOnce(&mut RunSummary) -> Result<T>) -> Result<T> {
+    let span = tracing::info_span!("stage", stage = name);
+    let _entered = span.enter();
+    let started = Instant::now();
+    tracing::info!("{name}: started");
+    let result = f(summary);
+    let seconds = started.elapsed().as_secs_f64();
+    summary.add_elapsed(name, seconds);
+    match &result {
+        Ok(_) => tracing::info!("{name}: done in {seconds:.2}s"),
+        // The user gets the error once, as the command's last line; the log keeps it too.
+        Err(e) => tracing::error!(target: "log_only", "{name}: failed after {seconds:.2}s: {e:#}"),
+    }
+    result
+}
+
+pub fn task_name(task: Task) -> TaskName {
+    match task {
+        Task::Classification => TaskName::Classification,
+        Task::Regression => TaskName::Regression,
+    }
+}
+
+impl Session<'_> {
+    /// Runs the session and returns its run folder. Once the folder exists, the record says
+    /// how the session ended (`completed`, `interrupted` or `failed` with the error).
+    pub fn execute(&self, start: Start<'_>) -> Result<PathBuf> {
+        let (mut summary, checkpoint) = match &start {
+            Start::Fresh { .. } => (RunSummary { started_at: record::now(), ..RunSummary::default() }, None),
+            Start::Resume { run_dir } => (RunSummary::load(run_dir)?, Some(last_checkpoint(run_dir)?)),
+        };
+        let resuming = start.is_resume();
+        let prepared = self.prepare(&mut summary, checkpoint);
+        let (mut trainer, run_dir) = match (prepared, start) {
+            (Ok(trainer), Start::Fresh { create_run_dir }) => (trainer, create_run_dir()?),
+            (Ok(trainer), Start::Resume { run_dir }) => (trainer, run_dir),
+            (Err(e), Start::Fresh { .. }) => return Err(e),
+            (Err(e), Start::Resume { run_dir }) => {
+                let ended = record_end(&mut summary, Err(e), &run_dir);
+                return ended.with_context(|| format!("run {}", run_dir.display())).map(|()| run_dir);
+            }
+        };
+        trainer.run_dir = run_dir.clone();
+        let mut trackers = Trackers::default();
+        let outcome = self.train(&mut trainer, &mut summary, &mut trackers, resuming);
+        trackers.finish(status_of(&outcome).name());
+        summary.tracker_errors.append(&mut trackers.failures);
+        let ended = record_end(&mut summary, outcome, &run_dir);
+        ended.with_context(|| format!("run {}", run_dir.display())).map(|()| run_dir)
+    }
+
+    /// The stages from the first epoch on, with the run folder in place.
+    fn train(
+        &self,
+        trainer: &mut Trainer<'_>,
+        summary: &mut RunSummary,
+        trackers: &mut Trackers,
+        resuming: bool,
+    ) -> Result<()> {
+        *trackers = self.start_trackers(trainer, resuming)?;
+        summary.save(&trainer.run_dir)?;
+        stage(summary, "train", |summary| trainer.fit(summary, trackers))?;
+        stage(summary, "test", |summary| trainer.test(summary, trackers))?;
+        stage(summary, "save_model", |_| trainer.save_model())
+    }
+
+    fn factory<'s>(&'s self, device: DeviceSpec, output_dir: Option<&'s Path>) -> ComponentFactory<'s> {
+        ComponentFactory {
+            manager: self.manager,
+            device,
+            seed: self.resolved.experiment.experiment.seed,
+            base_dir: &self.resolved.base_dir,
+            output_dir,
+        }
+    }
+
+    /// Everything up to the first epoch: components, data, model, and the checkpoint's state
+    /// when resuming. Writes nothing (`validate --deep` runs it too).
+    pub fn prepare(&self, summary: &mut RunSummary, checkpoint: Option<Checkpoint>) -> Result<Trainer<'_>> {
+        let exp = &self.resolved.experiment;
+        let settings = &exp.training;
+        let seed = exp.experiment.seed;
+        let (device, device_spec) = device::select(&settings.device)?;
+        summary.hardware = Some(device::probe_hardware(device));
+        tracing::info!("device: {device:?}, libtorch {}", env!("GYMNOS_LIBTORCH_BUILD"));
+        let factory = self.factory(device_spec, None);
+
+        let preprocessor_plugins: Vec<_> = self.resolved.of_kind(ComponentKind::Preprocessor).collect();
+        let (mut dataset, mut preprocessors) = stage(summary, "load_plugins", |_| {
+            Ok((factory.dataset(self.resolved.dataset())?, factory.preprocessors(&preprocessor_plugins)?))
+        })?;
+        let contents = stage(summary, "load_dataset", |_| dataset.load())?;
+        let info = contents.info.clone();
+        let loss = LossFn::for_task(settings.loss, info.task)?;
+        let splits = stage(summary, "split", |_| {
+            split(contents.all, contents.test, &exp.dataset.split, exp.dataset.shuffle, seed)
+        })?;
+        let splits = stage(summary, "preprocess", |_| {
+            let train = match &checkpoint {
+                Some(checkpoint) => {
+                    preprocessors.load_states(&checkpoint.tensors)?;
+                    preprocessors.transform_examples(splits.train)?
+                }
+                None => preprocessors.fit_transform(splits.train)?,
+            };
+            let val = preprocessors.transform_examples(splits.val)?;
+            let test = preprocessors.transform_examples(splits.test)?;
+            Ok(Splits { train, val, test })
+        })?;
+        let class_names: Vec<String> = info.class_names.iter().map(|c| c.to_string()).collect();
+        summary.data = Some(describe(&info, &splits, &class_names));
+
+        let augmentor_plugins: Vec<_> = self.resolved.of_kind(ComponentKind::DataAugmentor).collect();
+        let augmentors = factory.augmentors(&augmentor_plugins, info.task, info.num_outputs)?;
+        let model = stage(summary, "build_model", |_| {
+            seed_torch(derive_seed(seed, "init", &[]));
+            let shape = ModelShape {
+                input_shape: splits.train.x.size()[1..].to_vec(),
+                num_outputs: info.num_outputs,
+                task: info.task,
+            };
+            factory.model(self.resolved.model(), &shape)
+        })?;
+        let parameters = model.parameters()?;
+        let count: i64 = parameters.iter().map(|(_, t)| t.numel() as i64).sum();
+        tracing::info!("{}: {} parameter tensors, {count} parameters", self.resolved.model().label(), parameters.len());
+
+        let learner = Learner {
+            model,
+            optimizer: Optimizer::new(settings.optimizer.clone(), parameters),
+            loss,
+            device,
+            precision: settings.precision,
+            grad_clip_norm: settings.grad_clip_norm,
+            scaler: (settings.precision == Precision::Fp16).then(LossScaler::new),
+        };
+        let mut trainer = Trainer {
+            settings,
+            tracking: &exp.tracking,
+            seed,
+            run_dir: PathBuf::new(),
+            stop: &self.stop,
+            info,
+            class_names,
+            splits,
+            preprocessors,
+            augmentors,
+            learner,
+            callbacks: CallbackState::new(&settings.callbacks),
+            first_epoch: 0,
+            progress: Progress::new(self.bars.clone(), settings.epochs, 0),
+        };
+        if let Some(checkpoint) = checkpoint {
+            trainer.restore(checkpoint, summary).context("restoring the checkpoint")?;
+            trainer.progress = Progress::new(self.bars.clone(), settings.epochs, trainer.first_epoch);
+            summary.resumed_at_epochs.push(trainer.first_epoch);
+            summary.status = RunStatus::Running;
+            summary.error = None;
+            tracing::info!("resuming after epoch {}", trainer.first_epoch);
+        }
+        Ok(trainer)
+    }
+
+    fn start_trackers(&self, trainer: &Trainer<'_>, resuming: bool) -> Result<Trackers> {
+        let exp = &self.resolved.experiment;
+        let plugins: Vec<_> = self.resolved.of_kind(ComponentKind::Tracker).collect();
+        let mut trackers = self.factory(DeviceSpec::Cpu, Some(&trainer.run_dir)).trackers(&plugins)?;
+        let resumed_at = resuming.then_some(trainer.first_epoch);
+        let run =
+            json!({ "experiment": exp.experiment.name, "run_dir": trainer.run_dir, "resumed_at_epoch": resumed_at });
+        trackers.start(&run);
+        if exp.tracking.log_params && !resuming {
+            trackers.log_params(&serde_json::to_value(exp)?);
+        }
+        Ok(trackers)
+    }
+}
+
+fn last_checkpoint(run_dir: &Path) -> Result<Checkpoint> {
+    let path = run_dir.join(record::CHECKPOINTS).join(record::LAST);
+    if !path.is_file() {
+        bail!(
+            "{}: no checkpoint to resume from (the run stopped before its first checkpoint); start it again with `gymnos-host run`",
+            path.display()
+        );
+    }
+    Checkpoint::load(&path)
+}
+
+fn status_of(outcome: &Result<()>) -> RunStatus {
+    match outcome {
+        Ok(()) => RunStatus::Completed,
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => RunStatus::Interrupted,
+        Err(_) => RunStatus::Failed,
+    }
+}
+
+/// Writes how the session ended into the record, and passes its outcome on.
+fn record_end(summary: &mut RunSummary, outcome: Result<()>, run_dir: &Path) -> Result<()> {
+    summary.finished_at = Some(record::now());
+    summary.status = status_of(&outcome);
+    summary.error = outcome.as_ref().err().map(|e| format!("{e:#}"));
+    let saved = summary.save(run_dir);
+    outcome.and(saved.map_err(anyhow::Error::from))
+}
+
+fn describe(info: &gymnos_plugin_api::DatasetInfo, splits: &Splits, class_names: &[String]) -> DataDescription {
+    let len = |e: &Examples| e.len() as u64;
+    DataDescription {
+        task: task_name(info.task),
+        mode: DataMode::InMemory,
+        train_samples: len(&splits.train),
+        val_samples: len(&splits.val),
+        test_samples: len(&splits.test),
+        feature_shape: info.feature_shape.to_vec(),
+        input_shape: splits.train.x.size()[1..].to_vec(),
+        num_outputs: info.num_outputs,
+        class_names: class_names.to_vec(),
+    }
+}
