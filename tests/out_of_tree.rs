@@ -25,7 +25,12 @@ fn cargo(dir: &Path, args: &[&str]) {
         .env("LIBTORCH_CXX11_ABI", env!("LIBTORCH_CXX11_ABI"))
         .output()
         .expect("run cargo");
-    assert!(out.status.success(), "cargo {args:?} in {} failed:\n{}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo {args:?} in {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn built(lib: &str) -> PathBuf {
@@ -58,31 +63,49 @@ fn plugins_new_gives_crates_that_build_install_and_train_in_two_versions() {
         cargo(&dir, &["test", "--release", "--quiet"]);
         sandbox.host(&["plugins", "install", built(name).to_str().unwrap()]).ok();
     }
-    let err = sandbox.host(&["plugins", "new", "--kind", "model", "kit-net", "--path", kit.join("kit-net").to_str().unwrap()]).one_line_error().to_string();
-    assert_eq!(err, format!("error: {}: already exists and is not empty; choose another name or --path", kit.join("kit-net").display()));
+    let err = sandbox
+        .host(&["plugins", "new", "--kind", "model", "kit-net", "--path", kit.join("kit-net").to_str().unwrap()])
+        .one_line_error()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "error: {}: already exists and is not empty; choose another name or --path",
+            kit.join("kit-net").display()
+        )
+    );
     let err = sandbox.host(&["plugins", "new", "--kind", "model", "Bad_Name"]).one_line_error().to_string();
-    assert_eq!(err, "error: `Bad_Name` is not a plugin name: use lowercase letters, digits and `-`, starting with a letter");
+    assert_eq!(
+        err,
+        "error: `Bad_Name` is not a component name: use 1 to 64 lowercase letters, digits, `-` or `_`, starting with a letter"
+    );
 
     let listed: Vec<Value> = serde_json::from_str(sandbox.host(&["plugins", "list", "--json"]).ok()).unwrap();
-    let mut found: Vec<(String, String, bool)> = listed.iter()
-        .map(|r| (r["kind"].as_str().unwrap().into(), r["name"].as_str().unwrap().into(), r["loadable"].as_bool().unwrap()))
+    let mut found: Vec<(String, String, bool)> = listed
+        .iter()
+        .map(|r| {
+            (r["kind"].as_str().unwrap().into(), r["name"].as_str().unwrap().into(), r["loadable"].as_bool().unwrap())
+        })
         .collect();
     found.sort();
-    let expected: Vec<(String, String, bool)> = kinds.iter().map(|(k, n)| (k.to_string(), n.to_string(), true)).collect();
+    let expected: Vec<(String, String, bool)> =
+        kinds.iter().map(|(k, n)| (k.to_string(), n.to_string(), true)).collect();
     let mut expected = expected;
     expected.sort();
     assert_eq!(found, expected);
 
     // An experiment made only of the generated plugins runs to the end.
-    let experiment = |model: &str| json!({
-        "experiment": { "name": "kit", "seed": 2 },
-        "dataset": { "plugin": "kit-blobs", "config": { "samples": 300 } },
-        "preprocessors": [{ "plugin": "kit-minmax" }],
-        "data_augmentors": [{ "plugin": "kit-noise", "config": { "std": 0.01 } }],
-        "model": { "plugin": model, "config": { "hidden": 16 } },
-        "training": { "epochs": 5, "batch_size": 16, "optimizer": { "name": "adam", "lr": 0.01 } },
-        "tracking": { "trackers": [{ "plugin": "kit-csv" }] }
-    });
+    let experiment = |model: &str| {
+        json!({
+            "experiment": { "name": "kit", "seed": 2 },
+            "dataset": { "plugin": "kit-blobs", "config": { "samples": 300 } },
+            "preprocessors": [{ "plugin": "kit-minmax" }],
+            "data_augmentors": [{ "plugin": "kit-noise", "config": { "std": 0.01 } }],
+            "model": { "plugin": model, "config": { "hidden": 16 } },
+            "training": { "epochs": 5, "batch_size": 16, "optimizer": { "name": "adam", "lr": 0.01 } },
+            "tracking": { "trackers": [{ "plugin": "kit-csv" }] }
+        })
+    };
     let path = sandbox.experiment("kit", &experiment("kit-net@^0.1"));
     sandbox.host(&["run", path.to_str().unwrap(), "--no-progress"]).ok();
     let run = &sandbox.runs("kit")[0];
@@ -94,7 +117,11 @@ fn plugins_new_gives_crates_that_build_install_and_train_in_two_versions() {
 
     // Version 0.2.0 is released beside 0.1.0; an experiment pins either.
     let manifest = kit.join("kit-net/Cargo.toml");
-    fs::write(&manifest, fs::read_to_string(&manifest).unwrap().replacen("version = \"0.1.0\"", "version = \"0.2.0\"", 1)).unwrap();
+    fs::write(
+        &manifest,
+        fs::read_to_string(&manifest).unwrap().replacen("version = \"0.1.0\"", "version = \"0.2.0\"", 1),
+    )
+    .unwrap();
     cargo(&kit.join("kit-net"), &["build", "--release", "--quiet"]);
     sandbox.host(&["plugins", "install", built("kit-net").to_str().unwrap()]).ok();
     let info: Value = serde_json::from_str(sandbox.host(&["plugins", "info", "kit-net", "--json"]).ok()).unwrap();
@@ -122,7 +149,8 @@ fn a_plugin_built_against_the_first_released_api_still_loads_and_runs() {
     let sandbox = Sandbox::new();
     sandbox.install_builtins();
     sandbox.host(&["plugins", "install", built("gymnos-frozen-linear").to_str().unwrap()]).ok();
-    let listed: Vec<Value> = serde_json::from_str(sandbox.host(&["plugins", "list", "--kind", "model", "--json"]).ok()).unwrap();
+    let listed: Vec<Value> =
+        serde_json::from_str(sandbox.host(&["plugins", "list", "--kind", "model", "--json"]).ok()).unwrap();
     let frozen = listed.iter().find(|r| r["name"] == "frozen-linear").expect("installed");
     assert_eq!((frozen["api_version"].as_str(), frozen["loadable"].as_bool()), (Some("1.0.0"), Some(true)));
 

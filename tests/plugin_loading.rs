@@ -32,6 +32,7 @@ fn context() -> CreateContext<'static> {
 #[test]
 fn plugin_built_against_a_newer_api_is_refused_naming_both_versions() {
     let sandbox = Sandbox::new();
+    let before = sandbox.registry_bytes();
     let mut manager = manager(&sandbox);
     let path = library("gymnos-fixture-future-api");
     let err = manager.install(std::slice::from_ref(&path), false).unwrap_err();
@@ -48,15 +49,25 @@ fn plugin_built_against_a_newer_api_is_refused_naming_both_versions() {
         )
     );
     assert!(matches!(err, ManagerError::Load(LoadError::Incompatible { .. })));
-    assert_eq!(sandbox.registry_bytes(), None, "a refused install must not write the registry");
+    assert_eq!(sandbox.registry_bytes(), before, "a refused install must not write the registry");
+    let store = sandbox.dir.path().join("plugin-store");
+    let files: Vec<_> = fs::read_dir(&store).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files, ["state.json"], "a refused install leaves nothing in the store");
 }
 
 #[test]
 fn a_host_of_another_major_refuses_todays_plugins() {
-    let other_host = HostCompat { api: gymnos_plugin_api::ApiVersion::new(API_VERSION.major + 1, 0, 0), ..HostCompat::default() };
+    let other_host =
+        HostCompat { api: gymnos_plugin_api::ApiVersion::new(API_VERSION.major + 1, 0, 0), ..HostCompat::default() };
     let manager = PluginManager::new(Registry::empty(&PathBuf::from("unused.json")), other_host);
     let err = manager.load(&library("gymnos-mlp")).unwrap_err().to_string();
-    assert!(err.contains(&format!("built against plugin API {API_VERSION}, but this host (plugin API {}.0.0)", API_VERSION.major + 1)), "{err}");
+    assert!(
+        err.contains(&format!(
+            "built against plugin API {API_VERSION}, but this host (plugin API {}.0.0)",
+            API_VERSION.major + 1
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -88,7 +99,7 @@ fn non_plugin_truncated_and_modified_libraries_are_clear_errors_and_leave_the_re
 
     // An installed library modified afterwards is refused at load, before any of its code runs.
     let registry = Registry::load(&sandbox.registry()).unwrap();
-    let record = registry.libraries.iter().find(|l| l.package == "gymnos-mlp").unwrap().clone();
+    let record = registry.libraries().iter().find(|l| l.package == "gymnos-mlp").unwrap().clone();
     let stored = registry.resolve(&record.path);
     let mut tampered = fs::read(&stored).unwrap();
     tampered.extend_from_slice(b"tampered");
@@ -104,9 +115,12 @@ fn non_plugin_truncated_and_modified_libraries_are_clear_errors_and_leave_the_re
     }
     // The cheap status used by `plugins list` sees it too, and resolution refuses it.
     let status = record.status(&fresh.registry, &fresh.compat).to_string();
-    assert_eq!(status, "modified since install: reinstall it or run `plugins scan`");
+    assert_eq!(
+        status,
+        "modified since install: `gymnos-host plugins verify` checks it; install the library again to restore it"
+    );
     let err = resolve(&fresh.registry, &fresh.compat, None, &"mlp".parse().unwrap()).unwrap_err().to_string();
-    assert_eq!(err, "plugin `mlp@1.0.0` matches `*` but is not loadable: modified since install: reinstall it or run `plugins scan`");
+    assert_eq!(err, "plugin `mlp@1.0.0` matches `*` but is not loadable: modified since install: `gymnos-host plugins verify` checks it; install the library again to restore it");
     assert_eq!(sandbox.registry_bytes().unwrap(), before);
 }
 
@@ -124,7 +138,10 @@ fn a_panicking_plugin_returns_an_error_and_the_host_keeps_running() {
 
     let err = lib.create("panicky", r#"{"panic_in": "create"}"#, &context()).err().expect("create must fail");
     assert_eq!(err.error.kind, ErrorKind::Panic);
-    assert!(err.to_string().starts_with(&format!("plugin `panicky` ({}) failed in create: panicked: at ", path.display())), "{err}");
+    assert!(
+        err.to_string().starts_with(&format!("plugin `panicky` ({}) failed in create: panicked: at ", path.display())),
+        "{err}"
+    );
     let message = err.to_string();
     let location = message.rsplit_once(": boom in create").map(|(head, _)| head).unwrap_or_else(|| panic!("{message}"));
     assert!(location.ends_with(&format!("tests/fixtures/panicking-plugin/src/lib.rs:{}", panic_line())), "{message}");
@@ -138,7 +155,8 @@ fn a_panicking_plugin_returns_an_error_and_the_host_keeps_running() {
     let Ok(Component::Model(mut model)) = lib.create("panicky", r#"{"panic_in": "forward"}"#, &context()) else {
         panic!("expected a model");
     };
-    let err = model.forward(to_handle(Tensor::ones([2, 4], gymnos_plugin_sdk::tch::kind::FLOAT_CPU)), false).unwrap_err();
+    let err =
+        model.forward(to_handle(Tensor::ones([2, 4], gymnos_plugin_sdk::tch::kind::FLOAT_CPU)), false).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Panic);
     assert!(err.message.contains("mat1 and mat2 shapes cannot be multiplied"), "{}", err.message);
 
@@ -152,9 +170,7 @@ fn a_panicking_plugin_returns_an_error_and_the_host_keeps_running() {
 fn two_installed_versions_resolve_as_semver_says() {
     let sandbox = Sandbox::new();
     let mut manager = manager(&sandbox);
-    manager
-        .install(&[library("gymnos-fixture-versioned-v1"), library("gymnos-fixture-versioned-v2")], false)
-        .unwrap();
+    manager.install(&[library("gymnos-fixture-versioned-v1"), library("gymnos-fixture-versioned-v2")], false).unwrap();
     let pick = |req: &str| {
         let reference: PluginRef = req.parse().unwrap();
         resolve(&manager.registry, &manager.compat, Some(gymnos_plugin_api::ComponentKind::Tracker), &reference)

@@ -66,7 +66,11 @@ fn info_shows_configuration_keys_with_defaults() {
     sandbox.install_builtins();
     let text = sandbox.host(&["plugins", "info", "mlp"]).ok().to_string();
     assert!(text.starts_with("mlp 1.0.0 (model)\n"), "{text}");
-    assert!(text.contains("built for: plugin API 1.0.0, libtorch 2.11"), "{text}");
+    assert!(
+        text.contains(&format!("built for: plugin API {}, libtorch 2.11", gymnos_plugin_api::API_VERSION)),
+        "{text}"
+    );
+    assert!(text.contains("verified:  never (`gymnos-host plugins verify`)"), "{text}");
     let keys: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("KEY")).skip(1).collect();
     assert_eq!(keys.len(), 3, "{text}");
     assert!(keys[0].starts_with("hidden") && keys[0].contains("integer[]") && keys[0].contains("[256,128]"), "{text}");
@@ -100,8 +104,15 @@ fn user_errors_are_one_line_and_leave_the_registry_untouched() {
     let missing = sandbox.dir.path().join("nothing-here.so");
     let err = sandbox.host(&["plugins", "install", missing.to_str().unwrap()]).one_line_error().to_string();
     assert_eq!(err, format!("error: {}: No such file or directory (os error 2)", missing.display()));
-    let err = sandbox.host(&["plugins", "install", library("gymnos-fixture-future-api").to_str().unwrap()]).one_line_error().to_string();
-    assert!(err.contains("built against plugin API 1.1.0, but this host (plugin API 1.0.0)"), "{err}");
+    let err = sandbox
+        .host(&["plugins", "install", library("gymnos-fixture-future-api").to_str().unwrap()])
+        .one_line_error()
+        .to_string();
+    let api = gymnos_plugin_api::API_VERSION;
+    let newer = format!("{}.{}.0", api.major, api.minor + 1);
+    let fixture = library("gymnos-fixture-future-api");
+    assert!(err.starts_with(&format!("error: {} (gymnos-fixture-future-api): ", fixture.display())), "{err}");
+    assert!(err.contains(&format!("built against plugin API {newer}, but this host (plugin API {api})")), "{err}");
     assert_eq!(sandbox.registry_bytes(), before);
 
     // A malformed registry is named, with the position of the problem.
@@ -127,7 +138,10 @@ fn install_conflicts_replace_remove_and_scan() {
 
     // --replace swaps it in and deletes the old copy from the store.
     let store = sandbox.dir.path().join("plugin-store");
-    let count = || fs::read_dir(&store).unwrap().count();
+    let count = || {
+        let files = fs::read_dir(&store).unwrap().map(|e| e.unwrap().path());
+        files.filter(|p| p.extension().is_some_and(|e| e == "so")).count()
+    };
     assert_eq!(count(), 7);
     sandbox.host(&["plugins", "install", "--replace", rebuilt.to_str().unwrap()]).ok();
     assert_eq!(count(), 7);
@@ -140,8 +154,8 @@ fn install_conflicts_replace_remove_and_scan() {
     assert_eq!(count(), 6);
     assert!(list_json(&sandbox).iter().all(|r| r["name"] != "mlp"));
 
-    // scan rebuilds the registry from the store.
-    fs::remove_file(sandbox.registry()).unwrap();
+    // scan rebuilds this machine's records from the store.
+    fs::remove_file(store.join("state.json")).unwrap();
     let report: Value = serde_json::from_str(sandbox.host(&["plugins", "scan", "--json"]).ok()).unwrap();
     assert_eq!(report["libraries"], 6);
     assert_eq!(report["components"], 6);
@@ -158,8 +172,13 @@ fn installing_a_folder_skips_non_plugins_and_finds_every_plugin() {
     for lib in builtin_libraries().iter().chain([library("gymnos-fixture-not-a-plugin")].iter()) {
         fs::copy(lib, folder.join(lib.file_name().unwrap())).unwrap();
     }
-    let out: Value = serde_json::from_str(sandbox.host(&["plugins", "install", "--json", folder.to_str().unwrap()]).ok()).unwrap();
-    assert_eq!(out.as_array().unwrap().len(), 7);
+    let out: Value =
+        serde_json::from_str(sandbox.host(&["plugins", "install", "--json", folder.to_str().unwrap()]).ok()).unwrap();
+    assert_eq!(out["installed"].as_array().unwrap().len(), 7);
+    assert!(out["installed"].as_array().unwrap().iter().all(|o| o["status"] == "installed"), "{out}");
+    // Every library that is no plugin is reported, not only the first.
+    let not_plugin = folder.join(library("gymnos-fixture-not-a-plugin").file_name().unwrap());
+    assert_eq!(out["skipped"], serde_json::json!([not_plugin]));
     assert_eq!(list_json(&sandbox).len(), 7);
 
     let empty = sandbox.dir.path().join("empty");

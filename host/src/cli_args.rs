@@ -1,6 +1,10 @@
 //! Arguments of the commands the engine carries out, shared by `gymnos-host` (for parsing
 //! and `--help`) and `gymnos-engine` (which does the work).
 
+/// The file (named by this environment variable) where the engine writes the run folder it
+/// created, so that `gymnos-host` can record the run if the engine dies.
+pub const RUN_DIR_FILE_ENV: &str = "GYMNOS_RUN_DIR_FILE";
+
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -18,6 +22,23 @@ pub struct RunArgs {
     /// Hide the progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ValidateArgs {
+    /// The experiment file.
+    pub file: PathBuf,
+    /// Override a field, e.g. --set training.epochs=3 (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub overrides: Vec<String>,
+    /// Also load the plugins, create every component, load and split the data, fit the
+    /// preprocessors, build the model and take one training step (what `run` does first),
+    /// writing nothing.
+    #[arg(long)]
+    pub deep: bool,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,5 +1,4 @@
-//! Writing files so that a crash or a full disk never leaves one half-written, and reporting
-//! a panic as one line.
+//! Writing files so that a crash or a full disk never leaves one half-written.
 
 use std::{io::Write, path::Path};
 
@@ -26,20 +25,6 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
-}
-
-/// A panic is a bug, but it must still reach the user as one line, not a backtrace.
-pub fn one_line_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        eprintln!("error: internal error{at}: {}", message.lines().next().unwrap_or_default());
-    }));
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The host's plugin machinery, free of libtorch: the registry of installed plugins, loading
-//! and checking plugin libraries, and resolving `name@requirement` references.
+//! and checking plugin libraries, resolving `name@requirement` references, and the experiment
+//! format with its validation.
 //!
 //! The `gymnos-host` binary builds its CLI on this crate; the training engine builds on it too.
 
+pub mod builtin;
 pub mod cli_args;
 pub mod compat;
 pub mod experiment;
@@ -10,12 +12,14 @@ pub mod fsio;
 pub mod hash;
 pub mod library;
 pub mod manager;
+pub mod record;
 pub mod registry;
 pub mod resolve;
 pub mod scaffold;
+pub mod terminal;
 
 pub use compat::HostCompat;
 pub use library::{CallError, LoadError, LoadedLibrary};
-pub use manager::{InstallOutcome, ManagerError, PluginManager};
+pub use manager::{InstallOutcome, InstallReport, ManagerError, PluginManager};
 pub use registry::{ComponentRecord, LibraryRecord, Registry, RegistryError};
 pub use resolve::{PluginRef, ResolveError};

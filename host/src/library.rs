@@ -3,13 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use abi_stable::{
-    library::lib_header_from_path,
-    std_types::RStr,
-};
+use abi_stable::{library::lib_header_from_path, std_types::RStr};
 use gymnos_plugin_api::{
+    check_component_name,
     manifest::{PluginManifest, MANIFEST_LAYOUT, MANIFEST_MAGIC, MANIFEST_SYMBOL},
-    ApiVersion, Component, ComponentMeta, CreateContext, PluginError, PluginModuleRef,
+    module::{DetailsFn, DETAILS_SYMBOL},
+    ApiVersion, Component, ComponentMeta, CreateContext, LibraryDetails, PluginError, PluginModuleRef,
 };
 
 use crate::compat::{HostCompat, Incompatibility};
@@ -27,12 +26,30 @@ pub enum LoadError {
     Incompatible { path: PathBuf, package: String, incompatibility: Incompatibility },
     #[error("{}: the ABI layout check failed ({reason})", path.display())]
     Layout { path: PathBuf, reason: String },
-    #[error("{}: sha256 is {actual} but the registry recorded {expected}: the file changed after it was installed; reinstall it or run `gymnos-host plugins scan`", path.display())]
+    #[error("{}: sha256 is {actual} but the registry recorded {expected}: the file changed after it was installed; install the library again to restore it", path.display())]
     HashMismatch { path: PathBuf, expected: String, actual: String },
     #[error("{}: invalid component metadata: {reason}", path.display())]
     BadMetadata { path: PathBuf, reason: String },
     #[error("{} ({package}): listing its components failed: {error}", path.display())]
     Plugin { path: PathBuf, package: String, error: PluginError },
+}
+
+impl LoadError {
+    /// The same error, naming `path` instead: an install names the file the user gave, not
+    /// its copy in the store.
+    pub fn at(mut self, path: &Path) -> Self {
+        match &mut self {
+            LoadError::Open { path: p, .. }
+            | LoadError::NotAPlugin { path: p }
+            | LoadError::BadManifest { path: p, .. }
+            | LoadError::Incompatible { path: p, .. }
+            | LoadError::Layout { path: p, .. }
+            | LoadError::HashMismatch { path: p, .. }
+            | LoadError::BadMetadata { path: p, .. }
+            | LoadError::Plugin { path: p, .. } => *p = path.to_path_buf(),
+        }
+        self
+    }
 }
 
 /// A plugin function returned an error (or panicked): says which plugin, and which call.
@@ -54,6 +71,8 @@ pub struct LoadedLibrary {
     pub package: String,
     pub package_version: String,
     pub components: Vec<ComponentMeta>,
+    /// Rules and schemas the components declare (API 1.1; empty for a 1.0 library).
+    pub details: LibraryDetails,
     module: PluginModuleRef,
 }
 
@@ -77,6 +96,8 @@ struct ManifestInfo {
     libtorch_version: String,
     package: String,
     package_version: String,
+    /// The handle the manifest was read through; never closed (see [`LoadedLibrary`]).
+    library: &'static libloading::Library,
 }
 
 /// Checks that the file is a complete ELF shared object before `dlopen` sees it: the loader
@@ -100,9 +121,32 @@ fn check_elf(path: &Path, data: &[u8]) -> Result<(), LoadError> {
     let header = elf.elf_header();
     let sections_end = header.e_shoff(endian) + header.e_shnum(endian) as u64 * header.e_shentsize(endian) as u64;
     if sections_end > data.len() as u64 {
-        return Err(open(format!("the file is truncated: its section table ends at byte {sections_end} but it has {}", data.len())));
+        return Err(open(format!(
+            "the file is truncated: its section table ends at byte {sections_end} but it has {}",
+            data.len()
+        )));
     }
     Ok(())
+}
+
+/// What is checked of a file's bytes before it is loaded: a complete ELF shared library that
+/// exports the manifest.
+pub fn check_plugin_file(path: &Path, data: &[u8]) -> Result<(), LoadError> {
+    check_elf(path, data)?;
+    if !exports_manifest(data) {
+        return Err(LoadError::NotAPlugin { path: path.to_path_buf() });
+    }
+    Ok(())
+}
+
+/// Whether an ELF file exports the manifest symbol, read from its dynamic symbol table without
+/// loading it: a folder walk must not run the initialisers of libraries that are no plugins.
+pub fn exports_manifest(data: &[u8]) -> bool {
+    use object::{Object, ObjectSymbol};
+    let name = &MANIFEST_SYMBOL[..MANIFEST_SYMBOL.len() - 1];
+    object::File::parse(data)
+        .map(|file| file.dynamic_symbols().any(|s| s.is_definition() && s.name_bytes().is_ok_and(|n| n == name)))
+        .unwrap_or(false)
 }
 
 fn read_manifest(path: &Path) -> Result<ManifestInfo, LoadError> {
@@ -126,15 +170,13 @@ fn read_manifest(path: &Path) -> Result<ManifestInfo, LoadError> {
     }
     // SAFETY: the manifest's string fields are NUL-terminated statics of the library.
     let read = |ptr, what: &str| unsafe { PluginManifest::read_str(ptr) }.map(str::to_string).ok_or_else(|| bad(what));
-    let info = ManifestInfo {
-        api_version: manifest.api_version,
-        libtorch_version: read(manifest.libtorch_version, "missing libtorch version")?,
-        package: read(manifest.package_name, "missing package name")?,
-        package_version: read(manifest.package_version, "missing package version")?,
-    };
+    let api_version = manifest.api_version;
+    let libtorch_version = read(manifest.libtorch_version, "missing libtorch version")?;
+    let package = read(manifest.package_name, "missing package name")?;
+    let package_version = read(manifest.package_version, "missing package version")?;
     // Keep the library mapped: abi_stable opens it again by path and never unloads it either.
-    std::mem::forget(library);
-    Ok(info)
+    let library = Box::leak(Box::new(library));
+    Ok(ManifestInfo { api_version, libtorch_version, package, package_version, library })
 }
 
 fn check_metadata(path: &Path, components: &[ComponentMeta]) -> Result<(), LoadError> {
@@ -144,14 +186,14 @@ fn check_metadata(path: &Path, components: &[ComponentMeta]) -> Result<(), LoadE
     }
     for c in components {
         let name = c.name.as_str();
-        if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || ch == '_') {
-            return Err(bad(format!("component name `{name}` must be non-empty lowercase letters, digits, `-` or `_`")));
-        }
+        check_component_name(name).map_err(bad)?;
         if let Err(e) = semver::Version::parse(c.version.as_str()) {
             return Err(bad(format!("component `{name}` has version `{}`, which is not semver: {e}", c.version)));
         }
         for key in c.config.iter() {
-            if !key.default_json.is_empty() && serde_json::from_str::<serde_json::Value>(key.default_json.as_str()).is_err() {
+            if !key.default_json.is_empty()
+                && serde_json::from_str::<serde_json::Value>(key.default_json.as_str()).is_err()
+            {
                 return Err(bad(format!("component `{name}` key `{}` has a default that is not JSON", key.name)));
             }
         }
@@ -159,17 +201,61 @@ fn check_metadata(path: &Path, components: &[ComponentMeta]) -> Result<(), LoadE
     Ok(())
 }
 
+/// The first plugin API version whose libraries export [`DETAILS_SYMBOL`].
+const DETAILS_SINCE: ApiVersion = ApiVersion::new(1, 1, 0);
+
+/// The details (API 1.1) of a library, read through the function it exports under
+/// [`DETAILS_SYMBOL`]; none for a library built against 1.0, which lacks the symbol. A library
+/// whose manifest says 1.1 or later must export it.
+fn read_details(path: &Path, manifest: &ManifestInfo) -> Result<LibraryDetails, LoadError> {
+    if manifest.api_version < DETAILS_SINCE {
+        return Ok(LibraryDetails::default());
+    }
+    // SAFETY: a library built against API >= 1.1 exports this symbol as a `DetailsFn` (the SDK's
+    // `export_plugin!` checks the type); the library stays loaded for the life of the process.
+    let details: DetailsFn = match unsafe { manifest.library.get::<DetailsFn>(DETAILS_SYMBOL) } {
+        Ok(symbol) => *symbol,
+        Err(_) => {
+            return Err(LoadError::BadManifest {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "built against plugin API {} but exports no `gymnos_plugin_details`",
+                    manifest.api_version
+                ),
+            })
+        }
+    };
+    // The returned `RString` is freed by its drop, through the library's own deallocator.
+    let package = &manifest.package;
+    let json = details().into_result().map_err(|error| LoadError::Plugin {
+        path: path.to_path_buf(),
+        package: package.to_string(),
+        error,
+    })?;
+    serde_json::from_str(json.as_str())
+        .map_err(|e| LoadError::BadMetadata { path: path.to_path_buf(), reason: format!("component details: {e}") })
+}
+
 impl LoadedLibrary {
     /// Opens and checks the library at `path`; see the module docs for the order of checks.
-    /// `contents` are the file's bytes when the caller has read them already.
+    /// `contents` are the file's bytes when the caller has read them already (for its hash).
+    ///
+    /// The library is always opened by its absolute path: the dynamic loader searches the
+    /// system's library folders for a bare file name, and would load another library than the
+    /// one the caller hashed.
     pub fn open(path: &Path, contents: Option<&[u8]>, compat: &HostCompat) -> Result<Self, LoadError> {
-        match contents {
-            Some(bytes) => check_elf(path, bytes)?,
+        let path = &std::path::absolute(path)
+            .map_err(|e| LoadError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+        let read;
+        let bytes = match contents {
+            Some(bytes) => bytes,
             None => {
-                let bytes = std::fs::read(path).map_err(|e| LoadError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
-                check_elf(path, &bytes)?;
+                read = std::fs::read(path)
+                    .map_err(|e| LoadError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+                &read
             }
-        }
+        };
+        check_plugin_file(path, bytes)?;
         let manifest = read_manifest(path)?;
         compat.check(manifest.api_version, &manifest.libtorch_version).map_err(|incompatibility| {
             LoadError::Incompatible { path: path.to_path_buf(), package: manifest.package.clone(), incompatibility }
@@ -187,6 +273,7 @@ impl LoadedLibrary {
             .into_iter()
             .collect();
         check_metadata(path, &components)?;
+        let details = read_details(path, &manifest)?;
         Ok(Self {
             path: path.to_path_buf(),
             api_version: manifest.api_version,
@@ -194,6 +281,7 @@ impl LoadedLibrary {
             package: manifest.package,
             package_version: manifest.package_version,
             components,
+            details,
             module,
         })
     }

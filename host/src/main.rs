@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    gymnos_host::fsio::one_line_panic_hook();
+    gymnos_host::terminal::one_line_panic_hook();
     let args = cli::Cli::parse();
     cli::init_logging(args.verbose);
     match cli::run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line: the context chain joined by ": ".
             eprintln!("error: {e:#}");

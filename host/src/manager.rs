@@ -1,8 +1,12 @@
-//! Installing, removing and scanning plugins, and opening installed ones for use.
+//! Installing, removing, scanning and verifying plugins, and opening installed ones for use.
 //!
 //! Every change follows the same order: take the registry lock, check everything, copy files
-//! into the store, and write the registry last, atomically. A failure before the final write
-//! leaves the registry as it was.
+//! into the store, and write the registry last (state, then declaration), atomically. A failure
+//! before the final write leaves the registry as it was and removes the copies it made.
+//!
+//! A library is always loaded from the bytes that were hashed: install writes the bytes it read
+//! into the content-addressed store and loads that copy by absolute path; scan, verify and
+//! loading for a run hash the file they open.
 
 use std::{
     collections::HashMap,
@@ -16,7 +20,7 @@ use walkdir::WalkDir;
 use crate::{
     compat::HostCompat,
     hash::sha256_bytes,
-    library::{LoadError, LoadedLibrary},
+    library::{check_plugin_file, exports_manifest, LoadError, LoadedLibrary},
     registry::{file_stamp, LibraryRecord, Registry, RegistryError, STORE_DIR},
 };
 
@@ -28,19 +32,53 @@ pub enum ManagerError {
     Load(#[from] LoadError),
     #[error("{}: {cause}", path.display())]
     Io { path: PathBuf, cause: std::io::Error },
-    #[error("{}: no gymnos plugin library found there", path.display())]
-    NothingToInstall { path: PathBuf },
+    #[error("{}: no gymnos plugin library found there{}", path.display(), list_reasons(.reasons))]
+    NothingToInstall { path: PathBuf, reasons: Vec<String> },
     #[error("{}: {kind} `{name}@{version}` is already installed from another build ({existing}); pass --replace to replace it, or give the new build another version", path.display())]
     Conflict { path: PathBuf, kind: String, name: String, version: String, existing: String },
     #[error("`{name}@{version}` is not installed (installed versions of `{name}`: {installed})")]
     NotInstalled { name: String, version: String, installed: String },
+    #[error("{}: the built-in plugin {package} is missing; build the workspace first (scripts/setup.sh)", path.display())]
+    MissingBuiltin { path: PathBuf, package: String },
+}
+
+fn list_reasons(reasons: &[String]) -> String {
+    if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", reasons.join("; "))
+    }
 }
 
 /// What `install` did with one library.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstallOutcome {
-    Installed { source: PathBuf, stored: String, components: Vec<String> },
-    AlreadyInstalled { source: PathBuf, components: Vec<String> },
+    Installed {
+        source: PathBuf,
+        stored: String,
+        components: Vec<String>,
+    },
+    /// The same bytes were installed already; the store file is there and right.
+    AlreadyInstalled {
+        source: PathBuf,
+        components: Vec<String>,
+    },
+    /// The same bytes were recorded, but the store file was missing or changed: rewritten.
+    Restored {
+        source: PathBuf,
+        stored: String,
+        components: Vec<String>,
+    },
+}
+
+/// What `install` did, and what it passed over in folders.
+#[derive(Debug, Default)]
+pub struct InstallReport {
+    pub outcomes: Vec<InstallOutcome>,
+    /// Libraries in a folder that are no gymnos plugins.
+    pub skipped: Vec<PathBuf>,
+    /// Plugin libraries in a folder that could not be installed, with why.
+    pub refused: Vec<String>,
 }
 
 /// What `scan` found.
@@ -50,6 +88,19 @@ pub struct ScanReport {
     pub components: usize,
     /// Libraries found but refused, with why.
     pub refused: Vec<String>,
+    /// Declared components no library was found for (kept: `install` restores them).
+    pub unresolved: Vec<String>,
+}
+
+/// One library's verification.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Verification {
+    pub library: PathBuf,
+    pub components: Vec<String>,
+    /// `ok`, `missing` or `modified`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The registry plus the libraries loaded from it in this process.
@@ -69,6 +120,25 @@ fn is_shared_library(path: &Path) -> bool {
 
 fn component_labels(library: &LoadedLibrary) -> Vec<String> {
     library.components.iter().map(|c| format!("{} {}@{}", c.kind, c.name, c.version)).collect()
+}
+
+/// A path as the user meant it: a bare file name is the file in the current folder.
+fn absolute(path: &Path) -> Result<PathBuf, ManagerError> {
+    std::path::absolute(path).map_err(io_err(path))
+}
+
+/// A library read for installing: its source, bytes and hash.
+struct Candidate {
+    source: PathBuf,
+    bytes: Vec<u8>,
+    sha256: String,
+}
+
+/// The store file of a library's bytes: named by content, so versions sit side by side.
+fn store_name(source: &Path, sha256: &str) -> String {
+    let stem = source.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into());
+    let ext = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "so".into());
+    format!("{stem}-{}.{ext}", &sha256[..16])
 }
 
 impl PluginManager {
@@ -91,146 +161,218 @@ impl PluginManager {
         if let Some(library) = loaded.get(&key) {
             return Ok(library.clone());
         }
-        let library = Arc::new(LoadedLibrary::open(path, contents, &self.compat)?);
+        let library = Arc::new(LoadedLibrary::open(&key, contents, &self.compat)?);
         loaded.insert(key, library.clone());
         Ok(library)
     }
 
-    /// Loads the library at `path` and returns its sha256 too; one read of the file serves
-    /// the hash and the ELF check.
-    fn load_hashed(&self, path: &Path) -> Result<(Arc<LoadedLibrary>, String), LoadError> {
+    /// Reads a file and returns its bytes and sha256 (one read serves both and the ELF check).
+    fn read_hashed(path: &Path) -> Result<(Vec<u8>, String), LoadError> {
         let bytes = fs::read(path).map_err(|e| LoadError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
         let sha256 = sha256_bytes(&bytes);
-        Ok((self.load_checked(path, Some(&bytes))?, sha256))
+        Ok((bytes, sha256))
     }
 
     /// Loads an installed library after checking that its file still has the recorded hash.
     /// The hash is compared before anything of the library runs.
     pub fn load_installed(&self, record: &LibraryRecord) -> Result<Arc<LoadedLibrary>, LoadError> {
         let path = self.registry.resolve(&record.path);
-        let bytes = fs::read(&path).map_err(|e| LoadError::Open { path: path.clone(), reason: e.to_string() })?;
-        let actual = sha256_bytes(&bytes);
+        let (bytes, actual) = Self::read_hashed(&path)?;
         if actual != record.sha256 {
             return Err(LoadError::HashMismatch { path, expected: record.sha256.clone(), actual });
         }
         self.load_checked(&path, Some(&bytes))
     }
 
-    /// Libraries named by `paths`: files as given, folders walked. In a folder, files that are
-    /// not plugins are skipped; a named file must be a plugin.
-    fn collect(&self, paths: &[PathBuf]) -> Result<Vec<(PathBuf, Arc<LoadedLibrary>, String)>, ManagerError> {
+    /// The libraries named by `paths`: files as given (each must be a plugin), folders walked
+    /// (libraries that are no plugins are skipped, and plugins that cannot be read are refused,
+    /// both reported).
+    fn collect(&self, paths: &[PathBuf], report: &mut InstallReport) -> Result<Vec<Candidate>, ManagerError> {
         let mut found = Vec::new();
         for path in paths {
-            let meta = fs::metadata(path).map_err(io_err(path))?;
+            let path = absolute(path)?;
+            let meta = fs::metadata(&path).map_err(io_err(&path))?;
             if !meta.is_dir() {
-                let (library, sha256) = self.load_hashed(path)?;
-                found.push((path.clone(), library, sha256));
+                let (bytes, sha256) = Self::read_hashed(&path)?;
+                check_plugin_file(&path, &bytes)?;
+                found.push(Candidate { source: path, bytes, sha256 });
                 continue;
             }
             let before = found.len();
-            for entry in WalkDir::new(path).follow_links(true).sort_by_file_name() {
-                let entry = entry.map_err(|e| ManagerError::Io { path: path.clone(), cause: e.into() })?;
+            let mut reasons = Vec::new();
+            for entry in WalkDir::new(&path).follow_links(true).sort_by_file_name() {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        reasons.push(format!("{}: {e}", e.path().unwrap_or(&path).display()));
+                        continue;
+                    }
+                };
                 if !entry.file_type().is_file() || !is_shared_library(entry.path()) {
                     continue;
                 }
-                match self.load_hashed(entry.path()) {
-                    Ok((library, sha256)) => found.push((entry.path().to_path_buf(), library, sha256)),
-                    Err(LoadError::NotAPlugin { .. }) => {
-                        tracing::debug!(file = %entry.path().display(), "skipped: not a plugin")
-                    }
-                    Err(e) => return Err(e.into()),
+                let source = entry.path().to_path_buf();
+                match Self::read_hashed(&source).and_then(|(bytes, sha256)| {
+                    check_plugin_file(&source, &bytes)?;
+                    Ok((bytes, sha256))
+                }) {
+                    Ok((bytes, sha256)) => found.push(Candidate { source, bytes, sha256 }),
+                    Err(LoadError::NotAPlugin { .. }) => report.skipped.push(source),
+                    Err(e) => reasons.push(e.to_string()),
                 }
             }
-            if found.len() == before {
-                return Err(ManagerError::NothingToInstall { path: path.clone() });
+            if found.len() == before && reasons.is_empty() {
+                return Err(ManagerError::NothingToInstall { path, reasons: Vec::new() });
             }
+            report.refused.extend(reasons);
         }
         Ok(found)
     }
 
-    /// Installs libraries into the store and the registry; all or nothing.
-    pub fn install(&mut self, paths: &[PathBuf], replace: bool) -> Result<Vec<InstallOutcome>, ManagerError> {
+    /// Installs libraries into the store and the registry. Named files are all or nothing; in
+    /// folders, every plugin that can be installed is, and the others are reported.
+    pub fn install(&mut self, paths: &[PathBuf], replace: bool) -> Result<InstallReport, ManagerError> {
         let _lock = Registry::lock(self.registry.path())?;
         self.registry = Registry::load(self.registry.path())?;
-        let candidates = self.collect(paths)?;
+        let mut report = InstallReport::default();
+        let named_files: Vec<PathBuf> =
+            paths.iter().filter(|p| !p.is_dir()).map(|p| absolute(p)).collect::<Result<_, _>>()?;
+        let candidates = self.collect(paths, &mut report)?;
 
         let mut next = self.registry.clone();
-        let mut outcomes = Vec::new();
-        let mut to_copy: Vec<(PathBuf, PathBuf, String)> = Vec::new();
         let store = next.store_dir();
-        for (source, library, sha256) in candidates {
-            // Also catches the same file named twice in one call: records are added as we go.
-            if next.libraries.iter().any(|l| l.sha256 == sha256) {
-                outcomes.push(InstallOutcome::AlreadyInstalled { source, components: component_labels(&library) });
-                continue;
-            }
-            for c in &library.components {
-                let version = semver::Version::parse(c.version.as_str()).expect("checked at load");
-                for l in next.libraries.iter_mut() {
-                    let clash = l.components.iter().position(|r| r.name == c.name.as_str() && r.kind == c.kind.as_str() && r.version == version);
-                    let Some(i) = clash else { continue };
-                    if !replace {
-                        return Err(ManagerError::Conflict {
-                            path: source.clone(),
-                            kind: c.kind.to_string(),
-                            name: c.name.to_string(),
-                            version: c.version.to_string(),
-                            existing: l.path.clone(),
-                        });
-                    }
-                    l.components.remove(i);
-                }
-            }
-            let stem = source.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into());
-            let ext = source.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "so".into());
-            // Content-addressed: builds of different versions sit side by side.
-            let file_name = format!("{stem}-{}.{ext}", &sha256[..16]);
-            let dest = store.join(&file_name);
-            let stored = format!("{STORE_DIR}/{file_name}");
-            outcomes.push(InstallOutcome::Installed { source: source.clone(), stored: stored.clone(), components: component_labels(&library) });
-            next.libraries.push(LibraryRecord::new(&library, stored.clone(), sha256, (0, 0)));
-            to_copy.push((source, dest, stored));
-        }
-        let orphans = self.drop_empty_libraries(&mut next);
-
-        // Copy into the store (each file atomically), then record the copies' stamps.
-        // On any failure the copies are removed again: the store keeps only registered files.
-        let discard_copies = || {
-            for (_, copied, _) in &to_copy {
-                let _ = fs::remove_file(copied);
+        fs::create_dir_all(&store).map_err(io_err(&store))?;
+        // Store files this install wrote; removed again if it fails.
+        let mut written: Vec<PathBuf> = Vec::new();
+        let discard = |written: &[PathBuf]| {
+            for file in written {
+                let _ = fs::remove_file(file);
             }
         };
-        fs::create_dir_all(&store).map_err(io_err(&store))?;
-        for (source, dest, stored) in &to_copy {
-            let stamp = copy_atomically(source, dest).and_then(|()| file_stamp(dest).map_err(io_err(dest)));
-            let stamp = stamp.inspect_err(|_| discard_copies())?;
-            let record = next.libraries.iter_mut().find(|l| &l.path == stored).expect("recorded above");
-            (record.size, record.modified_ns) = stamp;
+        for candidate in candidates {
+            let named = named_files.contains(&candidate.source);
+            match self.install_one(&mut next, &candidate, replace, &mut written) {
+                Ok(outcome) => report.outcomes.push(outcome),
+                Err(e) if !named => report.refused.push(e.to_string()),
+                Err(e) => {
+                    discard(&written);
+                    return Err(e);
+                }
+            }
         }
-        next.save().inspect_err(|_| discard_copies())?;
-        self.remove_store_files(&orphans);
+        if report.outcomes.is_empty() {
+            discard(&written);
+            let path = paths.first().cloned().unwrap_or_default();
+            return Err(ManagerError::NothingToInstall { path, reasons: std::mem::take(&mut report.refused) });
+        }
+        next.declare_all();
+        let orphans = next.drop_undeclared_libraries();
+        if let Err(e) = next.save() {
+            discard(&written);
+            return Err(e.into());
+        }
+        self.remove_store_files(&next, &orphans);
         self.registry = next;
-        Ok(outcomes)
+        Ok(report)
     }
 
-    /// Removes `name@version` (exact version). The library file is deleted from the store when
-    /// none of its components remain.
+    /// Copies one library into the store (unless its exact bytes are there), loads the copy,
+    /// and records it in `next`.
+    fn install_one(
+        &self,
+        next: &mut Registry,
+        candidate: &Candidate,
+        replace: bool,
+        written: &mut Vec<PathBuf>,
+    ) -> Result<InstallOutcome, ManagerError> {
+        let Candidate { source, bytes, sha256 } = candidate;
+        let known = next.libraries().iter().position(|l| &l.sha256 == sha256);
+        let stored = match known {
+            Some(i) => next.libraries()[i].path.clone(),
+            None => format!("{STORE_DIR}/{}", store_name(source, sha256)),
+        };
+        let dest = next.resolve(&stored);
+        let intact = fs::read(&dest).is_ok_and(|on_disk| sha256_bytes(&on_disk) == *sha256);
+        if !intact {
+            crate::fsio::write_atomically(&dest, bytes, 0o755).map_err(io_err(&dest))?;
+            written.push(dest.clone());
+        }
+        let library = self.load_checked(&dest, Some(bytes)).map_err(|e| e.at(source))?;
+        let components = component_labels(&library);
+        let stamp = file_stamp(&dest).map_err(io_err(&dest))?;
+        if let Some(i) = known {
+            // Recorded afresh: components removed or replaced since come back with it.
+            let record = &mut next.libraries_mut()[i];
+            let verified_at = record.verified_at.take();
+            *record =
+                LibraryRecord { verified_at, ..LibraryRecord::new(&library, stored.clone(), sha256.clone(), stamp) };
+            return Ok(match intact {
+                true => InstallOutcome::AlreadyInstalled { source: source.clone(), components },
+                false => InstallOutcome::Restored { source: source.clone(), stored, components },
+            });
+        }
+        for c in &library.components {
+            let version = semver::Version::parse(c.version.as_str()).expect("checked at load");
+            let same = |name: &str, kind: &str, v: &semver::Version| {
+                gymnos_plugin_api::normalized_name(name) == gymnos_plugin_api::normalized_name(&c.name)
+                    && kind == c.kind.as_str()
+                    && *v == version
+            };
+            let clash = next.installed().find(|i| same(&i.declared.name, &i.declared.kind, &i.declared.version));
+            let Some(clash) = clash else { continue };
+            // Declared by the registry but not installed on this machine (a cloned repository,
+            // a copied registry): this library is what the declaration asks for.
+            if clash.found.is_none() && clash.declared.package == library.package {
+                continue;
+            }
+            if !replace {
+                return Err(ManagerError::Conflict {
+                    path: source.clone(),
+                    kind: c.kind.to_string(),
+                    name: c.name.to_string(),
+                    version: c.version.to_string(),
+                    existing: clash
+                        .found
+                        .map_or_else(|| "a library not installed here".into(), |(l, _)| l.path.clone()),
+                });
+            }
+            next.undeclare(|d| same(&d.name, &d.kind, &d.version));
+            for l in next.libraries_mut() {
+                l.components.retain(|r| !same(&r.name, &r.kind, &r.version));
+            }
+        }
+        next.libraries_mut().push(LibraryRecord::new(&library, stored.clone(), sha256.clone(), stamp));
+        Ok(InstallOutcome::Installed { source: source.clone(), stored, components })
+    }
+
+    /// Installs the built-in plugins: the libraries of [`crate::builtin::PACKAGES`] found in
+    /// `dir` (the folder the binaries were built into).
+    pub fn install_builtins(&mut self, dir: &Path, replace: bool) -> Result<InstallReport, ManagerError> {
+        let mut paths = Vec::new();
+        for package in crate::builtin::PACKAGES {
+            let path = dir.join(crate::builtin::library_file(package));
+            if !path.is_file() {
+                return Err(ManagerError::MissingBuiltin { path, package: package.to_string() });
+            }
+            paths.push(path);
+        }
+        self.install(&paths, replace)
+    }
+
+    /// Removes `name@version` (exact version; `-` and `_` alike in the name). The library file
+    /// is deleted from the store when none of its components remain.
     pub fn remove(&mut self, name: &str, version: &semver::Version) -> Result<Vec<String>, ManagerError> {
         let _lock = Registry::lock(self.registry.path())?;
         let mut next = Registry::load(self.registry.path())?;
-        let mut removed = Vec::new();
-        for library in next.libraries.iter_mut() {
-            library.components.retain(|c| {
-                let hit = c.name == name && &c.version == version;
-                if hit {
-                    removed.push(format!("{} {}@{}", c.kind, c.name, c.version));
-                }
-                !hit
-            });
-        }
+        let wanted = gymnos_plugin_api::normalized_name(name);
+        let hit = |n: &str, v: &semver::Version| gymnos_plugin_api::normalized_name(n) == wanted && v == version;
+        let removed: Vec<String> = next.undeclare(|d| hit(&d.name, &d.version)).iter().map(|d| d.label()).collect();
         if removed.is_empty() {
-            let mut installed: Vec<String> =
-                next.components().filter(|(_, c)| c.name == name).map(|(_, c)| c.version.to_string()).collect();
+            let mut installed: Vec<String> = next
+                .installed()
+                .filter(|i| gymnos_plugin_api::normalized_name(&i.declared.name) == wanted)
+                .map(|i| i.declared.version.to_string())
+                .collect();
             installed.sort();
             return Err(ManagerError::NotInstalled {
                 name: name.to_string(),
@@ -238,78 +380,117 @@ impl PluginManager {
                 installed: if installed.is_empty() { "none".into() } else { installed.join(", ") },
             });
         }
-        let orphans = self.drop_empty_libraries(&mut next);
+        for library in next.libraries_mut() {
+            library.components.retain(|c| !hit(&c.name, &c.version));
+        }
+        let orphans = next.drop_undeclared_libraries();
         next.save()?;
-        self.remove_store_files(&orphans);
+        self.remove_store_files(&next, &orphans);
         self.registry = next;
         Ok(removed)
     }
 
-    /// Rebuilds the registry from the libraries found under its `plugin_dirs`.
+    /// Rebuilds the state from the libraries found under the registry's `plugin_dirs` and
+    /// declares what it finds. Declared components it finds no library for stay declared (and
+    /// records of missing or changed files stay recorded), so that `install` can repair them.
     pub fn scan(&mut self) -> Result<ScanReport, ManagerError> {
         let _lock = Registry::lock(self.registry.path())?;
-        let current = Registry::load(self.registry.path())?;
-        let mut next = Registry::empty(current.path());
-        next.plugin_dirs = current.plugin_dirs.clone();
+        let mut next = Registry::load(self.registry.path())?;
         let mut report = ScanReport::default();
-        for dir in &current.plugin_dirs {
-            let dir = current.resolve(dir);
-            if !dir.is_dir() {
-                continue;
-            }
+        let dirs: Vec<PathBuf> = next.plugin_dirs().iter().map(|d| next.resolve(d)).filter(|d| d.is_dir()).collect();
+        for dir in dirs {
             for entry in WalkDir::new(&dir).follow_links(true).sort_by_file_name().into_iter().filter_map(Result::ok) {
                 let path = entry.path();
                 if !entry.file_type().is_file() || !is_shared_library(path) {
                     continue;
                 }
-                let (library, sha256) = match self.load_hashed(path) {
-                    Ok(loaded) => loaded,
-                    Err(LoadError::NotAPlugin { .. }) => continue,
+                let (bytes, sha256) = match Self::read_hashed(path) {
+                    Ok(read) => read,
                     Err(e) => {
                         report.refused.push(e.to_string());
                         continue;
                     }
                 };
-                if next.libraries.iter().any(|l| l.sha256 == sha256) {
+                if !exports_manifest(&bytes) {
                     continue;
                 }
+                let library = match self.load_checked(path, Some(&bytes)) {
+                    Ok(library) => library,
+                    Err(e) => {
+                        report.refused.push(e.to_string());
+                        continue;
+                    }
+                };
+                let recorded = next.record_path(path);
                 let stamp = file_stamp(path).map_err(io_err(path))?;
+                let record = LibraryRecord::new(&library, recorded.clone(), sha256.clone(), stamp);
                 report.libraries += 1;
                 report.components += library.components.len();
-                next.libraries.push(LibraryRecord::new(&library, next.record_path(path), sha256, stamp));
+                let libraries = next.libraries_mut();
+                match libraries.iter().position(|l| l.sha256 == sha256 || l.path == recorded) {
+                    Some(i) if libraries[i].sha256 == sha256 => {
+                        libraries[i] = LibraryRecord { verified_at: libraries[i].verified_at.clone(), ..record }
+                    }
+                    Some(i) => libraries[i] = record,
+                    None => libraries.push(record),
+                }
             }
         }
+        next.declare_all();
+        report.unresolved = next.installed().filter(|i| i.found.is_none()).map(|i| i.declared.label()).collect();
         next.save()?;
         self.registry = next;
         Ok(report)
     }
 
-    /// Drops library records left without components; returns the store files to delete once
-    /// the registry is written.
-    fn drop_empty_libraries(&self, registry: &mut Registry) -> Vec<PathBuf> {
-        let store = registry.store_dir();
-        let orphans = registry
-            .libraries
-            .iter()
-            .filter(|l| l.components.is_empty())
-            .map(|l| registry.resolve(&l.path))
-            .filter(|p| p.starts_with(&store))
-            .collect();
-        registry.libraries.retain(|l| !l.components.is_empty());
-        orphans
+    /// Hashes every installed library and compares it with its record. Records found right get
+    /// their verification time and current size and modification time.
+    pub fn verify(&mut self) -> Result<Vec<Verification>, ManagerError> {
+        let _lock = Registry::lock(self.registry.path())?;
+        let mut next = Registry::load(self.registry.path())?;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut results = Vec::new();
+        let dir = next.dir();
+        for record in next.libraries_mut() {
+            let path = if Path::new(&record.path).is_absolute() {
+                PathBuf::from(&record.path)
+            } else {
+                dir.join(&record.path)
+            };
+            let components = record.components.iter().map(|c| format!("{} {}@{}", c.kind, c.name, c.version)).collect();
+            let (status, detail) = match fs::read(&path) {
+                Err(e) => ("missing", Some(format!("cannot read it: {e}"))),
+                Ok(bytes) => match sha256_bytes(&bytes) {
+                    actual if actual == record.sha256 => {
+                        record.verified_at = Some(now.clone());
+                        if let Ok(stamp) = file_stamp(&path) {
+                            (record.size, record.modified_ns) = stamp;
+                        }
+                        ("ok", None)
+                    }
+                    actual => {
+                        ("modified", Some(format!("sha256 is {actual}, the registry recorded {}", record.sha256)))
+                    }
+                },
+            };
+            results.push(Verification { library: path, components, status, detail });
+        }
+        next.save()?;
+        self.registry = next;
+        Ok(results)
     }
 
-    fn remove_store_files(&self, files: &[PathBuf]) {
+    /// Deletes store files nothing in `registry` refers to any more.
+    fn remove_store_files(&self, registry: &Registry, files: &[PathBuf]) {
         for file in files {
+            if registry.libraries().iter().any(|l| &registry.resolve(&l.path) == file) {
+                continue;
+            }
             if let Err(e) = fs::remove_file(file) {
-                tracing::warn!(file = %file.display(), error = %e, "could not delete an uninstalled library");
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(file = %file.display(), error = %e, "could not delete an uninstalled library");
+                }
             }
         }
     }
-}
-
-/// Copies `source` to `dest` so that `dest` is either absent or complete.
-fn copy_atomically(source: &Path, dest: &Path) -> Result<(), ManagerError> {
-    let bytes = fs::read(source).map_err(io_err(source))?;
-    crate::fsio::write_atomically(dest, &bytes, 0o755).map_err(io_err(dest))
 }

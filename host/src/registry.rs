@@ -1,25 +1,44 @@
-//! `registry.json`: the installed plugins. Read without locking (writes are atomic renames);
-//! changed under an exclusive lock on `registry.json.lock`.
+//! The registry: which plugins are installed, in two files.
+//!
+//! - `registry.json`, the **declaration**: which components (kind, name, version, package) the
+//!   registry holds, and the folders `plugins scan` walks. Nothing in it depends on the machine,
+//!   so a repository can track it (this one does) and a re-install writes the same bytes.
+//! - `plugin-store/state.json`, the **state**: this machine's copies of the libraries in the
+//!   store next to it, with their sha256, size, modification time, API and libtorch versions,
+//!   the components' metadata and rules, and when each was last verified.
+//!
+//! A declared component whose library is not in the state is *not installed here*: resolution
+//! refuses it and `plugins install` restores it. Both files are read without locking (writes are
+//! atomic renames) and changed under an exclusive lock on `registry.json.lock`; the state is
+//! written before the declaration, so a crash between the two leaves libraries nobody declares
+//! (ignored, adopted by the next install or scan), never a declaration pointing at half a state.
 
 use std::{
+    collections::BTreeMap,
     fs::{self, File},
     path::{Path, PathBuf},
     time::UNIX_EPOCH,
 };
 
-use gymnos_plugin_api::{ApiVersion, ComponentKind, ComponentMeta, ConfigKey, ConfigType};
+use gymnos_plugin_api::{
+    normalized_name, ApiVersion, ComponentKind, ComponentMeta, ConfigKey, ConfigType, Constraint, LibraryDetails,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{compat::HostCompat, library::LoadedLibrary};
 
-/// The registry format this host reads and writes.
-pub const FORMAT: u32 = 1;
+/// The registry format this host reads and writes (1: one file with the state inside).
+pub const FORMAT: u32 = 2;
 /// Folder (relative to the registry) where `plugins install` copies libraries.
 pub const STORE_DIR: &str = "plugin-store";
+/// The state file, inside the store.
+pub const STATE_FILE: &str = "state.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    #[error("{}: no registry there; create one with `gymnos-host plugins init {}`", path.display(), dir_of(path).display())]
+    Missing { path: PathBuf },
     #[error("{}: cannot read the registry: {cause}", path.display())]
     Read { path: PathBuf, cause: std::io::Error },
     #[error("{}: the registry is not valid: {cause}", path.display())]
@@ -30,6 +49,15 @@ pub enum RegistryError {
     Write { path: PathBuf, cause: std::io::Error },
     #[error("{}: cannot lock the registry: {cause}", path.display())]
     Lock { path: PathBuf, cause: std::io::Error },
+    #[error("{}: already a registry", path.display())]
+    Exists { path: PathBuf },
+}
+
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// A configuration key as the registry records it.
@@ -42,8 +70,15 @@ pub struct ConfigKeyRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
     pub description: String,
+    /// Rules on its values (plugin API 1.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Constraint>,
+    /// JSON Schema of a `json` key (plugin API 1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
 }
 
+/// A component of an installed library, with what it declared.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ComponentRecord {
     pub name: String,
@@ -53,16 +88,19 @@ pub struct ComponentRecord {
     pub config: Vec<ConfigKeyRecord>,
 }
 
-/// One installed library and the components it exports.
+/// One library in the store and the components it exports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LibraryRecord {
     /// Relative to the registry's folder when inside it, absolute otherwise.
     pub path: String,
     pub sha256: String,
     pub size: u64,
-    /// Modification time (ns since the epoch) at install: `plugins list` compares size and
-    /// mtime instead of hashing, so it stays fast; loading always checks the hash.
+    /// Modification time (ns since the epoch) when recorded: `plugins list` compares size and
+    /// mtime instead of hashing, so it stays fast; loading and `plugins verify` hash.
     pub modified_ns: u64,
+    /// When `plugins verify` last found the file's hash right (RFC 3339), if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<String>,
     pub package: String,
     pub package_version: String,
     pub api_version: String,
@@ -70,27 +108,56 @@ pub struct LibraryRecord {
     pub components: Vec<ComponentRecord>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Registry {
-    pub format: u32,
+/// A component the registry holds, as `registry.json` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeclaredComponent {
+    pub kind: String,
+    pub name: String,
+    pub version: semver::Version,
+    /// The Cargo package of the library that provides it.
+    pub package: String,
+}
+
+/// `registry.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Declaration {
+    format: u32,
     /// Folders `plugins scan` walks, relative to the registry's folder.
     #[serde(default = "default_plugin_dirs")]
-    pub plugin_dirs: Vec<String>,
+    plugin_dirs: Vec<String>,
     #[serde(default)]
-    pub libraries: Vec<LibraryRecord>,
-    #[serde(skip)]
-    path: PathBuf,
+    components: Vec<DeclaredComponent>,
+}
+
+/// `plugin-store/state.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct State {
+    #[serde(default)]
+    libraries: Vec<LibraryRecord>,
+}
+
+/// A registry of format 1, read to be written as format 2.
+#[derive(Deserialize)]
+struct FormatOne {
+    #[serde(default = "default_plugin_dirs")]
+    plugin_dirs: Vec<String>,
+    #[serde(default)]
+    libraries: Vec<LibraryRecord>,
 }
 
 fn default_plugin_dirs() -> Vec<String> {
     vec![STORE_DIR.to_string()]
 }
 
-/// Whether an installed library can be loaded now, judged without loading it.
+/// Whether an installed component's library can be loaded now, judged without loading it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
     Loadable,
+    /// Declared in `registry.json` but no library for it on this machine.
+    NotInstalledHere,
+    /// The library file recorded in the state is gone.
     Missing,
+    /// The file's size or modification time differ from the record.
     Modified,
     Incompatible(String),
 }
@@ -99,8 +166,16 @@ impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Status::Loadable => f.write_str("loadable"),
-            Status::Missing => f.write_str("missing: the library file is gone"),
-            Status::Modified => f.write_str("modified since install: reinstall it or run `plugins scan`"),
+            Status::NotInstalledHere => {
+                f.write_str("not installed on this machine: install its library (`gymnos-host plugins install LIB`)")
+            }
+            Status::Missing => {
+                f.write_str("missing: the library file is gone; install the library again to restore it")
+            }
+            Status::Modified => f.write_str(
+                "modified since install: `gymnos-host plugins verify` checks it; install the library again to \
+                 restore it",
+            ),
             Status::Incompatible(why) => write!(f, "incompatible: {why}"),
         }
     }
@@ -124,7 +199,8 @@ impl ConfigKeyRecord {
 }
 
 impl ComponentRecord {
-    fn from_meta(meta: &ComponentMeta) -> Self {
+    fn from_meta(meta: &ComponentMeta, details: &LibraryDetails) -> Self {
+        let extra = details.of(meta.kind.as_str(), &meta.name);
         Self {
             name: meta.name.to_string(),
             kind: meta.kind.as_str().to_string(),
@@ -136,8 +212,11 @@ impl ComponentRecord {
                 .map(|k| ConfigKeyRecord {
                     name: k.name.to_string(),
                     ty: k.ty.as_str().to_string(),
-                    default: (!k.default_json.is_empty()).then(|| serde_json::from_str(k.default_json.as_str()).expect("checked at load")),
+                    default: (!k.default_json.is_empty())
+                        .then(|| serde_json::from_str(k.default_json.as_str()).expect("checked at load")),
                     description: k.description.to_string(),
+                    rules: extra.constraints.get(k.name.as_str()).cloned().unwrap_or_default(),
+                    schema: extra.schemas.get(k.name.as_str()).cloned(),
                 })
                 .collect(),
         }
@@ -150,6 +229,44 @@ impl ComponentRecord {
     pub fn config_keys(&self) -> Vec<ConfigKey> {
         self.config.iter().map(ConfigKeyRecord::to_abi).collect()
     }
+
+    /// The rules of its keys, by key name.
+    pub fn key_rules(&self) -> gymnos_plugin_api::config::KeyRules {
+        self.config.iter().filter(|k| !k.rules.is_empty()).map(|k| (k.name.clone(), k.rules.clone())).collect()
+    }
+
+    fn declared(&self, package: &str) -> DeclaredComponent {
+        DeclaredComponent {
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            version: self.version.clone(),
+            package: package.to_string(),
+        }
+    }
+}
+
+impl DeclaredComponent {
+    /// `model mlp@1.0.0`.
+    pub fn label(&self) -> String {
+        format!("{} {}@{}", self.kind, self.name, self.version)
+    }
+
+    pub fn kind(&self) -> Option<ComponentKind> {
+        ComponentKind::parse(&self.kind)
+    }
+
+    /// Whether `record` (a component of a library of `package`) is this one.
+    fn is(&self, record: &ComponentRecord, package: &str) -> bool {
+        self.kind == record.kind
+            && normalized_name(&self.name) == normalized_name(&record.name)
+            && self.version == record.version
+            && self.package == package
+    }
+
+    /// Sort key: kind in pipeline order, then name, then version.
+    fn order(&self) -> (Option<ComponentKind>, String, semver::Version) {
+        (self.kind(), self.name.clone(), self.version.clone())
+    }
 }
 
 impl LibraryRecord {
@@ -160,11 +277,12 @@ impl LibraryRecord {
             sha256,
             size: stamp.0,
             modified_ns: stamp.1,
+            verified_at: None,
             package: library.package.clone(),
             package_version: library.package_version.clone(),
             api_version: library.api_version.to_string(),
             libtorch_version: library.libtorch_version.clone(),
-            components: library.components.iter().map(ComponentRecord::from_meta).collect(),
+            components: library.components.iter().map(|c| ComponentRecord::from_meta(c, &library.details)).collect(),
         }
     }
 
@@ -174,7 +292,7 @@ impl LibraryRecord {
     }
 
     /// Cheap status: the file's size and mtime against the record, and the versions against
-    /// this host. Loading checks the full hash.
+    /// this host. Loading and `plugins verify` check the full hash.
     pub fn status(&self, registry: &Registry, compat: &HostCompat) -> Status {
         let Some(api) = self.api_version() else {
             return Status::Incompatible(format!("unreadable API version `{}`", self.api_version));
@@ -190,25 +308,88 @@ impl LibraryRecord {
     }
 }
 
+/// A declared component and, when this machine has it, its library and metadata.
+#[derive(Clone, Copy, Debug)]
+pub struct Installed<'r> {
+    pub declared: &'r DeclaredComponent,
+    pub found: Option<(&'r LibraryRecord, &'r ComponentRecord)>,
+}
+
+impl Installed<'_> {
+    pub fn status(&self, registry: &Registry, compat: &HostCompat) -> Status {
+        match self.found {
+            Some((library, _)) => library.status(registry, compat),
+            None => Status::NotInstalledHere,
+        }
+    }
+}
+
+/// The registry: its declaration and this machine's state, joined.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    path: PathBuf,
+    declaration: Declaration,
+    state: State,
+}
+
 impl Registry {
     /// An empty registry that will be written at `path`.
     pub fn empty(path: &Path) -> Self {
-        Self { format: FORMAT, plugin_dirs: default_plugin_dirs(), libraries: Vec::new(), path: path.to_path_buf() }
+        Self {
+            path: path.to_path_buf(),
+            declaration: Declaration { format: FORMAT, plugin_dirs: default_plugin_dirs(), components: Vec::new() },
+            state: State::default(),
+        }
     }
 
-    /// Reads the registry at `path`; a missing file is an empty registry.
+    /// Reads the registry at `path` and its store's state. A missing `registry.json` is an
+    /// error naming it; a missing state is an empty one (nothing installed on this machine).
     pub fn load(path: &Path) -> Result<Self, RegistryError> {
         let text = match fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::empty(path)),
-            Err(source) => return Err(RegistryError::Read { path: path.to_path_buf(), cause: source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RegistryError::Missing { path: path.to_path_buf() })
+            }
+            Err(cause) => return Err(RegistryError::Read { path: path.to_path_buf(), cause }),
         };
-        let mut registry: Registry =
-            serde_json::from_str(&text).map_err(|source| RegistryError::Parse { path: path.to_path_buf(), cause: source })?;
-        if registry.format > FORMAT {
-            return Err(RegistryError::Format { path: path.to_path_buf(), found: registry.format });
+        let parse_err = |cause| RegistryError::Parse { path: path.to_path_buf(), cause };
+        let value: Value = serde_json::from_str(&text).map_err(parse_err)?;
+        let format = value.get("format").and_then(Value::as_u64).unwrap_or(1) as u32;
+        if format > FORMAT {
+            return Err(RegistryError::Format { path: path.to_path_buf(), found: format });
         }
-        registry.path = path.to_path_buf();
+        let mut registry = Self::empty(path);
+        if format < 2 {
+            let old: FormatOne = serde_json::from_value(value).map_err(parse_err)?;
+            registry.declaration.plugin_dirs = old.plugin_dirs;
+            registry.state.libraries = old.libraries;
+            registry.declare_all();
+        } else {
+            registry.declaration = serde_json::from_value(value).map_err(parse_err)?;
+        }
+        let state_path = registry.state_path();
+        match fs::read_to_string(&state_path) {
+            Ok(text) if format >= 2 => {
+                registry.state = serde_json::from_str(&text)
+                    .map_err(|cause| RegistryError::Parse { path: state_path.clone(), cause })?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(cause) => return Err(RegistryError::Read { path: state_path, cause }),
+        }
+        Ok(registry)
+    }
+
+    /// Creates an empty registry at `path` (and its store); an existing one is an error.
+    pub fn init(path: &Path) -> Result<Self, RegistryError> {
+        if path.exists() {
+            return Err(RegistryError::Exists { path: path.to_path_buf() });
+        }
+        let write = |cause| RegistryError::Write { path: path.to_path_buf(), cause };
+        fs::create_dir_all(dir_of(path)).map_err(write)?;
+        let registry = Self::empty(path);
+        fs::create_dir_all(registry.store_dir()).map_err(write)?;
+        registry.save()?;
         Ok(registry)
     }
 
@@ -218,19 +399,28 @@ impl Registry {
 
     /// The folder relative paths in the registry are relative to.
     pub fn dir(&self) -> PathBuf {
-        match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
+        dir_of(&self.path).to_path_buf()
     }
 
     pub fn store_dir(&self) -> PathBuf {
         self.dir().join(STORE_DIR)
     }
 
+    pub fn state_path(&self) -> PathBuf {
+        self.store_dir().join(STATE_FILE)
+    }
+
+    pub fn plugin_dirs(&self) -> &[String] {
+        &self.declaration.plugin_dirs
+    }
+
     pub fn resolve(&self, recorded: &str) -> PathBuf {
         let p = Path::new(recorded);
-        if p.is_absolute() { p.to_path_buf() } else { self.dir().join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir().join(p)
+        }
     }
 
     /// How a path is recorded: relative to the registry's folder when inside it, so that a
@@ -244,29 +434,176 @@ impl Registry {
         }
     }
 
-    /// Every (library, component) pair.
-    pub fn components(&self) -> impl Iterator<Item = (&LibraryRecord, &ComponentRecord)> {
-        self.libraries.iter().flat_map(|l| l.components.iter().map(move |c| (l, c)))
+    /// The libraries this machine has.
+    pub fn libraries(&self) -> &[LibraryRecord] {
+        &self.state.libraries
     }
 
-    /// Writes the registry atomically: a temporary file in the same folder, flushed to disk,
-    /// then renamed over the old one. A crash leaves either the old or the new file whole.
+    pub fn libraries_mut(&mut self) -> &mut Vec<LibraryRecord> {
+        &mut self.state.libraries
+    }
+
+    /// Every declared component, with its library when this machine has it.
+    pub fn installed(&self) -> impl Iterator<Item = Installed<'_>> {
+        self.declaration.components.iter().map(|declared| Installed { declared, found: self.find(declared) })
+    }
+
+    fn find(&self, declared: &DeclaredComponent) -> Option<(&LibraryRecord, &ComponentRecord)> {
+        self.state
+            .libraries
+            .iter()
+            .flat_map(|l| l.components.iter().map(move |c| (l, c)))
+            .find(|(l, c)| declared.is(c, &l.package))
+    }
+
+    /// Every (library, component) pair this machine has, declared or not.
+    pub fn components(&self) -> impl Iterator<Item = (&LibraryRecord, &ComponentRecord)> {
+        self.state.libraries.iter().flat_map(|l| l.components.iter().map(move |c| (l, c)))
+    }
+
+    /// Declares every component of every library in the state (install and scan do it for
+    /// what they add), and keeps the declaration sorted so it is written the same every time.
+    pub fn declare_all(&mut self) {
+        let mut declared = std::mem::take(&mut self.declaration.components);
+        for library in &self.state.libraries {
+            for c in &library.components {
+                let d = c.declared(&library.package);
+                if !declared.contains(&d) {
+                    declared.push(d);
+                }
+            }
+        }
+        declared.sort_by_key(DeclaredComponent::order);
+        self.declaration.components = declared;
+    }
+
+    /// Removes declared components; returns them.
+    pub fn undeclare(&mut self, matches: impl Fn(&DeclaredComponent) -> bool) -> Vec<DeclaredComponent> {
+        let (removed, kept) = std::mem::take(&mut self.declaration.components).into_iter().partition(matches);
+        self.declaration.components = kept;
+        removed
+    }
+
+    /// Drops state records whose components are all undeclared; returns the files of the
+    /// dropped records that are in the store (to delete once the registry is written).
+    pub fn drop_undeclared_libraries(&mut self) -> Vec<PathBuf> {
+        let store = self.store_dir();
+        let declared = &self.declaration.components;
+        let (kept, dropped): (Vec<LibraryRecord>, Vec<LibraryRecord>) = std::mem::take(&mut self.state.libraries)
+            .into_iter()
+            .partition(|l| l.components.iter().any(|c| declared.iter().any(|d| d.is(c, &l.package))));
+        self.state.libraries = kept;
+        dropped.iter().map(|l| self.resolve(&l.path)).filter(|p| p.starts_with(&store)).collect()
+    }
+
+    /// Writes the state, then the declaration, each atomically (see the module docs).
     pub fn save(&self) -> Result<(), RegistryError> {
-        let mut text = serde_json::to_string_pretty(self).expect("registry serializes");
-        text.push('\n');
-        crate::fsio::write_atomically(&self.path, text.as_bytes(), 0o644)
-            .map_err(|cause| RegistryError::Write { path: self.path.clone(), cause })
+        let state_path = self.state_path();
+        let write = |path: &Path, value: &dyn erased::Json| {
+            let mut text = value.to_pretty();
+            text.push('\n');
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(|cause| RegistryError::Write { path: path.to_path_buf(), cause })?;
+            }
+            crate::fsio::write_atomically(path, text.as_bytes(), 0o644)
+                .map_err(|cause| RegistryError::Write { path: path.to_path_buf(), cause })
+        };
+        write(&state_path, &self.state)?;
+        write(&self.path, &self.declaration)
     }
 
     /// Takes the registry's write lock (released when the returned file is dropped).
     pub fn lock(path: &Path) -> Result<File, RegistryError> {
         let lock_path = path.with_extension("json.lock");
         let lock_err = |source| RegistryError::Lock { path: lock_path.clone(), cause: source };
-        if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(lock_err)?;
-        }
         let file = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(lock_err)?;
         file.lock().map_err(lock_err)?;
         Ok(file)
+    }
+
+    /// The declared components by kind, for messages (`installed models: cnn, mlp`).
+    pub fn names_by_kind(&self) -> BTreeMap<Option<ComponentKind>, Vec<String>> {
+        let mut names: BTreeMap<Option<ComponentKind>, Vec<String>> = BTreeMap::new();
+        for d in &self.declaration.components {
+            let list = names.entry(d.kind()).or_default();
+            if !list.contains(&d.name) {
+                list.push(d.name.clone());
+            }
+        }
+        names
+    }
+}
+
+/// Pretty JSON of the two files' types behind one function.
+mod erased {
+    pub trait Json {
+        fn to_pretty(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_pretty(&self) -> String {
+            serde_json::to_string_pretty(self).expect("registry types serialize")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn library(package: &str, name: &str, version: &str) -> LibraryRecord {
+        LibraryRecord {
+            path: format!("{STORE_DIR}/lib{package}.so"),
+            sha256: "00".repeat(32),
+            size: 1,
+            modified_ns: 1,
+            verified_at: None,
+            package: package.into(),
+            package_version: version.into(),
+            api_version: "1.1.0".into(),
+            libtorch_version: "2.11.0".into(),
+            components: vec![ComponentRecord {
+                name: name.into(),
+                kind: "model".into(),
+                version: semver::Version::parse(version).unwrap(),
+                description: String::new(),
+                config: Vec::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_declaration_is_machine_free_and_written_the_same_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        assert!(matches!(Registry::load(&path), Err(RegistryError::Missing { .. })));
+        let mut registry = Registry::init(&path).unwrap();
+        registry.libraries_mut().push(library("b", "mlp", "1.0.0"));
+        registry.libraries_mut().push(library("a", "cnn", "2.0.0"));
+        registry.declare_all();
+        registry.save().unwrap();
+        let first = fs::read_to_string(&path).unwrap();
+        assert!(!first.contains("sha256") && !first.contains("modified"), "{first}");
+        assert!(first.find("\"cnn\"").unwrap() < first.find("\"mlp\"").unwrap(), "sorted: {first}");
+        let again = Registry::load(&path).unwrap();
+        again.save().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), first);
+
+        // Without its state (a fresh clone), the declared components are not installed here.
+        fs::remove_file(again.state_path()).unwrap();
+        let bare = Registry::load(&path).unwrap();
+        let statuses: Vec<Status> = bare.installed().map(|i| i.status(&bare, &HostCompat::default())).collect();
+        assert_eq!(statuses, [Status::NotInstalledHere, Status::NotInstalledHere]);
+    }
+
+    #[test]
+    fn format_one_registries_are_read_and_declare_their_libraries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let old = serde_json::json!({ "format": 1, "plugin_dirs": ["plugin-store"], "libraries": [library("a", "cnn", "1.0.0")] });
+        fs::write(&path, old.to_string()).unwrap();
+        let registry = Registry::load(&path).unwrap();
+        let installed: Vec<String> = registry.installed().map(|i| i.declared.label()).collect();
+        assert_eq!(installed, ["model cnn@1.0.0"]);
+        assert!(registry.installed().all(|i| i.found.is_some()));
     }
 }

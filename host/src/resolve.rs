@@ -2,12 +2,12 @@
 
 use std::{fmt, str::FromStr};
 
-use gymnos_plugin_api::ComponentKind;
+use gymnos_plugin_api::{normalized_name, ComponentKind};
 use semver::VersionReq;
 
 use crate::{
     compat::HostCompat,
-    registry::{ComponentRecord, LibraryRecord, Registry, Status},
+    registry::{ComponentRecord, Installed, LibraryRecord, Registry, Status},
 };
 
 /// A reference such as `mlp`, `mlp@^1.2` or `mlp@=2.0.1`.
@@ -65,18 +65,21 @@ fn kind_label(kind: Option<ComponentKind>) -> String {
 }
 
 /// Picks the highest installed version of `reference` that satisfies its requirement and can
-/// be loaded by this host. `kind` restricts the search (as an experiment section does).
+/// be loaded by this host. `kind` restricts the search (as an experiment section does). Names
+/// compare with `-` and `_` alike.
 pub fn resolve<'r>(
     registry: &'r Registry,
     compat: &HostCompat,
     kind: Option<ComponentKind>,
     reference: &PluginRef,
 ) -> Result<(&'r LibraryRecord, &'r ComponentRecord), ResolveError> {
-    let of_kind: Vec<(&LibraryRecord, &ComponentRecord)> =
-        registry.components().filter(|(_, c)| kind.is_none() || c.kind() == kind).collect();
-    let mut named: Vec<_> = of_kind.iter().filter(|(_, c)| c.name == reference.name).copied().collect();
+    let of_kind: Vec<Installed<'r>> =
+        registry.installed().filter(|i| kind.is_none() || i.declared.kind() == kind).collect();
+    let wanted = normalized_name(&reference.name);
+    let mut named: Vec<Installed<'r>> =
+        of_kind.iter().filter(|i| normalized_name(&i.declared.name) == wanted).copied().collect();
     if named.is_empty() {
-        let mut names: Vec<&str> = of_kind.iter().map(|(_, c)| c.name.as_str()).collect();
+        let mut names: Vec<&str> = of_kind.iter().map(|i| i.declared.name.as_str()).collect();
         names.sort();
         names.dedup();
         return Err(ResolveError::Unknown {
@@ -85,10 +88,11 @@ pub fn resolve<'r>(
             installed: if names.is_empty() { "none".into() } else { names.join(", ") },
         });
     }
-    named.sort_by(|a, b| b.1.version.cmp(&a.1.version));
-    let matching: Vec<_> = named.iter().filter(|(_, c)| reference.req.matches(&c.version)).copied().collect();
+    named.sort_by(|a, b| b.declared.version.cmp(&a.declared.version));
+    let matching: Vec<Installed<'r>> =
+        named.iter().filter(|i| reference.req.matches(&i.declared.version)).copied().collect();
     if matching.is_empty() {
-        let versions: Vec<String> = named.iter().map(|(_, c)| c.version.to_string()).collect();
+        let versions: Vec<String> = named.iter().map(|i| i.declared.version.to_string()).collect();
         return Err(ResolveError::NoMatch {
             kind: kind_label(kind),
             name: reference.name.clone(),
@@ -97,19 +101,19 @@ pub fn resolve<'r>(
         });
     }
     let mut first_refusal = None;
-    for (library, component) in &matching {
-        match library.status(registry, compat) {
-            Status::Loadable => return Ok((library, component)),
-            status => {
-                first_refusal.get_or_insert((component, status));
+    for installed in &matching {
+        match (installed.status(registry, compat), installed.found) {
+            (Status::Loadable, Some(found)) => return Ok(found),
+            (status, _) => {
+                first_refusal.get_or_insert((installed.declared, status));
             }
         }
     }
-    let (component, status) = first_refusal.expect("matching is not empty");
+    let (declared, status) = first_refusal.expect("matching is not empty");
     Err(ResolveError::NotLoadable {
         kind: kind_label(kind),
-        name: component.name.clone(),
-        version: component.version.to_string(),
+        name: declared.name.clone(),
+        version: declared.version.to_string(),
         req: reference.req.to_string(),
         status: status.to_string(),
     })

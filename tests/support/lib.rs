@@ -59,6 +59,14 @@ pub struct Run {
 }
 
 impl Run {
+    pub fn of(output: Output) -> Self {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
     /// Asserts success and returns stdout.
     pub fn ok(&self) -> &str {
         assert_eq!(self.code, 0, "command failed: {}", self.stderr);
@@ -74,14 +82,26 @@ impl Run {
         assert_eq!(errors.len(), 1, "expected one error line, got: {}", self.stderr);
         let last = lines.last().copied().unwrap_or_default();
         assert!(last.starts_with("error: "), "the error must be the last line: {}", self.stderr);
-        assert!(!self.stderr.contains("stack backtrace") && !self.stderr.contains("' panicked at "), "a panic reached the user: {}", self.stderr);
+        assert!(
+            !self.stderr.contains("stack backtrace") && !self.stderr.contains("' panicked at "),
+            "a panic reached the user: {}",
+            self.stderr
+        );
         assert!(!last.contains("Exception raised from"), "a libtorch backtrace reached the user: {last}");
         last
     }
 }
 
 impl Sandbox {
+    /// A sandbox with an empty registry.
     pub fn new() -> Self {
+        let sandbox = Self::without_registry();
+        sandbox.host(&["plugins", "init", "--no-builtins", sandbox.dir.path().to_str().unwrap()]).ok();
+        sandbox
+    }
+
+    /// A sandbox whose registry does not exist yet.
+    pub fn without_registry() -> Self {
         Self { dir: tempfile::tempdir().expect("temp dir") }
     }
 
@@ -94,20 +114,25 @@ impl Sandbox {
         std::fs::read(self.registry()).ok()
     }
 
+    /// `gymnos-host --registry <sandbox>/registry.json ARGS...`, run in the sandbox.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(artifact_dir().join("gymnos-host"));
+        command.arg("--registry").arg(self.registry()).args(args).current_dir(self.dir.path());
+        command
+    }
+
     /// Runs `gymnos-host --registry <sandbox>/registry.json ARGS...`.
     pub fn host(&self, args: &[&str]) -> Run {
-        let output: Output = Command::new(artifact_dir().join("gymnos-host"))
-            .arg("--registry")
-            .arg(self.registry())
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run gymnos-host");
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        Run::of(self.command(args).output().expect("run gymnos-host"))
+    }
+
+    /// Runs the command with its standard output a pipe whose reader has already gone, as in
+    /// `gymnos-host ... | head -0`: every write fails with EPIPE.
+    pub fn host_into_closed_pipe(&self, args: &[&str]) -> Run {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = self.command(args).stdout(writer).output().expect("run gymnos-host");
+        Run::of(output)
     }
 
     /// Writes `experiment` as `<name>.json` in the sandbox and returns its path.
@@ -120,17 +145,15 @@ impl Sandbox {
     /// The run folders recorded for experiment `name` under the sandbox's `trainings/`.
     pub fn runs(&self, name: &str) -> Vec<PathBuf> {
         let dir = self.dir.path().join("trainings").join(name).join("executions");
-        let mut runs: Vec<PathBuf> = std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+        let mut runs: Vec<PathBuf> =
+            std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
         runs.sort();
         runs
     }
 
     /// Installs the built-in plugins.
     pub fn install_builtins(&self) {
-        let libs = builtin_libraries();
-        let mut args = vec!["plugins", "install"];
-        args.extend(libs.iter().map(|p| p.to_str().unwrap()));
-        self.host(&args).ok();
+        self.host(&["plugins", "install", "--builtins"]).ok();
     }
 }
 

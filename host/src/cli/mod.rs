@@ -5,10 +5,11 @@ mod experiment;
 mod output;
 mod plugins;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use gymnos_host::cli_args::{PredictArgs, ResumeArgs, RunArgs, ValidateArgs};
 
 /// Train models from plugins: datasets, preprocessors, augmentors, models and trackers.
 #[derive(Parser, Debug)]
@@ -31,23 +32,17 @@ pub struct Cli {
 pub enum Command {
     /// Train the experiment described by a JSON file; the run is recorded under
     /// <output_root>/<name>/executions/<timestamp>/.
-    Run(gymnos_host::cli_args::RunArgs),
-    /// Continue an interrupted run from its last checkpoint.
-    Resume(gymnos_host::cli_args::ResumeArgs),
+    Run(RunArgs),
+    /// Continue an interrupted or failed run from its last checkpoint.
+    Resume(ResumeArgs),
     /// Apply a run's preprocessors and model to new samples.
-    Predict(gymnos_host::cli_args::PredictArgs),
-    /// Check an experiment file (plugins, configuration keys, settings) without running it.
-    Validate {
-        file: PathBuf,
-        /// Override a field, e.g. --set training.epochs=3 (repeatable).
-        #[arg(long = "set", value_name = "PATH=VALUE")]
-        overrides: Vec<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Predict(PredictArgs),
+    /// Check an experiment file (settings, plugins, configuration keys and their rules) without
+    /// running it; with --deep, also build every component and run the model once.
+    Validate(ValidateArgs),
     /// Print the experiment file format as JSON Schema.
     Schema,
-    /// List, inspect, install and remove plugins.
+    /// List, inspect, install, verify and remove plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
 }
@@ -63,15 +58,10 @@ pub fn init_logging(verbose: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 
-/// Finds the registry file (see `Cli::registry`).
-pub fn registry_path(flag: Option<PathBuf>) -> PathBuf {
+/// The registry named by the flag or `$GYMNOS_REGISTRY`, else the default location.
+fn named_registry(flag: Option<PathBuf>) -> PathBuf {
     if let Some(path) = flag.or_else(|| std::env::var_os("GYMNOS_REGISTRY").map(PathBuf::from)) {
         return path;
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        if let Some(found) = cwd.ancestors().map(|d| d.join("registry.json")).find(|p| p.is_file()) {
-            return found;
-        }
     }
     let data = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
@@ -80,15 +70,35 @@ pub fn registry_path(flag: Option<PathBuf>) -> PathBuf {
     data.join("gymnos/registry.json")
 }
 
-pub fn run(cli: Cli) -> Result<()> {
-    let registry = registry_path(cli.registry);
-    match cli.command {
-        Command::Plugins(command) => plugins::run(&registry, command),
-        Command::Validate { file, overrides, json } => experiment::validate(&registry, &file, &overrides, json),
-        Command::Schema => {
-            experiment::schema();
-            Ok(())
+/// Finds the registry file (see `Cli::registry`).
+pub fn registry_path(flag: Option<PathBuf>) -> PathBuf {
+    if flag.is_some() || std::env::var_os("GYMNOS_REGISTRY").is_some() {
+        return named_registry(flag);
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(found) = cwd.ancestors().map(|d| d.join("registry.json")).find(|p| p.is_file()) {
+            return found;
         }
-        Command::Run(_) | Command::Resume(_) | Command::Predict(_) => engine::exec(&registry),
+    }
+    named_registry(None)
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let ok = |()| ExitCode::SUCCESS;
+    match cli.command {
+        Command::Plugins(plugins::PluginsCommand::Init { dir, no_builtins, json }) => {
+            let path = dir.map_or_else(|| named_registry(cli.registry), |d| d.join("registry.json"));
+            plugins::init(&path, no_builtins, json).map(ok)
+        }
+        Command::Plugins(command) => plugins::run(&registry_path(cli.registry), command).map(ok),
+        Command::Validate(args) if args.deep => engine::exec(&registry_path(cli.registry)).map(ok),
+        Command::Validate(args) => experiment::validate(&registry_path(cli.registry), &args).map(ok),
+        Command::Schema => experiment::schema(&registry_path(cli.registry)).map(ok),
+        Command::Run(_) => engine::supervise(&registry_path(cli.registry), None),
+        Command::Resume(args) => {
+            let dir = std::path::absolute(&args.run_dir)?;
+            engine::supervise(&registry_path(cli.registry), Some(dir))
+        }
+        Command::Predict(_) => engine::exec(&registry_path(cli.registry)).map(ok),
     }
 }

@@ -1,10 +1,12 @@
-//! Human-readable tables and `--json` output.
+//! Human-readable tables and `--json` output, written so that a closed pipe ends the program
+//! quietly (`gymnos-host plugins list | head -1`).
 
+use gymnos_host::{outln, terminal::write_stdout};
 use serde::Serialize;
 
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("output serializes"));
+    outln!("{}", serde_json::to_string_pretty(value).expect("output serializes"));
 }
 
 /// Prints rows under a header, each column as wide as its widest cell.
@@ -22,10 +24,13 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
             .enumerate()
             .map(|(i, c)| if i == last { c.to_string() } else { format!("{c:<width$}", width = widths[i]) })
             .collect();
-        println!("{}", padded.join("  "));
+        padded.join("  ")
     };
-    line(header.to_vec());
+    let mut text = line(header.to_vec());
+    text.push('\n');
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        text.push_str(&line(row.iter().map(String::as_str).collect()));
+        text.push('\n');
     }
+    write_stdout(&text);
 }

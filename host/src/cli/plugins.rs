@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use gymnos_host::{
-    registry::{ComponentRecord, LibraryRecord},
+    builtin, outln,
+    registry::{ComponentRecord, Installed, LibraryRecord, Registry, Status},
     resolve::resolve,
-    InstallOutcome, PluginManager, PluginRef,
+    InstallOutcome, InstallReport, PluginManager, PluginRef, ResolveError,
 };
-use gymnos_plugin_api::ComponentKind;
+use gymnos_plugin_api::{normalized_name, ComponentKind};
 use serde::Serialize;
 use serde_json::json;
 
@@ -34,10 +35,14 @@ pub enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Install plugin libraries: files, or folders walked for libraries.
+    /// Install plugin libraries: files, or folders walked for libraries. Installing a library
+    /// again restores its copy in the store when that copy is missing or changed.
     Install {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "builtins")]
         paths: Vec<PathBuf>,
+        /// Install the built-in plugins, from the folder next to this binary.
+        #[arg(long)]
+        builtins: bool,
         /// Replace an installed component of the same name and version from another build.
         #[arg(long)]
         replace: bool,
@@ -53,6 +58,22 @@ pub enum PluginsCommand {
     },
     /// Rebuild the registry from the libraries under its plugin folders.
     Scan {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hash every installed library and compare it with what the registry recorded.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a registry (`DIR/registry.json` and its store) and install the built-in plugins.
+    Init {
+        /// The folder (default: the folder of the registry named by --registry,
+        /// $GYMNOS_REGISTRY or ~/.local/share/gymnos).
+        dir: Option<PathBuf>,
+        /// Leave the new registry empty.
+        #[arg(long)]
+        no_builtins: bool,
         #[arg(long)]
         json: bool,
     },
@@ -85,6 +106,7 @@ struct PluginRow<'a> {
     name: &'a str,
     kind: &'a str,
     version: String,
+    package: &'a str,
     description: &'a str,
     status: String,
     loadable: bool,
@@ -92,21 +114,30 @@ struct PluginRow<'a> {
     libtorch_version: &'a str,
     library: String,
     sha256: &'a str,
+    /// When `plugins verify` last found the library's hash right.
+    verified_at: Option<&'a str>,
 }
 
-fn row<'a>(manager: &PluginManager, library: &'a LibraryRecord, component: &'a ComponentRecord) -> PluginRow<'a> {
-    let status = library.status(&manager.registry, &manager.compat);
+fn row<'a>(manager: &PluginManager, installed: Installed<'a>) -> PluginRow<'a> {
+    let status = installed.status(&manager.registry, &manager.compat);
+    let declared = installed.declared;
+    let (library, component): (Option<&LibraryRecord>, Option<&ComponentRecord>) = match installed.found {
+        Some((l, c)) => (Some(l), Some(c)),
+        None => (None, None),
+    };
     PluginRow {
-        name: &component.name,
-        kind: &component.kind,
-        version: component.version.to_string(),
-        description: &component.description,
-        loadable: status == gymnos_host::registry::Status::Loadable,
+        name: &declared.name,
+        kind: &declared.kind,
+        version: declared.version.to_string(),
+        package: &declared.package,
+        description: component.map_or("", |c| c.description.as_str()),
+        loadable: status == Status::Loadable,
         status: status.to_string(),
-        api_version: &library.api_version,
-        libtorch_version: &library.libtorch_version,
-        library: manager.registry.resolve(&library.path).display().to_string(),
-        sha256: &library.sha256,
+        api_version: library.map_or("", |l| l.api_version.as_str()),
+        libtorch_version: library.map_or("", |l| l.libtorch_version.as_str()),
+        library: library.map(|l| manager.registry.resolve(&l.path).display().to_string()).unwrap_or_default(),
+        sha256: library.map_or("", |l| l.sha256.as_str()),
+        verified_at: library.and_then(|l| l.verified_at.as_deref()),
     }
 }
 
@@ -115,9 +146,18 @@ pub fn run(registry_path: &Path, command: PluginsCommand) -> Result<()> {
     match command {
         PluginsCommand::List { kind, json } => list(&manager, kind, json),
         PluginsCommand::Info { plugin, kind, json } => info(&manager, &plugin, kind, json),
-        PluginsCommand::Install { paths, replace, json } => {
-            let outcomes = manager.install(&paths, replace)?;
-            report_install(&outcomes, json);
+        PluginsCommand::Install { paths, builtins, replace, json } => {
+            let mut report = InstallReport::default();
+            if builtins {
+                report = manager.install_builtins(&builtin::default_dir()?, replace)?;
+            }
+            if !paths.is_empty() {
+                let more = manager.install(&paths, replace)?;
+                report.outcomes.extend(more.outcomes);
+                report.skipped.extend(more.skipped);
+                report.refused.extend(more.refused);
+            }
+            report_install(&report, json);
             Ok(())
         }
         PluginsCommand::Remove { plugin, json } => {
@@ -130,7 +170,7 @@ pub fn run(registry_path: &Path, command: PluginsCommand) -> Result<()> {
             if json {
                 print_json(&json!({ "removed": removed }));
             } else {
-                removed.iter().for_each(|r| println!("removed {r}"));
+                removed.iter().for_each(|r| outln!("removed {r}"));
             }
             Ok(())
         }
@@ -142,36 +182,84 @@ pub fn run(registry_path: &Path, command: PluginsCommand) -> Result<()> {
                 toolchain.source_root = root;
             }
             gymnos_host::scaffold::new_plugin(kind, &name, &dir, &toolchain)?;
-            println!("created the {kind} plugin `{name}` in {}", dir.display());
-            println!("  cd {} && cargo build --release && cargo test --release", dir.display());
-            println!("  gymnos-host plugins install {}/target/release/lib{}.so", dir.display(), name.replace('-', "_"));
+            outln!("created the {kind} plugin `{name}` in {}", dir.display());
+            outln!("  cd {} && cargo build --release && cargo test --release", dir.display());
+            outln!("  gymnos-host plugins install {}/target/release/lib{}.so", dir.display(), name.replace('-', "_"));
             Ok(())
         }
         PluginsCommand::Scan { json } => {
             let report = manager.scan()?;
-            for refusal in &report.refused {
-                tracing::warn!("refused: {refusal}");
-            }
             if json {
                 print_json(&json!({
                     "libraries": report.libraries,
                     "components": report.components,
                     "refused": report.refused,
+                    "not_installed_here": report.unresolved,
                 }));
             } else {
-                println!("{} libraries, {} components registered in {}", report.libraries, report.components, manager.registry.path().display());
-                report.refused.iter().for_each(|r| println!("refused: {r}"));
+                outln!(
+                    "{} libraries, {} components registered in {}",
+                    report.libraries,
+                    report.components,
+                    manager.registry.path().display()
+                );
+                report.refused.iter().for_each(|r| outln!("refused: {r}"));
+                report
+                    .unresolved
+                    .iter()
+                    .for_each(|r| outln!("not installed here (install its library to restore it): {r}"));
             }
             Ok(())
         }
+        PluginsCommand::Verify { json } => {
+            let results = manager.verify()?;
+            let bad = results.iter().filter(|r| r.status != "ok").count();
+            if json {
+                print_json(&results);
+            } else {
+                for r in &results {
+                    let detail = r.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
+                    outln!("{:<8} {} ({}){detail}", r.status, r.library.display(), r.components.join(", "));
+                }
+            }
+            if bad > 0 {
+                bail!(
+                    "{bad} of {} libraries do not match the registry; install them again to restore them",
+                    results.len()
+                );
+            }
+            Ok(())
+        }
+        PluginsCommand::Init { .. } => unreachable!("dispatched before the registry is opened"),
     }
 }
 
-fn sorted_rows<'a>(manager: &'a PluginManager, kind: Option<ComponentKind>) -> Vec<PluginRow<'a>> {
-    let mut components: Vec<(&LibraryRecord, &ComponentRecord)> =
-        manager.registry.components().filter(|(_, c)| kind.is_none() || c.kind() == kind).collect();
-    components.sort_by(|(_, a), (_, b)| (a.kind(), &a.name, &a.version).cmp(&(b.kind(), &b.name, &b.version)));
-    components.into_iter().map(|(l, c)| row(manager, l, c)).collect()
+/// `plugins init`: a new registry, with the built-in plugins unless told otherwise.
+pub fn init(path: &Path, no_builtins: bool, json: bool) -> Result<()> {
+    let registry = Registry::init(path)?;
+    let mut manager = PluginManager::new(registry, gymnos_host::HostCompat::default());
+    let report = if no_builtins {
+        InstallReport::default()
+    } else {
+        manager.install_builtins(&builtin::default_dir()?, false)?
+    };
+    if json {
+        print_json(&json!({ "registry": path, "installed": report.outcomes.len() }));
+    } else {
+        outln!("created the registry {} ({} plugins installed)", path.display(), report.outcomes.len());
+        outln!("  use it with --registry {} or GYMNOS_REGISTRY={}", path.display(), path.display());
+    }
+    Ok(())
+}
+
+fn sorted_rows(manager: &PluginManager, kind: Option<ComponentKind>) -> Vec<PluginRow<'_>> {
+    let mut installed: Vec<Installed<'_>> =
+        manager.registry.installed().filter(|i| kind.is_none() || i.declared.kind() == kind).collect();
+    installed.sort_by(|a, b| {
+        let key = |i: &Installed<'_>| (i.declared.kind(), i.declared.name.clone(), i.declared.version.clone());
+        key(a).cmp(&key(b))
+    });
+    installed.into_iter().map(|i| row(manager, i)).collect()
 }
 
 fn list(manager: &PluginManager, kind: Option<ComponentKind>, json: bool) -> Result<()> {
@@ -179,87 +267,149 @@ fn list(manager: &PluginManager, kind: Option<ComponentKind>, json: bool) -> Res
     if json {
         print_json(&rows);
     } else if rows.is_empty() {
-        println!("no plugins installed in {}", manager.registry.path().display());
+        outln!("no plugins installed in {}", manager.registry.path().display());
     } else {
         let cells: Vec<Vec<String>> = rows
             .iter()
-            .map(|r| vec![r.name.to_string(), r.kind.to_string(), r.version.clone(), r.api_version.to_string(), r.status.clone()])
+            .map(|r| {
+                let verified =
+                    r.verified_at.map_or_else(|| "never".to_string(), |t| t.get(..10).unwrap_or(t).to_string());
+                vec![
+                    r.name.to_string(),
+                    r.kind.to_string(),
+                    r.version.clone(),
+                    r.api_version.to_string(),
+                    verified,
+                    r.status.clone(),
+                ]
+            })
             .collect();
-        print_table(&["NAME", "KIND", "VERSION", "API", "STATUS"], &cells);
+        print_table(&["NAME", "KIND", "VERSION", "API", "VERIFIED", "STATUS"], &cells);
     }
     Ok(())
 }
 
 fn info(manager: &PluginManager, plugin: &str, kind: Option<ComponentKind>, json: bool) -> Result<()> {
     let reference: PluginRef = plugin.parse()?;
-    let (library, component) = resolve(&manager.registry, &manager.compat, kind, &reference)?;
+    let chosen = match resolve(&manager.registry, &manager.compat, kind, &reference) {
+        Ok((library, component)) => manager
+            .registry
+            .installed()
+            .find(|i| i.found.is_some_and(|(l, c)| std::ptr::eq(l, library) && std::ptr::eq(c, component))),
+        // Not loadable now: show what the registry recorded of the best match, and why.
+        Err(ResolveError::NotLoadable { .. }) => manager
+            .registry
+            .installed()
+            .filter(|i| kind.is_none() || i.declared.kind() == kind)
+            .filter(|i| normalized_name(&i.declared.name) == normalized_name(&reference.name))
+            .filter(|i| reference.req.matches(&i.declared.version))
+            .max_by(|a, b| a.declared.version.cmp(&b.declared.version)),
+        Err(e) => return Err(e.into()),
+    };
+    let installed = chosen.expect("resolution found it");
+    let declared = installed.declared;
     let other_versions: Vec<String> = manager
         .registry
-        .components()
-        .filter(|(_, c)| c.name == component.name && c.kind == component.kind && c.version != component.version)
-        .map(|(_, c)| c.version.to_string())
+        .installed()
+        .filter(|i| {
+            i.declared.name == declared.name
+                && i.declared.kind == declared.kind
+                && i.declared.version != declared.version
+        })
+        .map(|i| i.declared.version.to_string())
         .collect();
-    let row = row(manager, library, component);
+    let row = row(manager, installed);
+    let (library, component) = match installed.found {
+        Some((l, c)) => (Some(l), Some(c)),
+        None => (None, None),
+    };
     if json {
         print_json(&json!({
             "plugin": row,
-            "package": library.package,
-            "package_version": library.package_version,
-            "config": component.config,
+            "package": declared.package,
+            "package_version": library.map(|l| &l.package_version),
+            "config": component.map(|c| &c.config),
             "other_versions": other_versions,
         }));
         return Ok(());
     }
-    println!("{} {} ({})", component.name, component.version, component.kind);
-    println!("  {}", component.description);
-    println!("  library:   {} ({} {})", row.library, library.package, library.package_version);
-    println!("  sha256:    {}", library.sha256);
-    println!("  built for: plugin API {}, libtorch {}", library.api_version, library.libtorch_version);
-    println!("  status:    {}", row.status);
-    if !other_versions.is_empty() {
-        println!("  also installed: {}", other_versions.join(", "));
+    outln!("{} {} ({})", declared.name, declared.version, declared.kind);
+    if let Some(c) = component {
+        outln!("  {}", c.description);
     }
+    match library {
+        Some(l) => {
+            outln!("  library:   {} ({} {})", row.library, l.package, l.package_version);
+            outln!("  sha256:    {}", l.sha256);
+            outln!("  built for: plugin API {}, libtorch {}", l.api_version, l.libtorch_version);
+            outln!("  verified:  {}", l.verified_at.as_deref().unwrap_or("never (`gymnos-host plugins verify`)"));
+        }
+        None => outln!("  package:   {}", declared.package),
+    }
+    outln!("  status:    {}", row.status);
+    if !other_versions.is_empty() {
+        outln!("  also installed: {}", other_versions.join(", "));
+    }
+    let Some(component) = component else { return Ok(()) };
     if component.config.is_empty() {
-        println!("\nconfiguration: none");
+        outln!("\nconfiguration: none");
     } else {
-        println!("\nconfiguration:");
+        outln!("\nconfiguration:");
         let cells: Vec<Vec<String>> = component
             .config
             .iter()
             .map(|k| {
                 let default = k.default.as_ref().map_or_else(|| "(required)".to_string(), |d| d.to_string());
-                vec![k.name.clone(), k.ty.clone(), default, k.description.clone()]
+                let rules: Vec<String> = k.rules.iter().map(|r| r.describe()).collect();
+                vec![k.name.clone(), k.ty.clone(), default, rules.join("; "), k.description.clone()]
             })
             .collect();
-        print_table(&["KEY", "TYPE", "DEFAULT", "DESCRIPTION"], &cells);
+        print_table(&["KEY", "TYPE", "DEFAULT", "RULES", "DESCRIPTION"], &cells);
     }
     Ok(())
 }
 
-fn report_install(outcomes: &[InstallOutcome], json: bool) {
+fn report_install(report: &InstallReport, json: bool) {
     if json {
-        let items: Vec<_> = outcomes
+        let items: Vec<_> = report
+            .outcomes
             .iter()
             .map(|o| match o {
                 InstallOutcome::Installed { source, stored, components } => json!({
                     "source": source, "stored": stored, "components": components, "status": "installed"
+                }),
+                InstallOutcome::Restored { source, stored, components } => json!({
+                    "source": source, "stored": stored, "components": components, "status": "restored"
                 }),
                 InstallOutcome::AlreadyInstalled { source, components } => json!({
                     "source": source, "components": components, "status": "already installed"
                 }),
             })
             .collect();
-        print_json(&items);
+        print_json(&json!({ "installed": items, "skipped": report.skipped, "refused": report.refused }));
         return;
     }
-    for outcome in outcomes {
+    for outcome in &report.outcomes {
         match outcome {
             InstallOutcome::Installed { source, components, .. } => {
-                println!("installed {} from {}", components.join(", "), source.display())
+                outln!("installed {} from {}", components.join(", "), source.display())
+            }
+            InstallOutcome::Restored { source, components, .. } => {
+                outln!(
+                    "restored {} from {} (its copy in the store was missing or changed)",
+                    components.join(", "),
+                    source.display()
+                )
             }
             InstallOutcome::AlreadyInstalled { source, components } => {
-                println!("already installed: {} ({})", components.join(", "), source.display())
+                outln!("already installed: {} ({})", components.join(", "), source.display())
             }
         }
+    }
+    for skipped in &report.skipped {
+        outln!("skipped (not a gymnos plugin): {}", skipped.display());
+    }
+    for refused in &report.refused {
+        outln!("refused: {refused}");
     }
 }

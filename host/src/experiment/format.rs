@@ -1,5 +1,9 @@
 //! The experiment's sections, as in Gymnos: experiment, dataset, preprocessors,
-//! data_augmentors, model, training, tracking. `gymnos-host schema` prints this as JSON Schema.
+//! data_augmentors, model, training, tracking. `gymnos-host schema` prints this as JSON Schema,
+//! and the same schema checks the structure of every experiment file (`shape.rs`).
+//!
+//! Relative paths in an experiment (`experiment.output_root`, plugin `path` keys) are relative
+//! to the experiment file's folder.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -34,14 +38,14 @@ pub struct ExperimentInfo {
     pub seed: u64,
     #[serde(default)]
     pub description: String,
-    /// Folder under which runs are recorded (relative to the current folder).
-    #[serde(default = "default_output_root")]
-    pub output_root: String,
+    /// Folder under which runs are recorded, relative to the experiment file's folder. Without
+    /// it, runs go to `trainings/` in the current folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_root: Option<String>,
 }
 
-fn default_output_root() -> String {
-    "trainings".into()
-}
+/// Where runs go when the experiment names no `output_root`: under the current folder.
+pub const DEFAULT_OUTPUT_ROOT: &str = "trainings";
 
 /// A reference to an installed plugin and its configuration.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -130,6 +134,11 @@ pub struct Training {
     /// Keep the whole data set on the device and index batches there, when it fits in this
     /// many MiB and no augmentor needs the CPU.
     pub device_cache_mib: u32,
+    /// Train on at most this many batches per epoch (all when absent): for quick checks and
+    /// for data sets larger than an epoch is worth.
+    pub limit_train_batches: Option<u32>,
+    /// Evaluate validation and test on at most this many batches (all when absent).
+    pub limit_eval_batches: Option<u32>,
 }
 
 impl Default for Training {
@@ -138,7 +147,7 @@ impl Default for Training {
             epochs: 10,
             batch_size: 64,
             eval_batch_size: 1024,
-            optimizer: Optimizer::Adam { lr: 1e-3, betas: default_betas(), eps: 1e-8, weight_decay: 0.0 },
+            optimizer: Optimizer::Adam(AdamSettings { lr: 1e-3, betas: default_betas(), eps: 1e-8, weight_decay: 0.0 }),
             lr_schedule: LrSchedule::Constant,
             loss: Loss::Auto,
             device: "auto".into(),
@@ -148,6 +157,8 @@ impl Default for Training {
             num_workers: 2,
             prefetch_batches: 4,
             device_cache_mib: 2048,
+            limit_train_batches: None,
+            limit_eval_batches: None,
         }
     }
 }
@@ -162,63 +173,87 @@ fn default_adamw_decay() -> f64 {
     0.01
 }
 
+/// Stochastic gradient descent, with momentum and Nesterov's variant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "name", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct SgdSettings {
+    pub lr: f64,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+/// Adam; with `adamw` the weight decay is decoupled (default 0.01, else 0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdamSettings {
+    pub lr: f64,
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdamwSettings {
+    pub lr: f64,
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    #[serde(default = "default_adamw_decay")]
+    pub weight_decay: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "name", rename_all = "lowercase")]
 pub enum Optimizer {
-    Sgd {
-        lr: f64,
-        #[serde(default)]
-        momentum: f64,
-        #[serde(default)]
-        nesterov: bool,
-        #[serde(default)]
-        weight_decay: f64,
-    },
-    Adam {
-        lr: f64,
-        #[serde(default = "default_betas")]
-        betas: [f64; 2],
-        #[serde(default = "default_eps")]
-        eps: f64,
-        #[serde(default)]
-        weight_decay: f64,
-    },
+    Sgd(SgdSettings),
+    Adam(AdamSettings),
     /// Adam with decoupled weight decay.
-    Adamw {
-        lr: f64,
-        #[serde(default = "default_betas")]
-        betas: [f64; 2],
-        #[serde(default = "default_eps")]
-        eps: f64,
-        #[serde(default = "default_adamw_decay")]
-        weight_decay: f64,
-    },
+    Adamw(AdamwSettings),
 }
 
 impl Optimizer {
     pub fn lr(&self) -> f64 {
         match self {
-            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } | Optimizer::Adamw { lr, .. } => *lr,
+            Optimizer::Sgd(s) => s.lr,
+            Optimizer::Adam(s) => s.lr,
+            Optimizer::Adamw(s) => s.lr,
         }
     }
 }
 
 /// Learning rate per epoch, before reduce-on-plateau's factor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "name", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "name", rename_all = "lowercase")]
 pub enum LrSchedule {
     Constant,
     /// Multiply by `gamma` every `step_size` epochs.
-    Step {
-        step_size: u32,
-        #[serde(default = "default_gamma")]
-        gamma: f64,
-    },
+    Step(StepSchedule),
     /// Cosine annealing from the optimizer's lr to `min_lr` over the training's epochs.
-    Cosine {
-        #[serde(default)]
-        min_lr: f64,
-    },
+    Cosine(CosineSchedule),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepSchedule {
+    pub step_size: u32,
+    #[serde(default = "default_gamma")]
+    pub gamma: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CosineSchedule {
+    #[serde(default)]
+    pub min_lr: f64,
 }
 
 fn default_gamma() -> f64 {
@@ -242,6 +277,16 @@ pub enum Precision {
     /// Mixed precision: CUDA autocast (float16 kernels, float32 weights) with dynamic loss
     /// scaling. CUDA only.
     Fp16,
+}
+
+impl Precision {
+    /// The name experiments use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -360,5 +405,73 @@ impl Mode {
             Mode::Auto => Mode::Min,
             explicit => explicit,
         }
+    }
+}
+
+/// The parts every plugin section has, whatever else it holds: what `validate` resolves and
+/// `training_config.json` records, for the dataset, the model and the lists alike.
+pub trait PluginSection {
+    fn spec(&self) -> (&str, &Value, Option<&ResolvedLibrary>);
+    /// Records the exact component that ran: `name@=version`, the completed configuration, the
+    /// library.
+    fn record(&mut self, exact: String, config: Value, resolved: ResolvedLibrary);
+}
+
+impl PluginSection for PluginSpec {
+    fn spec(&self) -> (&str, &Value, Option<&ResolvedLibrary>) {
+        (&self.plugin, &self.config, self.resolved.as_ref())
+    }
+    fn record(&mut self, exact: String, config: Value, resolved: ResolvedLibrary) {
+        (self.plugin, self.config, self.resolved) = (exact, config, Some(resolved));
+    }
+}
+
+impl PluginSection for DatasetSection {
+    fn spec(&self) -> (&str, &Value, Option<&ResolvedLibrary>) {
+        (&self.plugin, &self.config, self.resolved.as_ref())
+    }
+    fn record(&mut self, exact: String, config: Value, resolved: ResolvedLibrary) {
+        (self.plugin, self.config, self.resolved) = (exact, config, Some(resolved));
+    }
+}
+
+/// A plugin section and where it sits in the experiment (`model`, `preprocessors[1]`).
+pub struct SectionRef<'a> {
+    pub path: String,
+    pub kind: gymnos_plugin_api::ComponentKind,
+    pub section: &'a dyn PluginSection,
+}
+
+impl Experiment {
+    /// Every plugin section, in pipeline order: dataset, preprocessors, data augmentors,
+    /// model, trackers.
+    pub fn plugin_sections(&self) -> Vec<SectionRef<'_>> {
+        use gymnos_plugin_api::ComponentKind as K;
+        let list = |name: &str, kind, specs: &'_ [PluginSpec]| -> Vec<(String, K, usize)> {
+            (0..specs.len()).map(|i| (format!("{name}[{i}]"), kind, i)).collect()
+        };
+        let mut out: Vec<SectionRef<'_>> =
+            vec![SectionRef { path: "dataset".into(), kind: K::Dataset, section: &self.dataset }];
+        for (path, kind, i) in list("preprocessors", K::Preprocessor, &self.preprocessors) {
+            out.push(SectionRef { path, kind, section: &self.preprocessors[i] });
+        }
+        for (path, kind, i) in list("data_augmentors", K::DataAugmentor, &self.data_augmentors) {
+            out.push(SectionRef { path, kind, section: &self.data_augmentors[i] });
+        }
+        out.push(SectionRef { path: "model".into(), kind: K::Model, section: &self.model });
+        for (path, kind, i) in list("tracking.trackers", K::Tracker, &self.tracking.trackers) {
+            out.push(SectionRef { path, kind, section: &self.tracking.trackers[i] });
+        }
+        out
+    }
+
+    /// The plugin sections in the order of [`Experiment::plugin_sections`], to record into.
+    pub fn plugin_sections_mut(&mut self) -> Vec<&mut dyn PluginSection> {
+        let mut out: Vec<&mut dyn PluginSection> = vec![&mut self.dataset];
+        out.extend(self.preprocessors.iter_mut().map(|s| s as &mut dyn PluginSection));
+        out.extend(self.data_augmentors.iter_mut().map(|s| s as &mut dyn PluginSection));
+        out.push(&mut self.model);
+        out.extend(self.tracking.trackers.iter_mut().map(|s| s as &mut dyn PluginSection));
+        out
     }
 }
