@@ -5,8 +5,10 @@
 #      .cargo/config.toml), with a build-version file so tch checks the version itself;
 #   3. the data: Fashion-MNIST from Debian's dataset-fashion-mnist, linked as data/fashion-mnist,
 #      and the small real tables bundled in scikit-learn's wheel, copied to data/sklearn/;
-#   4. a release build of the host and the built-in plugins, installed into registry.json.
-# Source it (scripts/main.sh and scripts/test.sh do) or run it.
+#   4. a release build of the host and the built-in plugins, installed into the repository's
+#      registry: registry.json (tracked: which plugins it declares) and plugin-store/ (ignored:
+#      the libraries and this machine's record of them), so `git status` stays clean.
+# scripts/main.sh and scripts/test.sh run it first; running it again is cheap.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -68,16 +70,9 @@ PY
     rm -rf "$wheels"
 fi
 
-# 4. Build and register the built-in plugins. registry.json is tracked (an empty registry) but
-#    its content is this machine's (library hashes, paths): keep git from showing it as changed.
-if git -C "$ROOT" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-    git -C "$ROOT" update-index --skip-worktree registry.json 2>/dev/null || true
-fi
+# 4. Build and install the built-in plugins. The set-up of a fresh clone and of an up-to-date
+#    one write the same registry.json: it declares components, not machine state.
 log "building (cargo build --release)"
 cargo build --release --quiet
-"$ROOT/target/release/gymnos-host" plugins install --replace $(
-    for crate in idx-dataset csv-dataset standardize random-flip mlp cnn jsonl-tracker; do
-        echo "$ROOT/target/release/libgymnos_${crate//-/_}.so"
-    done
-) >/dev/null
+"$ROOT/target/release/gymnos-host" plugins install --builtins --replace >/dev/null
 log "ready: $("$ROOT/target/release/gymnos-host" plugins list --json | "$VENV/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)), "plugins installed")')"

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The test suite, from a fresh clone: set-up, then build everything (test fixtures included,
-# which the end-to-end tests load), then run every test.
+# The test suite, from a fresh clone: set-up, formatting and lints, then build everything (test
+# fixtures included, which the end-to-end tests load) and run every test. CI runs this.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
 cd "$ROOT"
+cargo fmt --all --check
+# Lints need libtorch (tch's build script), so they run after the set-up.
+cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+# The plugin API crates are published for plugin teams: they must package.
+cargo package --quiet --no-verify --allow-dirty \
+    -p gymnos-plugin-api -p gymnos-plugin-derive -p gymnos-plugin-build -p gymnos-plugin-sdk
 cargo build --release --workspace --quiet
 cargo test --release --workspace --no-fail-fast 2>&1
