@@ -32,6 +32,8 @@ pub fn run(registry: &Path, args: RunArgs, log: &LogFile, bars: Option<indicatif
     }
     let manager = PluginManager::open(registry)?;
     let resolved = resolve(&manager, &args.file, &exp)?;
+    // A CUDA device this machine lacks is refused before anything loads.
+    crate::device::select(&resolved.experiment.training.device).with_context(|| args.file.display().to_string())?;
     let root = experiment::output_root(&resolved.experiment.experiment, &experiment::experiment_dir(&args.file));
     let config = resolved.experiment.clone();
     // Called by the session once everything up to the first epoch has worked.
@@ -44,7 +46,7 @@ pub fn run(registry: &Path, args: RunArgs, log: &LogFile, bars: Option<indicatif
         record::write_json(&run_dir.join(record::TRAINING_CONFIG), &config)?;
         Ok(run_dir)
     };
-    session(&manager, resolved, bars, Start::Fresh { create_run_dir: &create_run_dir })
+    session(&manager, resolved, bars, Start::Fresh { experiment_file: &args.file, create_run_dir: &create_run_dir })
 }
 
 /// Tells the supervising `gymnos-host` where the run is, so it can record the engine's death.
@@ -107,8 +109,9 @@ pub fn validate_deep(registry: &Path, args: ValidateArgs) -> Result<()> {
     let resolved = resolve(&manager, &args.file, &exp)?;
     let session = Session { manager: &manager, stop: Arc::new(AtomicBool::new(false)), resolved, bars: None };
     let mut summary = RunSummary::default();
-    let mut trainer = session.prepare(&mut summary, None)?;
-    let loss = trainer.try_one_step()?;
+    let in_file = || args.file.display().to_string();
+    let mut trainer = session.prepare(&mut summary, None).with_context(in_file)?;
+    let loss = trainer.try_one_step().with_context(in_file)?;
     let data = summary.data.as_ref().expect("prepare describes the data");
     if args.json {
         let report = serde_json::json!({ "valid": true, "data": data, "first_loss": loss, "elapsed_seconds": summary.elapsed_seconds });

@@ -34,7 +34,7 @@ use crate::{
 pub enum Start<'a> {
     /// A new run. `create_run_dir` makes its folder once everything up to the first epoch has
     /// worked, so that a run refused by its data, its components or its model leaves none.
-    Fresh { create_run_dir: &'a dyn Fn() -> Result<PathBuf> },
+    Fresh { experiment_file: &'a Path, create_run_dir: &'a dyn Fn() -> Result<PathBuf> },
     /// The run in this folder, from its `checkpoints/last.safetensors`.
     Resume { run_dir: PathBuf },
 }
@@ -88,9 +88,11 @@ impl Session<'_> {
         let resuming = start.is_resume();
         let prepared = self.prepare(&mut summary, checkpoint);
         let (mut trainer, run_dir) = match (prepared, start) {
-            (Ok(trainer), Start::Fresh { create_run_dir }) => (trainer, create_run_dir()?),
+            (Ok(trainer), Start::Fresh { create_run_dir, .. }) => (trainer, create_run_dir()?),
             (Ok(trainer), Start::Resume { run_dir }) => (trainer, run_dir),
-            (Err(e), Start::Fresh { .. }) => return Err(e),
+            (Err(e), Start::Fresh { experiment_file, .. }) => {
+                return Err(e).with_context(|| experiment_file.display().to_string());
+            }
             (Err(e), Start::Resume { run_dir }) => {
                 let ended = record_end(&mut summary, Err(e), &run_dir);
                 return ended.with_context(|| format!("run {}", run_dir.display())).map(|()| run_dir);

@@ -22,6 +22,7 @@ pub mod export;
 mod guard;
 pub mod harness;
 pub mod rng;
+pub mod shape;
 
 pub use component::{Component, Configurable, DataAugmentor, Dataset, Loaded, Model, Preprocessor, Tracker};
 pub use config::{key, required, Config, ConfigSchema, Context, KeySpec};
@@ -34,6 +35,7 @@ pub use gymnos_plugin_api::{
 pub use gymnos_plugin_derive::Config;
 pub use rng::Rng;
 pub use serde_json;
+pub use shape::numel;
 pub use tch;
 
 /// Result type of every plugin-side function.

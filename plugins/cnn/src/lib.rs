@@ -48,7 +48,11 @@ impl Configurable for Cnn {
                 ctx.input_shape
             )));
         };
-        if h >> channels.len() == 0 || w >> channels.len() == 0 {
+        // Each block halves the image; a shift by the block count, checked (64 blocks or more
+        // halve anything to nothing).
+        let halved = |side: i64| u32::try_from(channels.len()).ok().and_then(|n| side.checked_shr(n)).unwrap_or(0);
+        let (h_out, w_out) = (halved(h), halved(w));
+        if h_out == 0 || w_out == 0 {
             return Err(PluginError::config(format!("{} blocks halve {h}x{w} images to nothing", channels.len())));
         }
         let vs = nn::VarStore::new(ctx.device);
@@ -59,7 +63,7 @@ impl Configurable for Cnn {
             net = net.add(conv_bn_relu(&root / format!("block{i}"), c_in, c_out)).add_fn(|x| x.max_pool2d_default(2));
             c_in = c_out;
         }
-        let flat = c_in * (h >> channels.len()) * (w >> channels.len());
+        let flat = gymnos_plugin_sdk::numel(&[c_in, h_out, w_out])?;
         net = net
             .add_fn(|x| x.flatten(1, -1))
             .add(nn::linear(&root / "fc", flat, hidden, Default::default()))

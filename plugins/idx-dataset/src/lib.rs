@@ -75,7 +75,10 @@ fn read_idx(path: &Path) -> Result<IdxArray> {
     }
     let dims: Vec<usize> =
         (0..ndim).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize).collect();
-    let expected: usize = dims.iter().product();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| bad(format!("dimensions {dims:?} describe more bytes than fit in memory")))?;
     if bytes.len() - header != expected {
         return Err(bad(format!("dimensions {dims:?} need {expected} bytes, found {}", bytes.len() - header)));
     }

@@ -45,7 +45,7 @@ impl Configurable for Mlp {
         let vs = nn::VarStore::new(ctx.device);
         let root = vs.root();
         let mut net = nn::seq_t();
-        let mut width: i64 = ctx.input_shape.iter().product();
+        let mut width = gymnos_plugin_sdk::numel(&ctx.input_shape)?;
         for (i, &h) in hidden.iter().enumerate() {
             net = net
                 .add(nn::linear(&root / format!("fc{i}"), width, h, Default::default()))
