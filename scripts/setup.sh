@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh machine, and fast when already done:
-#   1. a virtual environment with torch==2.11.0 (libtorch comes from that wheel);
+#   1. a virtual environment with torch==2.11.0 (libtorch comes from that wheel) and the pinned
+#      Python packages the tests use (scripts/python-requirements.txt);
 #   2. .venv/libtorch: a libtorch-layout view of the wheel that tch's build reads (LIBTORCH in
 #      .cargo/config.toml), with a build-version file so tch checks the version itself;
 #   3. the data: Fashion-MNIST from Debian's dataset-fashion-mnist, linked as data/fashion-mnist,
 #      and the small real tables bundled in scikit-learn's wheel, copied to data/sklearn/;
+#   3b. Debian's slurm-wlm and munge (sbatch, slurmctld, slurmd, munged), for the tests that start
+#      a private single-node Slurm cluster (tests/support/slurm_cluster.sh); no service is started;
 #   4. a release build of the host and the built-in plugins, installed into the repository's
 #      registry: registry.json (tracked: which plugins it declares) and plugin-store/ (ignored:
 #      the libraries and this machine's record of them), so `git status` stays clean.
@@ -29,6 +32,17 @@ PY
 then
     log "installing torch==$TORCH_VERSION into $VENV (large download, once)"
     "$VENV/bin/pip" install --quiet "torch==$TORCH_VERSION"
+fi
+# The pinned services and readers the tests use (scripts/python-requirements.txt); pip is
+# skipped when every pin is already there.
+if ! "$VENV/bin/python" - "$ROOT/scripts/python-requirements.txt" <<'PY' 2>/dev/null
+import sys, importlib.metadata as m
+pins = [l.split("#")[0].strip() for l in open(sys.argv[1])]
+sys.exit(0 if all(m.version(p.split("==")[0]) == p.split("==")[1] for p in pins if p) else 1)
+PY
+then
+    log "installing scripts/python-requirements.txt into $VENV"
+    "$VENV/bin/pip" install --quiet -r "$ROOT/scripts/python-requirements.txt"
 fi
 
 # 2. The libtorch view. Found without importing torch (slow) through the package metadata.
@@ -68,6 +82,25 @@ for name in ["iris.csv", "wine_data.csv", "breast_cancer.csv"]:
 os.replace(sys.argv[2] + ".tmp", sys.argv[2])
 PY
     rm -rf "$wheels"
+fi
+
+# 3b. Slurm and munge for the sweep tests' private cluster. Services the packages would start are
+#     denied through policy-rc.d (the tests start their own daemons with their own configuration).
+if ! command -v sbatch >/dev/null || ! command -v slurmctld >/dev/null \
+    || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+    log "installing Debian's slurm-wlm and munge"
+    export DEBIAN_FRONTEND=noninteractive
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy"
+    fi
+    rc=0
+    apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null && apt-get install -y -qq slurm-wlm munge >/dev/null; } \
+        || rc=$?
+    [ -z "$policy" ] || rm -f "$policy"
+    [ "$rc" -eq 0 ] || exit "$rc"
 fi
 
 # 4. Build and install the built-in plugins. The set-up of a fresh clone and of an up-to-date

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use crate::record::SweepTrial;
+
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// The experiment file.
@@ -22,6 +24,15 @@ pub struct RunArgs {
     /// Hide the progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Records the run as trial N of a sweep (set by `gymnos-host sweep`).
+    #[arg(long, hide = true, value_name = "SWEEP:N", value_parser = parse_sweep_trial)]
+    pub sweep_trial: Option<SweepTrial>,
+}
+
+fn parse_sweep_trial(text: &str) -> Result<SweepTrial, String> {
+    let (sweep, trial) = text.rsplit_once(':').ok_or("expected SWEEP:N")?;
+    let trial = trial.parse().map_err(|_| format!("`{trial}` is not a trial number"))?;
+    Ok(SweepTrial { sweep: sweep.to_string(), trial })
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,4 +1,5 @@
-//! Writing files so that a crash or a full disk never leaves one half-written.
+//! Writing files so that a crash or a full disk never leaves one half-written, and paths
+//! written the short way.
 
 use std::{io::Write, path::Path};
 
@@ -41,5 +42,37 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         let missing = dir.path().join("no/such/dir/f");
         assert!(write_atomically(&missing, b"x", 0o644).is_err());
+    }
+}
+
+/// `path` with `.` and `dir/..` removed, without asking the file system (so a link is not
+/// followed): `experiments/../sweeps` is `sweeps`.
+pub fn lexically_normal(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            // Above the root is the root.
+            Component::ParentDir if out.has_root() => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod normal_tests {
+    use super::lexically_normal;
+    use std::path::Path;
+
+    #[test]
+    fn dot_dot_and_dot_are_removed_lexically() {
+        assert_eq!(lexically_normal(Path::new("/a/b/../c/./d")), Path::new("/a/c/d"));
+        assert_eq!(lexically_normal(Path::new("../x/../y")), Path::new("../y"));
+        assert_eq!(lexically_normal(Path::new("/..")), Path::new("/"));
     }
 }

@@ -1,6 +1,6 @@
 //! The host's plugin machinery, free of libtorch: the registry of installed plugins, loading
 //! and checking plugin libraries, resolving `name@requirement` references, and the experiment
-//! format with its validation.
+//! format with its validation, the run record, and sweeps.
 //!
 //! The `gymnos-host` binary builds its CLI on this crate; the training engine builds on it too.
 
@@ -16,6 +16,7 @@ pub mod record;
 pub mod registry;
 pub mod resolve;
 pub mod scaffold;
+pub mod sweep;
 pub mod terminal;
 
 pub use compat::HostCompat;

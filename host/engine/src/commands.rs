@@ -46,7 +46,12 @@ pub fn run(registry: &Path, args: RunArgs, log: &LogFile, bars: Option<indicatif
         record::write_json(&run_dir.join(record::TRAINING_CONFIG), &config)?;
         Ok(run_dir)
     };
-    session(&manager, resolved, bars, Start::Fresh { experiment_file: &args.file, create_run_dir: &create_run_dir })
+    session(
+        &manager,
+        resolved,
+        bars,
+        Start::Fresh { experiment_file: &args.file, create_run_dir: &create_run_dir, sweep: args.sweep_trial.clone() },
+    )
 }
 
 /// Tells the supervising `gymnos-host` where the run is, so it can record the engine's death.

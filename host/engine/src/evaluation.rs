@@ -30,8 +30,14 @@ impl LossFn {
             (Loss::Auto, Task::Classification) | (Loss::CrossEntropy, Task::Classification) => LossFn::CrossEntropy,
             (Loss::Auto, Task::Regression) | (Loss::Mse, Task::Regression) => LossFn::Mse,
             (Loss::L1, Task::Regression) => LossFn::L1,
-            (Loss::CrossEntropy, Task::Regression) => bail!("training.loss: cross_entropy needs a classification data set; this one is regression"),
-            (_, Task::Classification) => bail!("training.loss: {setting:?} needs a regression data set; this one is classification (use cross_entropy or auto)"),
+            (Loss::CrossEntropy, Task::Regression) => {
+                bail!("training.loss: cross_entropy needs a classification data set; this one is regression")
+            }
+            (_, Task::Classification) => {
+                let name =
+                    serde_json::to_value(setting).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                bail!("training.loss: {name} needs a regression data set; this one is classification (use cross_entropy or auto)")
+            }
         })
     }
 

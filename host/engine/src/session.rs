@@ -12,7 +12,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use gymnos_host::{
     experiment::{Precision, ResolvedExperiment},
-    record::{self, DataDescription, DataMode, RunStatus, RunSummary, TaskName},
+    record::{self, DataDescription, DataMode, RunStatus, RunSummary, SweepTrial, TaskName},
     PluginManager,
 };
 use gymnos_plugin_api::{rng::derive_seed, ComponentKind, DeviceSpec, Task};
@@ -34,7 +34,12 @@ use crate::{
 pub enum Start<'a> {
     /// A new run. `create_run_dir` makes its folder once everything up to the first epoch has
     /// worked, so that a run refused by its data, its components or its model leaves none.
-    Fresh { experiment_file: &'a Path, create_run_dir: &'a dyn Fn() -> Result<PathBuf> },
+    Fresh {
+        experiment_file: &'a Path,
+        create_run_dir: &'a dyn Fn() -> Result<PathBuf>,
+        /// The sweep the run is a trial of, for its record.
+        sweep: Option<SweepTrial>,
+    },
     /// The run in this folder, from its `checkpoints/last.safetensors`.
     Resume { run_dir: PathBuf },
 }
@@ -82,7 +87,9 @@ impl Session<'_> {
     /// how the session ended (`completed`, `interrupted` or `failed` with the error).
     pub fn execute(&self, start: Start<'_>) -> Result<PathBuf> {
         let (mut summary, checkpoint) = match &start {
-            Start::Fresh { .. } => (RunSummary { started_at: record::now(), ..RunSummary::default() }, None),
+            Start::Fresh { sweep, .. } => {
+                (RunSummary { started_at: record::now(), sweep: sweep.clone(), ..RunSummary::default() }, None)
+            }
             Start::Resume { run_dir } => (RunSummary::load(run_dir)?, Some(last_checkpoint(run_dir)?)),
         };
         let resuming = start.is_resume();

@@ -4,6 +4,7 @@ mod engine;
 mod experiment;
 mod output;
 mod plugins;
+mod sweep;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -45,6 +46,9 @@ pub enum Command {
     /// List, inspect, install, verify and remove plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Run many trials of an experiment with fields varied (a grid or random draws), here or on
+    /// a Slurm cluster; `sweep status DIR` shows where they stand.
+    Sweep(sweep::SweepArgs),
 }
 
 pub fn init_logging(verbose: u8) {
@@ -100,5 +104,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             engine::supervise(&registry_path(cli.registry), Some(dir))
         }
         Command::Predict(_) => engine::exec(&registry_path(cli.registry)).map(ok),
+        Command::Sweep(args) => sweep::run(&registry_path(cli.registry), args),
     }
 }

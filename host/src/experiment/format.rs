@@ -40,7 +40,7 @@ pub struct ExperimentInfo {
     pub description: String,
     /// Folder under which runs are recorded, relative to the experiment file's folder. Without
     /// it, runs go to `trainings/` in the current folder.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub output_root: Option<String>,
 }
 

@@ -45,7 +45,7 @@ pub fn folder_name_problem(name: &str) -> Option<String> {
 /// experiment file's folder, or `trainings/` in the current folder.
 pub fn output_root(info: &ExperimentInfo, experiment_dir: &Path) -> PathBuf {
     match &info.output_root {
-        Some(root) => experiment_dir.join(root),
+        Some(root) => crate::fsio::lexically_normal(&experiment_dir.join(root)),
         None => std::env::current_dir().unwrap_or_default().join(DEFAULT_OUTPUT_ROOT),
     }
 }

@@ -1,0 +1,130 @@
+//! The sweep file: a base experiment, the parameters to vary (as `--set` paths), the metric to
+//! optimise, and where the trials run.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `sweep.json`, as a user writes it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepFile {
+    /// Names the sweep's folder: `<output_root>/<name>/`.
+    pub name: String,
+    /// The base experiment file, relative to the sweep file's folder.
+    pub experiment: String,
+    /// Where the sweep's folder goes, relative to the sweep file's folder (default: `sweeps/`
+    /// in the current folder).
+    #[serde(default)]
+    pub output_root: Option<String>,
+    /// Each varied field, by its `--set` path (`training.optimizer.lr`).
+    pub parameters: BTreeMap<String, Parameter>,
+    /// Trials to draw when a parameter is random (the grid's product otherwise).
+    #[serde(default)]
+    pub trials: Option<u32>,
+    /// Seeds the random draws.
+    #[serde(default)]
+    pub seed: u64,
+    pub metric: Metric,
+    #[serde(default)]
+    pub executor: Executor,
+    /// How many times a failed trial is tried again (on re-runs of the sweep too).
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+}
+
+fn default_retries() -> u32 {
+    1
+}
+
+/// How one parameter varies.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Parameter {
+    /// Each of these values (a grid axis).
+    Values(Vec<Value>),
+    /// `[start, stop, step]`: start, start + step, ... up to stop included (a grid axis).
+    Range([f64; 3]),
+    /// A random number in `[low, high)`.
+    Uniform([f64; 2]),
+    /// A random number whose logarithm is uniform in `[ln low, ln high)` (learning rates).
+    LogUniform([f64; 2]),
+    /// A random integer in `[low, high]`.
+    IntUniform([i64; 2]),
+}
+
+impl Parameter {
+    /// Whether it is drawn at random (else it is a grid axis).
+    pub fn is_random(&self) -> bool {
+        matches!(self, Parameter::Uniform(_) | Parameter::LogUniform(_) | Parameter::IntUniform(_))
+    }
+}
+
+/// What the sweep optimises: `test.<name>` (the test report's `accuracy`, `f1_macro`, `loss`,
+/// `mse`, `mae`, `r2`) or a per-epoch metric (`val_loss`, `val_accuracy`...), whose best epoch
+/// counts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    pub name: String,
+    pub direction: Direction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Min,
+    Max,
+}
+
+impl Direction {
+    /// Whether `a` is better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Direction::Min => a < b,
+            Direction::Max => a > b,
+        }
+    }
+}
+
+/// Where the trials run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Executor {
+    /// On this machine, `parallel` trials at once (default: one per GPU, else one per two
+    /// cores), each with `threads_per_trial` CPU threads and, with GPUs, one GPU.
+    Local {
+        #[serde(default)]
+        parallel: Option<u32>,
+        #[serde(default)]
+        threads_per_trial: Option<u32>,
+    },
+    /// As one Slurm job array (`sbatch --array`), at most `parallel` tasks at once.
+    Slurm {
+        #[serde(default)]
+        parallel: Option<u32>,
+        #[serde(default)]
+        threads_per_trial: Option<u32>,
+        #[serde(default)]
+        partition: Option<String>,
+        /// Memory per task, as Slurm writes it (`4G`).
+        #[serde(default)]
+        memory: Option<String>,
+        /// Time limit per task, as Slurm writes it (`01:00:00`).
+        #[serde(default)]
+        time_limit: Option<String>,
+        /// GPUs per task (`--gres=gpu:N`).
+        #[serde(default)]
+        gpus_per_trial: Option<u32>,
+        /// More `sbatch` arguments, as given.
+        #[serde(default)]
+        sbatch_args: Vec<String>,
+    },
+}
+
+impl Default for Executor {
+    fn default() -> Self {
+        Executor::Local { parallel: None, threads_per_trial: None }
+    }
+}

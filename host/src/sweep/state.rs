@@ -1,0 +1,230 @@
+//! Where each trial stands, read from its run folder, and the sweep's results file
+//! (`<sweep folder>/sweep.json`).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    format::{Direction, Metric},
+    trials::Assignment,
+};
+use crate::record::{self, RunStatus, RunSummary};
+
+/// Where a trial stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrialStatus {
+    /// Not started.
+    Pending,
+    /// Started and not ended (or ended without a word: its process was killed).
+    Running,
+    Completed,
+    /// Stopped by Ctrl-C; resumed by the next run of the sweep.
+    Interrupted,
+    Failed,
+}
+
+impl TrialStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrialStatus::Pending => "pending",
+            TrialStatus::Running => "running",
+            TrialStatus::Completed => "completed",
+            TrialStatus::Interrupted => "interrupted",
+            TrialStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One trial in the results.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrialResult {
+    pub trial: u32,
+    pub parameters: Assignment,
+    pub status: TrialStatus,
+    /// Attempts that ended failed (a failed trial is retried up to the sweep's limit).
+    pub failures: u32,
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub metric: Option<f64>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// The best trial so far.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BestTrial {
+    pub trial: u32,
+    pub metric: f64,
+    pub run_dir: PathBuf,
+}
+
+/// `sweep.json` in the sweep's folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SweepResults {
+    pub name: String,
+    /// The sweep file it was started from.
+    pub sweep_file: PathBuf,
+    pub metric: Metric,
+    pub max_retries: u32,
+    pub trials: Vec<TrialResult>,
+    #[serde(default)]
+    pub best: Option<BestTrial>,
+}
+
+pub const RESULTS: &str = "sweep.json";
+
+/// The name of trial `i`'s experiment and run folder.
+pub fn trial_name(i: u32) -> String {
+    format!("trial-{i:04}")
+}
+
+/// The files of a sweep's folder.
+#[derive(Clone, Debug)]
+pub struct SweepDir(pub PathBuf);
+
+impl SweepDir {
+    pub fn results(&self) -> PathBuf {
+        self.0.join(RESULTS)
+    }
+    /// The experiment file of trial `i`: the base experiment with the trial's values, resolved.
+    pub fn experiment(&self, i: u32) -> PathBuf {
+        self.0.join("trials").join(format!("{}.json", trial_name(i)))
+    }
+    /// The output root of every trial's runs.
+    pub fn runs(&self) -> PathBuf {
+        self.0.join("runs")
+    }
+    /// The log of trial `i`'s attempts (the output of `gymnos-host run`/`resume`).
+    pub fn log(&self, i: u32) -> PathBuf {
+        self.0.join("logs").join(format!("{}.log", trial_name(i)))
+    }
+
+    /// Trial `i`'s latest run folder, if it has one.
+    pub fn latest_run(&self, i: u32) -> Option<PathBuf> {
+        let executions = self.runs().join(trial_name(i)).join(record::EXECUTIONS);
+        let mut runs: Vec<PathBuf> = std::fs::read_dir(executions).ok()?.filter_map(|e| Some(e.ok()?.path())).collect();
+        runs.sort();
+        runs.pop()
+    }
+
+    /// The last line of trial `i`'s log that says what went wrong.
+    pub fn last_error(&self, i: u32) -> Option<String> {
+        let text = std::fs::read_to_string(self.log(i)).ok()?;
+        text.lines().rev().find(|l| l.starts_with("error: ")).map(|l| l["error: ".len()..].to_string())
+    }
+}
+
+/// The value of `metric` in a run's record: `test.<name>` from the test report, else the best
+/// epoch of the per-epoch metric of that name.
+pub fn metric_of(summary: &RunSummary, metric: &Metric) -> Option<f64> {
+    if let Some(name) = metric.name.strip_prefix("test.") {
+        return summary.test.as_ref()?.get(name).filter(|v| v.is_finite());
+    }
+    let history = summary.history.get(&metric.name)?;
+    history.iter().copied().filter(|v| v.is_finite()).reduce(|a, b| if metric.direction.better(b, a) { b } else { a })
+}
+
+/// Whether `name` can be read from the records the engine writes.
+pub fn metric_problem(name: &str) -> Option<String> {
+    const TEST: [&str; 7] = ["loss", "accuracy", "f1_macro", "mse", "mae", "r2", "loss"];
+    match name.strip_prefix("test.") {
+        Some(test) if !TEST.contains(&test) => Some(format!(
+            "`{name}`: the test report has loss, accuracy, f1_macro (classification), mse, mae, r2 (regression)"
+        )),
+        Some(_) => None,
+        None if name.is_empty() => Some("the metric name is empty".into()),
+        None => None,
+    }
+}
+
+impl SweepResults {
+    /// Reads every trial's state from its run folder (what happened since the last write).
+    pub fn refresh(&mut self, dir: &SweepDir) {
+        for t in &mut self.trials {
+            let Some(run_dir) = dir.latest_run(t.trial) else { continue };
+            if let Ok(summary) = RunSummary::load(&run_dir) {
+                t.status = match summary.status {
+                    RunStatus::Completed => TrialStatus::Completed,
+                    RunStatus::Failed => TrialStatus::Failed,
+                    RunStatus::Interrupted => TrialStatus::Interrupted,
+                    RunStatus::Running => TrialStatus::Running,
+                };
+                t.metric = metric_of(&summary, &self.metric);
+                t.error = summary.error.clone();
+            }
+            t.run_dir = Some(run_dir);
+        }
+        self.best = self
+            .trials
+            .iter()
+            .filter(|t| t.status == TrialStatus::Completed)
+            .filter_map(|t| Some((t, t.metric?, t.run_dir.clone()?)))
+            .reduce(|a, b| if self.metric.direction.better(b.1, a.1) { b } else { a })
+            .map(|(t, metric, run_dir)| BestTrial { trial: t.trial, metric, run_dir });
+    }
+
+    /// The trials best first: completed ones by their metric, then the others by number.
+    pub fn ranked(&self) -> Vec<&TrialResult> {
+        let mut ranked: Vec<&TrialResult> = self.trials.iter().collect();
+        let direction = self.metric.direction;
+        ranked.sort_by(|a, b| {
+            let key = |t: &TrialResult| match (t.status, t.metric) {
+                (TrialStatus::Completed, Some(m)) => Some(m),
+                _ => None,
+            };
+            match (key(a), key(b)) {
+                (Some(x), Some(y)) => match direction {
+                    Direction::Max => y.total_cmp(&x),
+                    Direction::Min => x.total_cmp(&y),
+                }
+                .then(a.trial.cmp(&b.trial)),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => a.trial.cmp(&b.trial),
+            }
+        });
+        ranked
+    }
+
+    /// How many trials are in each state.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for t in &self.trials {
+            *counts.entry(t.status.name()).or_default() += 1;
+        }
+        counts
+    }
+
+    pub fn load(path: &Path) -> Result<Self, record::RecordError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|cause| record::RecordError::Read { path: path.to_path_buf(), cause })?;
+        serde_json::from_str(&text).map_err(|cause| record::RecordError::Parse { path: path.to_path_buf(), cause })
+    }
+
+    pub fn save(&self, dir: &SweepDir) -> Result<(), record::RecordError> {
+        record::write_json(&dir.results(), self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_per_epoch_metric_counts_at_its_best_epoch() {
+        let mut summary = RunSummary::default();
+        summary.history.insert("val_loss".into(), vec![0.9, 0.4, f64::NAN, 0.5]);
+        let min = Metric { name: "val_loss".into(), direction: Direction::Min };
+        let max = Metric { name: "val_loss".into(), direction: Direction::Max };
+        assert_eq!(metric_of(&summary, &min), Some(0.4));
+        assert_eq!(metric_of(&summary, &max), Some(0.9));
+        assert_eq!(metric_of(&summary, &Metric { name: "test.accuracy".into(), direction: Direction::Max }), None);
+        assert!(metric_problem("test.acc").is_some() && metric_problem("test.r2").is_none());
+    }
+}
