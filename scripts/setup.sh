@@ -8,6 +8,7 @@
 #      and the small real tables bundled in scikit-learn's wheel, copied to data/sklearn/;
 #   3b. Debian's slurm-wlm and munge (sbatch, slurmctld, slurmd, munged), for the tests that start
 #      a private single-node Slurm cluster (tests/support/slurm_cluster.sh); no service is started;
+#      and Debian's chromium, with which a test renders a run's report.html headless;
 #   4. a release build of the host and the built-in plugins, installed into the repository's
 #      registry: registry.json (tracked: which plugins it declares) and plugin-store/ (ignored:
 #      the libraries and this machine's record of them), so `git status` stays clean.
@@ -101,6 +102,13 @@ if ! command -v sbatch >/dev/null || ! command -v slurmctld >/dev/null \
         || rc=$?
     [ -z "$policy" ] || rm -f "$policy"
     [ "$rc" -eq 0 ] || exit "$rc"
+fi
+# Headless Chromium, with which the run report test renders report.html as a person would see it.
+if ! command -v chromium >/dev/null; then
+    log "installing Debian's chromium"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq chromium >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }
 fi
 
 # 4. Build and install the built-in plugins. The set-up of a fresh clone and of an up-to-date

@@ -5,7 +5,7 @@
 
 use std::fs;
 
-use gymnos_tests::{library, Sandbox};
+use gymnos_tests::{builtin_count, library, Sandbox};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -46,7 +46,7 @@ fn a_registry_copied_without_its_store_is_repaired_by_install_and_kept_by_scan()
     let declared = fs::read(copy.registry()).unwrap();
 
     let rows = list_json(&copy);
-    assert_eq!(rows.len(), 7);
+    assert_eq!(rows.len(), builtin_count());
     for row in &rows {
         assert_eq!(row["loadable"], false, "{row}");
         assert_eq!(
@@ -56,7 +56,7 @@ fn a_registry_copied_without_its_store_is_repaired_by_install_and_kept_by_scan()
     }
     // scan finds nothing to register here, and drops nothing it could repair.
     let scan: Value = serde_json::from_str(copy.host(&["plugins", "scan", "--json"]).ok()).unwrap();
-    assert_eq!(scan["not_installed_here"].as_array().unwrap().len(), 7, "{scan}");
+    assert_eq!(scan["not_installed_here"].as_array().unwrap().len(), builtin_count(), "{scan}");
     assert_eq!(fs::read(copy.registry()).unwrap(), declared);
 
     // Installing the libraries the registry declares fulfils the declaration: no conflict,
@@ -82,7 +82,7 @@ fn a_library_changed_in_place_with_its_time_kept_is_caught_by_verify() {
     let sandbox = Sandbox::new();
     sandbox.install_builtins();
     let clean: Vec<Value> = serde_json::from_str(sandbox.host(&["plugins", "verify", "--json"]).ok()).unwrap();
-    assert_eq!(clean.len(), 7);
+    assert_eq!(clean.len(), builtin_count());
     assert!(clean.iter().all(|r| r["status"] == "ok"), "{clean:?}");
     let listed = sandbox.host(&["plugins", "list", "--kind", "model"]).ok().to_string();
     assert!(!listed.contains("never"), "list says when each entry was last verified: {listed}");
@@ -107,7 +107,11 @@ fn a_library_changed_in_place_with_its_time_kept_is_caught_by_verify() {
     assert_eq!(bad[0]["library"], stored.to_str().unwrap());
     assert!(bad[0]["detail"].as_str().unwrap().starts_with("sha256 is "), "{report:?}");
     let err = sandbox.host(&["plugins", "verify"]).one_line_error().to_string();
-    assert_eq!(err, "error: 1 of 7 libraries do not match the registry; install them again to restore them");
+    let expected = format!(
+        "error: 1 of {} libraries do not match the registry; install them again to restore them",
+        builtin_count()
+    );
+    assert_eq!(err, expected);
 }
 
 #[test]
@@ -135,7 +139,7 @@ fn plugins_init_gives_a_working_private_registry_and_a_missing_one_is_named() {
             .unwrap(),
     );
     let rows: Vec<Value> = serde_json::from_str(list.ok()).unwrap();
-    assert_eq!(rows.len(), 7);
+    assert_eq!(rows.len(), builtin_count());
     assert!(rows
         .iter()
         .all(|r| r["loadable"] == true && r["library"].as_str().unwrap().starts_with(private.to_str().unwrap())));

@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use gymnos_tests::{builtin_libraries, library, Sandbox};
+use gymnos_tests::{builtin_count, builtin_libraries, library, Sandbox};
 use serde_json::Value;
 
 fn list_json(sandbox: &Sandbox) -> Vec<Value> {
@@ -27,17 +27,23 @@ fn installed_builtins_list_every_kind_as_loadable_with_versions() {
         })
         .collect();
     summary.sort();
-    let expect = |k: &str, n: &str| (k.to_string(), n.to_string(), "1.0.0".to_string(), true);
+    let expect = |k: &str, n: &str, v: &str| (k.to_string(), n.to_string(), v.to_string(), true);
     assert_eq!(
         summary,
         vec![
-            expect("data_augmentor", "random-flip"),
-            expect("dataset", "csv"),
-            expect("dataset", "idx"),
-            expect("model", "cnn"),
-            expect("model", "mlp"),
-            expect("preprocessor", "standardize"),
-            expect("tracker", "jsonl"),
+            expect("data_augmentor", "random-flip", "1.0.0"),
+            expect("dataset", "csv", "1.0.0"),
+            expect("dataset", "idx", "1.0.0"),
+            expect("model", "cnn", "1.1.0"),
+            expect("model", "linear", "1.0.0"),
+            expect("model", "mlp", "1.0.0"),
+            expect("model", "resnet", "1.0.0"),
+            expect("model", "sequential", "1.0.0"),
+            expect("preprocessor", "standardize", "1.0.0"),
+            expect("tracker", "csv-log", "1.0.0"),
+            expect("tracker", "jsonl", "1.0.0"),
+            expect("tracker", "mlflow", "1.0.0"),
+            expect("tracker", "tensorboard", "1.0.0"),
         ]
     );
     for row in &rows {
@@ -50,8 +56,8 @@ fn installed_builtins_list_every_kind_as_loadable_with_versions() {
     // --kind filters; the table has a header and one line per plugin.
     let models = sandbox.host(&["plugins", "list", "--kind", "model"]);
     let lines: Vec<&str> = models.ok().lines().collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
-    assert!(lines[0].starts_with("NAME") && lines[1].starts_with("cnn ") && lines[2].starts_with("mlp "), "{lines:?}");
+    let names: Vec<&str> = lines.iter().map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(names, ["NAME", "cnn", "linear", "mlp", "resnet", "sequential"], "{lines:?}");
     assert!(lines[1..].iter().all(|l| l.ends_with("loadable")), "{lines:?}");
 
     // Installing the same files again changes nothing.
@@ -91,7 +97,7 @@ fn user_errors_are_one_line_and_leave_the_registry_untouched() {
     let err = sandbox.host(&["plugins", "info", "nosuch"]).one_line_error().to_string();
     assert_eq!(
         err,
-        "error: no plugin named `nosuch` is installed (installed plugins: cnn, csv, idx, jsonl, mlp, random-flip, standardize)"
+        "error: no plugin named `nosuch` is installed (installed plugins: cnn, csv, csv-log, idx, jsonl, linear, mlflow, mlp, random-flip, resnet, sequential, standardize, tensorboard)"
     );
     let err = sandbox.host(&["plugins", "info", "mlp@^2"]).one_line_error().to_string();
     assert_eq!(err, "error: no installed version of plugin `mlp` matches `^2` (installed: 1.0.0)");
@@ -142,26 +148,42 @@ fn install_conflicts_replace_remove_and_scan() {
         let files = fs::read_dir(&store).unwrap().map(|e| e.unwrap().path());
         files.filter(|p| p.extension().is_some_and(|e| e == "so")).count()
     };
-    assert_eq!(count(), 7);
+    assert_eq!(count(), builtin_count());
     sandbox.host(&["plugins", "install", "--replace", rebuilt.to_str().unwrap()]).ok();
-    assert_eq!(count(), 7);
+    assert_eq!(count(), builtin_count());
     let mlp: Vec<Value> = list_json(&sandbox).into_iter().filter(|r| r["name"] == "mlp").collect();
     assert_eq!(mlp.len(), 1);
     assert!(mlp[0]["library"].as_str().unwrap().contains("libgymnos_mlp-"), "{}", mlp[0]);
 
     // remove deletes the record and the stored file.
     assert_eq!(sandbox.host(&["plugins", "remove", "mlp@1.0.0"]).ok(), "removed model mlp@1.0.0\n");
-    assert_eq!(count(), 6);
+    assert_eq!(count(), builtin_count() - 1);
     assert!(list_json(&sandbox).iter().all(|r| r["name"] != "mlp"));
 
     // scan rebuilds this machine's records from the store.
     fs::remove_file(store.join("state.json")).unwrap();
     let report: Value = serde_json::from_str(sandbox.host(&["plugins", "scan", "--json"]).ok()).unwrap();
-    assert_eq!(report["libraries"], 6);
-    assert_eq!(report["components"], 6);
+    assert_eq!(report["libraries"], builtin_count() - 1);
+    assert_eq!(report["components"], builtin_count() - 1);
     let mut names: Vec<String> = list_json(&sandbox).iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
     names.sort();
-    assert_eq!(names, ["cnn", "csv", "idx", "jsonl", "random-flip", "standardize"]);
+    assert_eq!(
+        names,
+        [
+            "cnn",
+            "csv",
+            "csv-log",
+            "idx",
+            "jsonl",
+            "linear",
+            "mlflow",
+            "random-flip",
+            "resnet",
+            "sequential",
+            "standardize",
+            "tensorboard"
+        ]
+    );
 }
 
 #[test]
@@ -174,12 +196,12 @@ fn installing_a_folder_skips_non_plugins_and_finds_every_plugin() {
     }
     let out: Value =
         serde_json::from_str(sandbox.host(&["plugins", "install", "--json", folder.to_str().unwrap()]).ok()).unwrap();
-    assert_eq!(out["installed"].as_array().unwrap().len(), 7);
+    assert_eq!(out["installed"].as_array().unwrap().len(), builtin_count());
     assert!(out["installed"].as_array().unwrap().iter().all(|o| o["status"] == "installed"), "{out}");
     // Every library that is no plugin is reported, not only the first.
     let not_plugin = folder.join(library("gymnos-fixture-not-a-plugin").file_name().unwrap());
     assert_eq!(out["skipped"], serde_json::json!([not_plugin]));
-    assert_eq!(list_json(&sandbox).len(), 7);
+    assert_eq!(list_json(&sandbox).len(), builtin_count());
 
     let empty = sandbox.dir.path().join("empty");
     fs::create_dir(&empty).unwrap();

@@ -274,3 +274,55 @@ fn a_sweep_on_a_slurm_cluster_gives_the_local_results_trial_by_trial() {
         assert_eq!(record["sweep"]["sweep"], "cluster");
     }
 }
+
+#[test]
+fn successive_halving_stops_the_trials_that_fall_behind_and_finishes_the_best() {
+    let sandbox = Sandbox::new();
+    sandbox.install_builtins();
+    let parameters = json!({
+        "training.optimizer.lr": { "values": [0.0003, 0.003, 0.03] },
+        "model.config.hidden": { "values": [[2], [8], [32]] }
+    });
+    let executor = json!({ "kind": "local", "parallel": 2, "threads_per_trial": 1 });
+    let file = sweep_file(&sandbox, "halving", parameters, executor, 9);
+    // Compared at epochs 1 and 3 by the best validation loss so far; a third goes on each time.
+    let mut sweep: Value = serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+    sweep["metric"] = json!({ "name": "val_loss", "direction": "min" });
+    sweep["early_stopping"] = json!({ "min_epochs": 1, "reduction_factor": 3 });
+    fs::write(&file, sweep.to_string()).unwrap();
+    sandbox.host(&["sweep", file.to_str().unwrap()]).ok();
+
+    let dir = sandbox.dir.path().join("sweeps/halving");
+    let results = read_json(&dir.join("sweep.json"));
+    let trials = results["trials"].as_array().unwrap();
+    let with = |status: &str| trials.iter().filter(|t| t["status"] == status).collect::<Vec<_>>();
+    assert_eq!((with("completed").len(), with("pruned").len()), (1, 8), "{results}");
+    let mut stopped_at: Vec<u64> = with("pruned").iter().map(|t| t["epochs"].as_u64().unwrap()).collect();
+    stopped_at.sort();
+    assert_eq!(stopped_at, [1, 1, 1, 1, 1, 1, 3, 3]);
+    assert_eq!(results["rungs_done"], json!([1, 3]));
+
+    // At each rung the trials that went on were the best by the metric at that epoch.
+    let best_val_loss = |t: &Value, epochs: usize| {
+        let record = read_json(&PathBuf::from(t["run_dir"].as_str().unwrap()).join("metrics.json"));
+        record["history"]["val_loss"].as_array().unwrap()[..epochs]
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .fold(f64::INFINITY, f64::min)
+    };
+    let at_rung_1: Vec<f64> = with("pruned").iter().filter(|t| t["epochs"] == 1).map(|t| best_val_loss(t, 1)).collect();
+    let went_on: Vec<&Value> = trials.iter().filter(|t| t["epochs"].as_u64().unwrap() >= 3).collect();
+    assert_eq!(went_on.len(), 3);
+    for t in &went_on {
+        assert!(at_rung_1.iter().all(|&pruned| best_val_loss(t, 1) <= pruned), "{t}");
+    }
+    let winner = with("completed")[0];
+    let record = read_json(&PathBuf::from(winner["run_dir"].as_str().unwrap()).join("metrics.json"));
+    assert_eq!(record["epochs_completed"], 9);
+    assert_eq!(record["resumed_at_epochs"], json!([1, 3]), "one run, paused at each rung and resumed");
+    assert_eq!(results["best"]["trial"], winner["trial"]);
+
+    // Run again: nothing left to do.
+    sandbox.host(&["sweep", file.to_str().unwrap()]).ok();
+    assert!((0..9).all(|t| executions(&dir, t) == 1));
+}

@@ -162,7 +162,7 @@ fn validate_deep_builds_every_component_and_takes_a_step_without_writing_a_run()
     let path = sandbox.experiment("deep-cnn", &exp);
     sandbox.host(&["validate", path.to_str().unwrap()]).ok();
     let err = sandbox.host(&["validate", "--deep", path.to_str().unwrap()]).one_line_error().to_string();
-    assert!(err.contains("model `cnn@1.0.0` (model) failed in create: "), "{err}");
+    assert!(err.contains("model `cnn@1.1.0` (model) failed in create: "), "{err}");
     assert!(sandbox.runs("deep-cnn").is_empty());
 }
 
@@ -408,7 +408,7 @@ fn validate_reports_every_problem_with_its_path() {
         "training.optimizer.lr: -1 is not a positive learning rate".into(),
         "dataset.config.colour: unknown key (accepted keys: path, task, header, target_column, delimiter, class_names) (csv)".into(),
         "preprocessors[0].config.per_feature: expected bool, found a string (standardize)".into(),
-        "model.plugin: no model plugin named `nosuch` is installed (installed model plugins: cnn, mlp)".into(),
+        "model.plugin: no model plugin named `nosuch` is installed (installed model plugins: cnn, linear, mlp, resnet, sequential)".into(),
     ]);
 
     let broken = sandbox.dir.path().join("broken.json");

@@ -11,6 +11,12 @@ pub const PACKAGES: &[&str] = &[
     "gymnos-mlp",
     "gymnos-cnn",
     "gymnos-jsonl-tracker",
+    "gymnos-linear",
+    "gymnos-resnet",
+    "gymnos-sequential",
+    "gymnos-tensorboard-tracker",
+    "gymnos-csv-tracker",
+    "gymnos-mlflow-tracker",
 ];
 
 /// The library file cargo builds for a package: `gymnos-mlp` -> `libgymnos_mlp.so`.

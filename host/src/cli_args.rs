@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// Hide the progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Stops the run at the end of this epoch, checkpointed, status `paused`; `resume` continues
+    /// it (a sweep's early stopping).
+    #[arg(long, hide = true, value_name = "EPOCH")]
+    pub stop_after_epoch: Option<u32>,
     /// Records the run as trial N of a sweep (set by `gymnos-host sweep`).
     #[arg(long, hide = true, value_name = "SWEEP:N", value_parser = parse_sweep_trial)]
     pub sweep_trial: Option<SweepTrial>,
@@ -58,6 +62,9 @@ pub struct ResumeArgs {
     pub run_dir: PathBuf,
     #[arg(long)]
     pub no_progress: bool,
+    /// Stops again at the end of this epoch (a sweep's early stopping).
+    #[arg(long, hide = true, value_name = "EPOCH")]
+    pub stop_after_epoch: Option<u32>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

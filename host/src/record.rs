@@ -42,6 +42,9 @@ pub enum RunStatus {
     Failed,
     /// Stopped by Ctrl-C or SIGTERM after a batch; `resume` continues it.
     Interrupted,
+    /// Stopped at the end of an epoch, as asked (a sweep's early stopping); `resume` continues
+    /// it.
+    Paused,
 }
 
 impl RunStatus {
@@ -51,6 +54,7 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Paused => "paused",
         }
     }
 }

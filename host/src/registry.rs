@@ -66,8 +66,8 @@ pub struct ConfigKeyRecord {
     pub name: String,
     #[serde(rename = "type")]
     pub ty: String,
-    /// Absent when the key is required.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Absent when the key is required; `null` is a default like any other (an optional key).
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub default: Option<Value>,
     pub description: String,
     /// Rules on its values (plugin API 1.1).
@@ -76,6 +76,11 @@ pub struct ConfigKeyRecord {
     /// JSON Schema of a `json` key (plugin API 1.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Value>,
+}
+
+/// A present field, `null` included (serde's `Option` would read `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// A component of an installed library, with what it declared.
@@ -548,6 +553,23 @@ mod erased {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_null_default_is_kept_and_an_absent_one_means_required() {
+        let key = |default| ConfigKeyRecord {
+            name: "k".into(),
+            ty: "string".into(),
+            default,
+            description: String::new(),
+            rules: Vec::new(),
+            schema: None,
+        };
+        for record in [key(Some(Value::Null)), key(None), key(Some(Value::from(3)))] {
+            let text = serde_json::to_string(&record).unwrap();
+            assert_eq!(serde_json::from_str::<ConfigKeyRecord>(&text).unwrap(), record, "{text}");
+        }
+    }
+
     use super::*;
 
     fn library(package: &str, name: &str, version: &str) -> LibraryRecord {

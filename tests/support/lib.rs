@@ -25,18 +25,16 @@ pub fn library(crate_name: &str) -> PathBuf {
 
 /// The built-in plugin libraries.
 pub fn builtin_libraries() -> Vec<PathBuf> {
-    BUILTIN_CRATES.into_iter().map(library).collect()
+    BUILTIN_CRATES.iter().copied().map(library).collect()
 }
 
-pub const BUILTIN_CRATES: [&str; 7] = [
-    "gymnos-idx-dataset",
-    "gymnos-csv-dataset",
-    "gymnos-standardize",
-    "gymnos-random-flip",
-    "gymnos-mlp",
-    "gymnos-cnn",
-    "gymnos-jsonl-tracker",
-];
+/// The built-in plugins' crates (`gymnos_host::builtin::PACKAGES`).
+pub const BUILTIN_CRATES: &[&str] = gymnos_host::builtin::PACKAGES;
+
+/// How many plugins `install_builtins` installs (one component per built-in crate).
+pub fn builtin_count() -> usize {
+    BUILTIN_CRATES.len()
+}
 
 /// The repository's `data/` folder, filled by the set-up (Fashion-MNIST, scikit-learn tables).
 pub fn data_dir() -> PathBuf {

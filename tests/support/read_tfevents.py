@@ -44,6 +44,14 @@ def check_records(path):
         count += 1
 
 
+def tag_to_content(acc, plugin_name):
+    """The accumulator's {tag: content} for a plugin; empty when the run logged nothing for it
+    (the accumulator raises KeyError for a plugin it never saw)."""
+    if plugin_name not in acc.ActivePlugins():
+        return {}
+    return acc.PluginTagToContent(plugin_name)
+
+
 def proto_value(value):
     """A google.protobuf.Value as the plain Python value it holds."""
     kind = value.WhichOneof("kind")
@@ -64,12 +72,12 @@ def main(logdir):
         acc = pea.EventAccumulator(run, size_guidance={pea.TENSORS: 0})
         acc.Reload()
 
-        for tag in acc.PluginTagToContent(scalar_metadata.PLUGIN_NAME):
+        for tag in tag_to_content(acc, scalar_metadata.PLUGIN_NAME):
             series = out["scalars"].setdefault(tag, [])
             for e in acc.Tensors(tag):
                 series.append([e.step, tensor_util.make_ndarray(e.tensor_proto).item()])
 
-        for tag in acc.PluginTagToContent(text_metadata.PLUGIN_NAME):
+        for tag in tag_to_content(acc, text_metadata.PLUGIN_NAME):
             series = out["text"].setdefault(tag, [])
             for e in acc.Tensors(tag):
                 texts = tensor_util.make_ndarray(e.tensor_proto).flatten()
@@ -77,7 +85,7 @@ def main(logdir):
                 series.append([e.step, "\n".join(t.decode("utf-8") for t in texts)])
 
         hp = out["hparams"]
-        for tag, content in acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME).items():
+        for tag, content in tag_to_content(acc, hparams_metadata.PLUGIN_NAME).items():
             if tag == hparams_metadata.EXPERIMENT_TAG:
                 experiment = hparams_metadata.parse_experiment_plugin_data(content)
                 hp["metrics"].extend(m.name.tag for m in experiment.metric_infos)

@@ -50,6 +50,7 @@ pub fn run(registry: &Path, args: RunArgs, log: &LogFile, bars: Option<indicatif
         &manager,
         resolved,
         bars,
+        args.stop_after_epoch,
         Start::Fresh { experiment_file: &args.file, create_run_dir: &create_run_dir, sweep: args.sweep_trial.clone() },
     )
 }
@@ -77,7 +78,7 @@ pub fn resume(registry: &Path, args: ResumeArgs, log: &LogFile, bars: Option<ind
     let resolved = resolve(&manager, &config, &exp)?;
     log.attach(&run_dir.join(record::LOG)).with_context(|| format!("{}: cannot write the log", run_dir.display()))?;
     tracing::info!("resuming {}", run_dir.display());
-    session(&manager, resolved, bars, Start::Resume { run_dir })
+    session(&manager, resolved, bars, args.stop_after_epoch, Start::Resume { run_dir })
 }
 
 fn stop_flag() -> Result<Arc<AtomicBool>> {
@@ -92,9 +93,10 @@ fn session(
     manager: &PluginManager,
     resolved: ResolvedExperiment,
     bars: Option<indicatif::MultiProgress>,
+    stop_after_epoch: Option<u32>,
     start: Start<'_>,
 ) -> Result<()> {
-    let session = Session { manager, stop: stop_flag()?, resolved, bars };
+    let session = Session { manager, stop: stop_flag()?, resolved, bars, stop_after_epoch };
     let run_dir = session.execute(start)?;
     let summary = RunSummary::load(&run_dir)?;
     outln!("{}", run_dir.display());
@@ -112,7 +114,13 @@ pub fn validate_deep(registry: &Path, args: ValidateArgs) -> Result<()> {
     let exp = experiment::load(&args.file, &args.overrides)?;
     let manager = PluginManager::open(registry)?;
     let resolved = resolve(&manager, &args.file, &exp)?;
-    let session = Session { manager: &manager, stop: Arc::new(AtomicBool::new(false)), resolved, bars: None };
+    let session = Session {
+        manager: &manager,
+        stop: Arc::new(AtomicBool::new(false)),
+        resolved,
+        bars: None,
+        stop_after_epoch: None,
+    };
     let mut summary = RunSummary::default();
     let in_file = || args.file.display().to_string();
     let mut trainer = session.prepare(&mut summary, None).with_context(in_file)?;

@@ -27,7 +27,7 @@ use crate::{
     evaluation::LossFn,
     optim::{LossScaler, Optimizer},
     progress::Progress,
-    train::{seed_torch, Interrupted, Learner, Trainer},
+    train::{seed_torch, Interrupted, Learner, Paused, Trainer},
 };
 
 /// Where a session starts.
@@ -56,6 +56,8 @@ pub struct Session<'a> {
     pub stop: Arc<AtomicBool>,
     pub resolved: ResolvedExperiment,
     pub bars: Option<indicatif::MultiProgress>,
+    /// Stop, checkpointed, at the end of this epoch (a sweep's early stopping).
+    pub stop_after_epoch: Option<u32>,
 }
 
 /// Times a stage into `summary` inside a tracing span of the same name.
@@ -108,9 +110,25 @@ impl Session<'_> {
         trainer.run_dir = run_dir.clone();
         let mut trackers = Trackers::default();
         let outcome = self.train(&mut trainer, &mut summary, &mut trackers, resuming);
-        trackers.finish(status_of(&outcome).name());
+        // The trackers' `finish` may upload the record: it sees the final one (a failure to
+        // write it here is reported by the save after).
+        summary.tracker_errors.append(&mut trackers.failures);
+        mark_end(&mut summary, &outcome);
+        let _ = summary.save(&run_dir);
+        // Trackers know completed, failed and interrupted; a paused run is an interrupted one.
+        let tracker_status = match status_of(&outcome) {
+            RunStatus::Paused => RunStatus::Interrupted,
+            status => status,
+        };
+        trackers.finish(tracker_status.name());
         summary.tracker_errors.append(&mut trackers.failures);
         let ended = record_end(&mut summary, outcome, &run_dir);
+        if ended.is_ok() && summary.status == RunStatus::Completed {
+            // The pictures and report.html; a run that trained well does not fail for them.
+            if let Err(e) = gymnos_host::report::write_report(&run_dir) {
+                tracing::warn!("the run's report was not written: {e}");
+            }
+        }
         ended.with_context(|| format!("run {}", run_dir.display())).map(|()| run_dir)
     }
 
@@ -213,6 +231,7 @@ impl Session<'_> {
             learner,
             callbacks: CallbackState::new(&settings.callbacks),
             first_epoch: 0,
+            stop_after_epoch: self.stop_after_epoch,
             progress: Progress::new(self.bars.clone(), settings.epochs, 0),
         };
         if let Some(checkpoint) = checkpoint {
@@ -256,16 +275,33 @@ fn status_of(outcome: &Result<()>) -> RunStatus {
     match outcome {
         Ok(()) => RunStatus::Completed,
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => RunStatus::Interrupted,
+        Err(e) if e.downcast_ref::<Paused>().is_some() => RunStatus::Paused,
         Err(_) => RunStatus::Failed,
     }
 }
 
+/// Notes in the record how the session ended.
+fn mark_end(summary: &mut RunSummary, outcome: &Result<()>) {
+    summary.finished_at = Some(record::now());
+    summary.status = status_of(outcome);
+    summary.error = match summary.status {
+        RunStatus::Paused => None,
+        _ => outcome.as_ref().err().map(|e| format!("{e:#}")),
+    };
+}
+
 /// Writes how the session ended into the record, and passes its outcome on.
 fn record_end(summary: &mut RunSummary, outcome: Result<()>, run_dir: &Path) -> Result<()> {
-    summary.finished_at = Some(record::now());
-    summary.status = status_of(&outcome);
-    summary.error = outcome.as_ref().err().map(|e| format!("{e:#}"));
+    mark_end(summary, &outcome);
     let saved = summary.save(run_dir);
+    // Pausing as asked is a successful end of this session.
+    let outcome = match outcome {
+        Err(e) if e.downcast_ref::<Paused>().is_some() => {
+            tracing::info!("{e}");
+            Ok(())
+        }
+        other => other,
+    };
     outcome.and(saved.map_err(anyhow::Error::from))
 }
 

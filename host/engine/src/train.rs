@@ -37,6 +37,15 @@ pub struct Interrupted {
     pub run_dir: PathBuf,
 }
 
+/// The run stopped at the end of an epoch because it was asked to (a sweep's early stopping);
+/// its checkpoint is there and `resume` continues it.
+#[derive(Debug, thiserror::Error)]
+#[error("paused after epoch {epoch}, as asked; continue with `gymnos-host resume {}`", run_dir.display())]
+pub struct Paused {
+    pub epoch: u32,
+    pub run_dir: PathBuf,
+}
+
 /// Seeds libtorch's generators (CPU and CUDA), which initialisation and dropout draw from.
 pub fn seed_torch(seed: u64) {
     // libtorch takes a signed 64-bit seed.
@@ -122,10 +131,17 @@ pub struct Trainer<'s> {
     pub callbacks: CallbackState,
     /// The first epoch to run (0-based): after the checkpoint's, when resuming.
     pub first_epoch: u32,
+    /// Stop, checkpointed, at the end of this epoch (a sweep's early stopping).
+    pub stop_after_epoch: Option<u32>,
     pub progress: Progress,
 }
 
 impl Trainer<'_> {
+    /// Whether training stops, paused, at the end of epoch `done` (1-based) before its last.
+    fn pauses_after(&self, done: u32) -> bool {
+        self.stop_after_epoch == Some(done) && done < self.settings.epochs
+    }
+
     fn classification(&self) -> bool {
         self.info.task == Task::Classification
     }
@@ -183,6 +199,10 @@ impl Trainer<'_> {
                 tracing::info!("{reason}");
                 summary.stopped_early = Some(reason);
                 break;
+            }
+            if self.pauses_after(epoch + 1) {
+                self.progress.finish();
+                return Err(Paused { epoch: epoch + 1, run_dir: self.run_dir.clone() }.into());
             }
         }
         self.progress.finish();
@@ -265,7 +285,7 @@ impl Trainer<'_> {
         let decision = self.callbacks.end_epoch(&self.settings.callbacks, &metrics, lr);
         summary.add_epoch(&metrics);
         let done = epoch + 1;
-        let last = done == self.settings.epochs || decision.stop.is_some();
+        let last = done == self.settings.epochs || decision.stop.is_some() || self.pauses_after(done);
         if done % self.settings.callbacks.checkpoint.every_n_epochs == 0 || last {
             self.save_checkpoint(record::LAST, done, summary)?;
         }

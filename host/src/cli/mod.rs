@@ -4,6 +4,7 @@ mod engine;
 mod experiment;
 mod output;
 mod plugins;
+mod runs;
 mod sweep;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -46,6 +47,9 @@ pub enum Command {
     /// List, inspect, install, verify and remove plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// List, show and compare recorded runs, and write a run's report (pictures and HTML page).
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
     /// Run many trials of an experiment with fields varied (a grid or random draws), here or on
     /// a Slurm cluster; `sweep status DIR` shows where they stand.
     Sweep(sweep::SweepArgs),
@@ -95,6 +99,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             plugins::init(&path, no_builtins, json).map(ok)
         }
         Command::Plugins(command) => plugins::run(&registry_path(cli.registry), command).map(ok),
+        Command::Runs(command) => runs::run(command).map(ok),
         Command::Validate(args) if args.deep => engine::exec(&registry_path(cli.registry)).map(ok),
         Command::Validate(args) => experiment::validate(&registry_path(cli.registry), &args).map(ok),
         Command::Schema => experiment::schema(&registry_path(cli.registry)).map(ok),

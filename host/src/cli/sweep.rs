@@ -74,7 +74,8 @@ fn run_sweep(registry_path: &Path, file: &Path, json: bool) -> Result<std::proce
         print_results(results);
     }
     let interrupted = stop.load(std::sync::atomic::Ordering::Relaxed);
-    let failed = results.trials.iter().filter(|t| t.status != TrialStatus::Completed).count();
+    let failed =
+        results.trials.iter().filter(|t| !matches!(t.status, TrialStatus::Completed | TrialStatus::Pruned)).count();
     if interrupted {
         eprintln!(
             "error: sweep {}: interrupted; run `gymnos-host sweep {}` again to continue it",

@@ -10,7 +10,7 @@ use gymnos_plugin_api::{
 };
 use serde_json::Value;
 
-use super::{format::SectionRef, Experiment, Problem};
+use super::{format::SectionRef, shape::Shape, Experiment, Problem};
 use crate::{
     compat::HostCompat,
     registry::{LibraryRecord, Registry},
@@ -135,6 +135,20 @@ impl Resolver<'_> {
                     *p = joined.canonicalize().unwrap_or(joined).to_string_lossy().into_owned();
                 }
             }
+        }
+        // `json` keys against the JSON Schemas their plugin declares (a model's layer list).
+        let before = problems.len();
+        for key in &component.config {
+            let (Some(schema), Some(value)) = (&key.schema, completed.get(&key.name)) else { continue };
+            if value.is_null() {
+                continue;
+            }
+            for p in Shape::from_schema(schema.clone()).check_at(value, &config_at(&key.name)) {
+                problems.push(Problem { path: p.path, message: format!("{} ({})", p.message, component.name) });
+            }
+        }
+        if problems.len() > before {
+            return None;
         }
         let violations = check_constraints(&completed, &component.key_rules());
         if !violations.is_empty() {

@@ -92,10 +92,20 @@ impl Shape {
         Self { schema: serde_json::to_value(schemars::schema_for!(T)).expect("schemas serialize") }
     }
 
+    /// A JSON Schema given as a value: a plugin's schema for a `json` key.
+    pub fn from_schema(schema: Value) -> Self {
+        Self { schema }
+    }
+
     /// Every structural problem of `value`, in document order.
     pub fn check(&self, value: &Value) -> Vec<Problem> {
+        self.check_at(value, "")
+    }
+
+    /// Every structural problem of `value`, named under `path` (`model.config.layers`).
+    pub fn check_at(&self, value: &Value, path: &str) -> Vec<Problem> {
         let mut problems = Vec::new();
-        self.node(&self.schema, value, "", &mut problems);
+        self.node(&self.schema, value, path, &mut problems);
         problems
     }
 

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 pub struct Task {
     pub trial: u32,
     pub action: Action,
+    /// Stop, paused, at the end of this epoch (successive halving's next rung).
+    pub stop_after_epoch: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +42,9 @@ impl HostCall {
                 args.push(format!("--sweep-trial={}:{}", self.sweep, task.trial));
             }
             Action::Resume { run_dir } => args.extend(["resume".into(), path(run_dir), "--no-progress".into()]),
+        }
+        if let Some(epoch) = task.stop_after_epoch {
+            args.push(format!("--stop-after-epoch={epoch}"));
         }
         args
     }

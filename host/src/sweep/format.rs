@@ -32,6 +32,46 @@ pub struct SweepFile {
     /// How many times a failed trial is tried again (on re-runs of the sweep too).
     #[serde(default = "default_retries")]
     pub max_retries: u32,
+    /// Successive halving over epochs: stop the trials that fall behind early.
+    #[serde(default)]
+    pub early_stopping: Option<Halving>,
+}
+
+/// Successive halving: every trial trains `min_epochs` epochs; the best 1/`reduction_factor`
+/// of them (by the metric, a per-epoch one) go on to `min_epochs × reduction_factor`, and so on
+/// until the last epoch; the others stop there (`pruned`), paused and resumable.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Halving {
+    pub min_epochs: u32,
+    #[serde(default = "default_reduction")]
+    pub reduction_factor: u32,
+}
+
+fn default_reduction() -> u32 {
+    3
+}
+
+impl Halving {
+    /// The epochs at which trials are compared, below `epochs`: `min_epochs`, times the factor,
+    /// and so on.
+    pub fn rungs(&self, epochs: u32) -> Vec<u32> {
+        let mut rungs = Vec::new();
+        let mut rung = self.min_epochs.max(1);
+        while rung < epochs {
+            rungs.push(rung);
+            rung = match rung.checked_mul(self.reduction_factor.max(2)) {
+                Some(next) => next,
+                None => break,
+            };
+        }
+        rungs
+    }
+
+    /// How many of `n` trials go on past a rung.
+    pub fn kept(&self, n: usize) -> usize {
+        n.div_ceil(self.reduction_factor.max(2) as usize).max(1)
+    }
 }
 
 fn default_retries() -> u32 {

@@ -64,6 +64,8 @@ pub struct Prepared {
     pub file: SweepFile,
     pub dir: SweepDir,
     pub results: SweepResults,
+    /// Each trial's `training.epochs`.
+    pub epochs: Vec<u32>,
 }
 
 fn describe(assignment: &Assignment) -> String {
@@ -83,6 +85,21 @@ pub fn prepare(path: &Path, registry: &Registry, compat: &HostCompat) -> Result<
     }
     if let Some(problem) = metric_problem(&file.metric.name) {
         return Err(invalid("metric.name", problem));
+    }
+    if let Some(halving) = &file.early_stopping {
+        if halving.min_epochs == 0 {
+            return Err(invalid("early_stopping.min_epochs", "must be at least 1".into()));
+        }
+        if halving.reduction_factor < 2 {
+            return Err(invalid("early_stopping.reduction_factor", "must be at least 2".into()));
+        }
+        if file.metric.name.starts_with("test.") {
+            let message = format!(
+                "`{}` exists only when a trial ends; early stopping compares trials by a per-epoch metric (val_loss, val_accuracy...)",
+                file.metric.name
+            );
+            return Err(invalid("metric.name", message));
+        }
     }
     let assignments = expand(&file).map_err(|(field, message)| invalid(&field, message))?;
     let base_dir = experiment::experiment_dir(path);
@@ -130,11 +147,13 @@ pub fn prepare(path: &Path, registry: &Registry, compat: &HostCompat) -> Result<
                     status: TrialStatus::Pending,
                     failures: 0,
                     run_dir: None,
+                    epochs: 0,
                     metric: None,
                     error: None,
                 })
                 .collect(),
             best: None,
+            rungs_done: Vec::new(),
         }
     };
     for (i, exp) in experiments.iter().enumerate() {
@@ -145,21 +164,25 @@ pub fn prepare(path: &Path, registry: &Registry, compat: &HostCompat) -> Result<
         record::write_json(&trial_file, exp)?;
     }
     results.save(&dir)?;
-    Ok(Prepared { file, dir, results })
+    let epochs = experiments.iter().map(|e| e.training.epochs).collect();
+    Ok(Prepared { file, dir, results, epochs })
 }
 
-/// The next attempt of each trial that needs one: pending ones run, interrupted ones (and
-/// ones whose process was killed) resume from their checkpoint, failed ones are retried while
-/// they have retries left.
-pub fn next_tasks(results: &SweepResults, dir: &SweepDir) -> Vec<Task> {
+/// The next attempt of each trial that needs one to reach `target(trial)` epochs (`None`: its
+/// last): pending ones run, interrupted and paused ones (and ones whose process was killed)
+/// resume from their checkpoint, failed ones are retried while they have retries left; pruned
+/// ones are done.
+pub fn next_tasks(results: &SweepResults, dir: &SweepDir, target: &dyn Fn(u32) -> Option<u32>) -> Vec<Task> {
     let mut tasks = Vec::new();
     for t in &results.trials {
-        let retry = match t.status {
-            TrialStatus::Completed => false,
+        let stop_after_epoch = target(t.trial);
+        let go = match t.status {
+            TrialStatus::Completed | TrialStatus::Pruned => false,
+            TrialStatus::Paused => stop_after_epoch.is_none_or(|r| t.epochs < r),
             TrialStatus::Pending | TrialStatus::Interrupted | TrialStatus::Running => true,
             TrialStatus::Failed => t.failures <= results.max_retries,
         };
-        if !retry {
+        if !go {
             continue;
         }
         let resumable = t.run_dir.as_ref().filter(|d| d.join(record::CHECKPOINTS).join(record::LAST).is_file());
@@ -167,9 +190,36 @@ pub fn next_tasks(results: &SweepResults, dir: &SweepDir) -> Vec<Task> {
             Some(run_dir) if t.status != TrialStatus::Pending => Action::Resume { run_dir: run_dir.clone() },
             _ => Action::Run { experiment: dir.experiment(t.trial) },
         };
-        tasks.push(Task { trial: t.trial, action });
+        tasks.push(Task { trial: t.trial, action, stop_after_epoch });
     }
     tasks
+}
+
+/// Successive halving at rung `rung`: of the trials that reached it, the best go on and the
+/// others are pruned.
+pub fn prune(results: &mut SweepResults, rung: u32, halving: &Halving) {
+    let direction = results.metric.direction;
+    let mut reached: Vec<(u32, Option<f64>)> = results
+        .trials
+        .iter()
+        .filter(|t| t.status == TrialStatus::Completed || (t.status == TrialStatus::Paused && t.epochs >= rung))
+        .map(|t| (t.trial, t.metric))
+        .collect();
+    reached.sort_by(|a, b| match (a.1, b.1) {
+        (Some(x), Some(y)) if direction.better(x, y) => std::cmp::Ordering::Less,
+        (Some(x), Some(y)) if direction.better(y, x) => std::cmp::Ordering::Greater,
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        _ => a.0.cmp(&b.0),
+    });
+    let kept = halving.kept(reached.len());
+    for (trial, _) in reached.into_iter().skip(kept) {
+        let t = &mut results.trials[trial as usize];
+        if t.status == TrialStatus::Paused {
+            t.status = TrialStatus::Pruned;
+        }
+    }
+    results.rungs_done.push(rung);
 }
 
 /// After an attempt of `task`: reads the trial's state, and counts a failure (an attempt that
@@ -183,7 +233,7 @@ pub fn record_attempt(results: &mut SweepResults, dir: &SweepDir, task: &Task, r
         t.status = TrialStatus::Failed;
         t.error = dir.last_error(task.trial).or_else(|| Some("the trial ended before it created a run folder".into()));
     }
-    if !matches!(t.status, TrialStatus::Completed | TrialStatus::Interrupted) {
+    if !matches!(t.status, TrialStatus::Completed | TrialStatus::Interrupted | TrialStatus::Paused) {
         t.status = TrialStatus::Failed;
         t.failures += 1;
     }
@@ -226,50 +276,81 @@ impl Executing {
     }
 }
 
-/// Runs the sweep's remaining trials, round after round (a round retries what the previous one
-/// left failed), until none is left, or `stop` is set. `report` hears of each trial that ends.
+/// Runs the sweep's remaining trials until none is left, or `stop` is set. With successive
+/// halving, trials first train to each rung, where the best go on; otherwise straight to their
+/// last epoch. Each stage goes round after round (a round retries what the previous one left
+/// failed). `report` hears of each trial that ends an attempt.
 pub fn run(
     prepared: &mut Prepared,
     call: &HostCall,
     stop: &std::sync::atomic::AtomicBool,
     mut report: impl FnMut(&TrialResult),
 ) -> Result<(), SweepError> {
-    let Prepared { file, dir, results } = prepared;
+    let Prepared { file, dir, results, epochs } = prepared;
     let executing = Executing::of(&file.executor);
+    let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
     results.refresh(dir);
-    // Each round either finishes trials or spends a retry; interrupted trials that do not
-    // finish are bounded by the rounds.
-    for _round in 0..=file.max_retries + 2 {
-        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+    let longest = epochs.iter().copied().max().unwrap_or(0);
+    let rungs = file.early_stopping.as_ref().map(|h| h.rungs(longest)).unwrap_or_default();
+    for stage in rungs.iter().copied().map(Some).chain([None]) {
+        let target = |trial: u32| stage.filter(|&r| r < epochs[trial as usize]);
+        // Each round either finishes trials or spends a retry; interrupted trials that do not
+        // finish are bounded by the rounds.
+        for _round in 0..=file.max_retries + 2 {
+            if stopped() {
+                break;
+            }
+            let tasks = next_tasks(results, dir, &target);
+            if tasks.is_empty() {
+                break;
+            }
+            run_round(&tasks, &executing, call, dir, results, stop, &mut report)?;
+            results.save(dir)?;
+        }
+        if stopped() {
             break;
         }
-        let tasks = next_tasks(results, dir);
-        if tasks.is_empty() {
-            break;
-        }
-        let before: Vec<Option<PathBuf>> = tasks.iter().map(|t| dir.latest_run(t.trial)).collect();
-        match &executing {
-            Executing::Local { parallel, threads } => {
-                let by_trial = |trial: u32| tasks.iter().position(|t| t.trial == trial).expect("a task of this round");
-                local::run(tasks.clone(), *parallel, *threads, call, dir, stop, |trial, _ok| {
-                    let i = by_trial(trial);
-                    record_attempt(results, dir, &tasks[i], before[i].as_ref());
-                    let _ = results.save(dir);
-                    report(&results.trials[trial as usize]);
-                })
-                .map_err(|cause| SweepError::Io { path: dir.0.clone(), cause })?;
-            }
-            Executing::Slurm(resources) => {
-                slurm::run_array(&tasks, resources, call, dir, stop)?;
-                for (task, before) in tasks.iter().zip(&before) {
-                    record_attempt(results, dir, task, before.as_ref());
-                    report(&results.trials[task.trial as usize]);
-                }
+        if let (Some(rung), Some(halving)) = (stage, &file.early_stopping) {
+            if !results.rungs_done.contains(&rung) {
+                prune(results, rung, halving);
+                results.save(dir)?;
             }
         }
-        results.save(dir)?;
     }
     results.refresh(dir);
     results.save(dir)?;
+    Ok(())
+}
+
+/// One attempt of each of `tasks`.
+fn run_round(
+    tasks: &[Task],
+    executing: &Executing,
+    call: &HostCall,
+    dir: &SweepDir,
+    results: &mut SweepResults,
+    stop: &std::sync::atomic::AtomicBool,
+    report: &mut impl FnMut(&TrialResult),
+) -> Result<(), SweepError> {
+    let before: Vec<Option<PathBuf>> = tasks.iter().map(|t| dir.latest_run(t.trial)).collect();
+    match executing {
+        Executing::Local { parallel, threads } => {
+            let by_trial = |trial: u32| tasks.iter().position(|t| t.trial == trial).expect("a task of this round");
+            local::run(tasks.to_vec(), *parallel, *threads, call, dir, stop, |trial, _ok| {
+                let i = by_trial(trial);
+                record_attempt(results, dir, &tasks[i], before[i].as_ref());
+                let _ = results.save(dir);
+                report(&results.trials[trial as usize]);
+            })
+            .map_err(|cause| SweepError::Io { path: dir.0.clone(), cause })?;
+        }
+        Executing::Slurm(resources) => {
+            slurm::run_array(tasks, resources, call, dir, stop)?;
+            for (task, before) in tasks.iter().zip(&before) {
+                record_attempt(results, dir, task, before.as_ref());
+                report(&results.trials[task.trial as usize]);
+            }
+        }
+    }
     Ok(())
 }

@@ -26,6 +26,10 @@ pub enum TrialStatus {
     /// Stopped by Ctrl-C; resumed by the next run of the sweep.
     Interrupted,
     Failed,
+    /// Stopped at a rung of successive halving, to be compared with the others.
+    Paused,
+    /// Stopped for good by successive halving: it fell behind at a rung.
+    Pruned,
 }
 
 impl TrialStatus {
@@ -36,6 +40,8 @@ impl TrialStatus {
             TrialStatus::Completed => "completed",
             TrialStatus::Interrupted => "interrupted",
             TrialStatus::Failed => "failed",
+            TrialStatus::Paused => "paused",
+            TrialStatus::Pruned => "pruned",
         }
     }
 }
@@ -50,6 +56,9 @@ pub struct TrialResult {
     pub failures: u32,
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
+    /// Epochs its run has completed.
+    #[serde(default)]
+    pub epochs: u32,
     #[serde(default)]
     pub metric: Option<f64>,
     #[serde(default)]
@@ -75,6 +84,9 @@ pub struct SweepResults {
     pub trials: Vec<TrialResult>,
     #[serde(default)]
     pub best: Option<BestTrial>,
+    /// The rungs of successive halving already decided.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rungs_done: Vec<u32>,
 }
 
 pub const RESULTS: &str = "sweep.json";
@@ -149,12 +161,17 @@ impl SweepResults {
         for t in &mut self.trials {
             let Some(run_dir) = dir.latest_run(t.trial) else { continue };
             if let Ok(summary) = RunSummary::load(&run_dir) {
-                t.status = match summary.status {
-                    RunStatus::Completed => TrialStatus::Completed,
-                    RunStatus::Failed => TrialStatus::Failed,
-                    RunStatus::Interrupted => TrialStatus::Interrupted,
-                    RunStatus::Running => TrialStatus::Running,
-                };
+                // Pruning is the sweep's decision; the run itself stays paused.
+                if t.status != TrialStatus::Pruned {
+                    t.status = match summary.status {
+                        RunStatus::Completed => TrialStatus::Completed,
+                        RunStatus::Failed => TrialStatus::Failed,
+                        RunStatus::Interrupted => TrialStatus::Interrupted,
+                        RunStatus::Running => TrialStatus::Running,
+                        RunStatus::Paused => TrialStatus::Paused,
+                    };
+                }
+                t.epochs = summary.epochs_completed;
                 t.metric = metric_of(&summary, &self.metric);
                 t.error = summary.error.clone();
             }

@@ -44,7 +44,9 @@ fn check_random(parameter: &Parameter) -> Result<(), String> {
         Parameter::LogUniform([low, high]) if !(low > 0.0 && low < high && high.is_finite()) => {
             Err(format!("`log_uniform` [{low}, {high}] needs 0 < low < high"))
         }
-        Parameter::IntUniform([low, high]) if low > high => Err(format!("`int_uniform` [{low}, {high}] needs low <= high")),
+        Parameter::IntUniform([low, high]) if low > high => {
+            Err(format!("`int_uniform` [{low}, {high}] needs low <= high"))
+        }
         _ => Ok(()),
     }
 }

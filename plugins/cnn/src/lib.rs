@@ -1,5 +1,9 @@
 //! `cnn`: a convolutional network for small images `[n, channels, h, w]`: blocks of
-//! (conv 3x3 + batch norm + ReLU) x2 + max-pool, then a dense head.
+//! (conv k×k + batch norm + ReLU) + pooling (max or average, 2×2), then a dense head.
+//!
+//! Version 1.1 adds `kernel_size`, `pooling` and `batch_norm`; their defaults (3, `max`,
+//! `true`) build the network of 1.0, with the same parameters, so 1.0 configurations and
+//! their saved weights give the same model.
 
 use gymnos_plugin_sdk::{
     tch::{nn, nn::ModuleT, Tensor},
@@ -12,6 +16,15 @@ pub struct CnnConfig {
     /// Output channels of each block (each block halves height and width)
     #[config(default = [32, 64], min = 1, non_empty)]
     pub channels: Vec<i64>,
+    /// Side of each block's square convolution kernel (odd, so that the padding keeps the size)
+    #[config(default = 3, one_of = [1, 3, 5, 7])]
+    pub kernel_size: i64,
+    /// Pooling after each block: max or avg (2x2, stride 2)
+    #[config(default = "max", one_of = ["max", "avg"])]
+    pub pooling: String,
+    /// Batch normalization after each convolution (without it the convolutions learn a bias)
+    #[config(default = true)]
+    pub batch_norm: bool,
     /// Width of the dense layer before the output
     #[config(default = 128, min = 1)]
     pub hidden: i64,
@@ -25,29 +38,40 @@ pub struct Cnn {
     net: nn::SequentialT,
 }
 
-fn conv_bn_relu(path: nn::Path, c_in: i64, c_out: i64) -> nn::SequentialT {
-    let conv = nn::ConvConfig { padding: 1, bias: false, ..Default::default() };
-    nn::seq_t()
-        .add(nn::conv2d(&path / "conv", c_in, c_out, 3, conv))
-        .add(nn::batch_norm2d(&path / "bn", c_out, Default::default()))
-        .add_fn(|x| x.relu())
+/// One block's convolution, batch norm (when asked) and ReLU. Parameter names are those of 1.0.
+fn conv_block(path: nn::Path, c_in: i64, c_out: i64, kernel: i64, batch_norm: bool) -> nn::SequentialT {
+    let conv = nn::ConvConfig { padding: kernel / 2, bias: !batch_norm, ..Default::default() };
+    let mut block = nn::seq_t().add(nn::conv2d(&path / "conv", c_in, c_out, kernel, conv));
+    if batch_norm {
+        block = block.add(nn::batch_norm2d(&path / "bn", c_out, Default::default()));
+    }
+    block.add_fn(|x| x.relu())
 }
 
 impl Configurable for Cnn {
     const NAME: &'static str = "cnn";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
-        "Convolutional network for small images: conv-BN-ReLU blocks with max-pooling, then a dense head";
+        "Convolutional network for small images: conv-BN-ReLU blocks with pooling, then a dense head";
     type Config = CnnConfig;
 
     fn build(config: CnnConfig, ctx: &Context) -> Result<Self> {
-        let CnnConfig { channels, hidden, dropout } = config;
+        let CnnConfig { channels, kernel_size, pooling, batch_norm, hidden, dropout } = config;
         let &[c, h, w] = ctx.input_shape.as_slice() else {
             return Err(PluginError::config(format!(
                 "cnn needs images [channels, height, width], got input shape {:?}",
                 ctx.input_shape
             )));
         };
+        let pool: fn(&Tensor) -> Tensor = match pooling.as_str() {
+            "max" => |x| x.max_pool2d_default(2),
+            // Not `avg_pool2d_default`: tch 0.24's passes a divisor of 1, which sums instead.
+            "avg" => |x| x.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None),
+            other => return Err(PluginError::config(format!("pooling `{other}` is not max or avg"))),
+        };
+        if kernel_size < 1 || kernel_size % 2 == 0 {
+            return Err(PluginError::config(format!("kernel_size {kernel_size} is not an odd number")));
+        }
         // Each block halves the image; a shift by the block count, checked (64 blocks or more
         // halve anything to nothing).
         let halved = |side: i64| u32::try_from(channels.len()).ok().and_then(|n| side.checked_shr(n)).unwrap_or(0);
@@ -60,7 +84,7 @@ impl Configurable for Cnn {
         let mut net = nn::seq_t();
         let mut c_in = c;
         for (i, &c_out) in channels.iter().enumerate() {
-            net = net.add(conv_bn_relu(&root / format!("block{i}"), c_in, c_out)).add_fn(|x| x.max_pool2d_default(2));
+            net = net.add(conv_block(&root / format!("block{i}"), c_in, c_out, kernel_size, batch_norm)).add_fn(pool);
             c_in = c_out;
         }
         let flat = gymnos_plugin_sdk::numel(&[c_in, h_out, w_out])?;
@@ -88,21 +112,120 @@ gymnos_plugin_sdk::export_plugin!(model(Cnn));
 
 #[cfg(test)]
 mod tests {
-    use gymnos_plugin_sdk::{harness, serde_json::json};
+    use gymnos_plugin_sdk::{
+        harness,
+        serde_json::json,
+        tch::{self, Device, Kind, Tensor},
+        ConfigSchema, Configurable, Context, Model,
+    };
+
+    use super::{Cnn, CnnConfig};
+
+    fn build(config: gymnos_plugin_sdk::serde_json::Value, input_shape: &[i64]) -> Cnn {
+        let ctx = Context { input_shape: input_shape.to_vec(), num_outputs: 10, ..Context::standalone() };
+        Cnn::build(CnnConfig::from_json(config).unwrap(), &ctx).unwrap()
+    }
+
+    fn variables(model: &Cnn) -> Vec<(String, Vec<i64>)> {
+        let mut vars: Vec<(String, Vec<i64>)> =
+            model.var_store().variables().into_iter().map(|(n, t)| (n, t.size())).collect();
+        vars.sort();
+        vars
+    }
 
     #[test]
     fn meets_the_model_contract() {
-        harness::check_model::<super::Cnn>(json!({ "channels": [4, 8], "hidden": 16 }), &[1, 12, 12], 10).unwrap();
-        let err = harness::check_model::<super::Cnn>(json!({}), &[144], 10).unwrap_err();
+        harness::check_model::<Cnn>(json!({ "channels": [4, 8], "hidden": 16 }), &[1, 12, 12], 10).unwrap();
+        for config in [
+            json!({ "channels": [4, 8], "hidden": 16, "kernel_size": 5, "pooling": "avg" }),
+            json!({ "channels": [4], "hidden": 16, "kernel_size": 1, "batch_norm": false }),
+            json!({ "channels": [3, 3, 3], "hidden": 8, "kernel_size": 7, "pooling": "avg", "batch_norm": false }),
+        ] {
+            harness::check_model::<Cnn>(config.clone(), &[2, 9, 11], 4).unwrap_or_else(|e| panic!("{config}: {e}"));
+        }
+        let err = harness::check_model::<Cnn>(json!({}), &[144], 10).unwrap_err();
         assert_eq!(
             err,
             "create: configuration error: cnn needs images [channels, height, width], got input shape [144]"
         );
-        let err =
-            harness::check_model::<super::Cnn>(json!({ "channels": [], "hidden": 0 }), &[1, 12, 12], 10).unwrap_err();
+        let err = harness::check_model::<Cnn>(json!({ "channels": [], "hidden": 0 }), &[1, 12, 12], 10).unwrap_err();
         assert_eq!(err, "create: configuration error: channels: must not be empty; hidden: 0 is not >= 1");
-        let err =
-            harness::check_model::<super::Cnn>(json!({ "channels": [4, 4, 4, 4] }), &[1, 12, 12], 10).unwrap_err();
+        let err = harness::check_model::<Cnn>(json!({ "channels": [4, 4, 4, 4] }), &[1, 12, 12], 10).unwrap_err();
         assert_eq!(err, "create: configuration error: 4 blocks halve 12x12 images to nothing");
+        let err =
+            harness::check_model::<Cnn>(json!({ "kernel_size": 4, "pooling": "min" }), &[1, 12, 12], 10).unwrap_err();
+        assert_eq!(
+            err,
+            "create: configuration error: kernel_size: 4 is not one of 1, 3, 5, 7; pooling: \"min\" is not one of \
+             max, avg"
+        );
+    }
+
+    #[test]
+    fn the_defaults_build_the_network_of_1_0() {
+        // The parameters of 1.0's network for `{"channels": [4, 8], "hidden": 16}` on 1x12x12.
+        let expected: Vec<(String, Vec<i64>)> = [
+            ("block0.bn.bias", vec![4]),
+            ("block0.bn.running_mean", vec![4]),
+            ("block0.bn.running_var", vec![4]),
+            ("block0.bn.weight", vec![4]),
+            ("block0.conv.weight", vec![4, 1, 3, 3]),
+            ("block1.bn.bias", vec![8]),
+            ("block1.bn.running_mean", vec![8]),
+            ("block1.bn.running_var", vec![8]),
+            ("block1.bn.weight", vec![8]),
+            ("block1.conv.weight", vec![8, 4, 3, 3]),
+            ("fc.bias", vec![16]),
+            ("fc.weight", vec![16, 72]),
+            ("out.bias", vec![10]),
+            ("out.weight", vec![10, 16]),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
+        let defaults = build(json!({ "channels": [4, 8], "hidden": 16 }), &[1, 12, 12]);
+        assert_eq!(variables(&defaults), expected);
+        // The same seed gives the same weights, written out or left to their defaults.
+        tch::manual_seed(3);
+        let implicit = build(json!({ "channels": [4, 8], "hidden": 16 }), &[1, 12, 12]);
+        tch::manual_seed(3);
+        let explicit = build(
+            json!({ "channels": [4, 8], "hidden": 16, "kernel_size": 3, "pooling": "max", "batch_norm": true }),
+            &[1, 12, 12],
+        );
+        let x = Tensor::randn([2, 1, 12, 12], (Kind::Float, Device::Cpu));
+        assert!(implicit.forward(&x, false).unwrap().equal(&explicit.forward(&x, false).unwrap()));
+    }
+
+    #[test]
+    fn kernel_size_pooling_and_batch_norm_change_what_they_say() {
+        let model = build(json!({ "channels": [4], "hidden": 16, "kernel_size": 5, "batch_norm": false }), &[2, 8, 8]);
+        assert_eq!(
+            variables(&model),
+            [
+                ("block0.conv.bias".to_string(), vec![4]),
+                ("block0.conv.weight".to_string(), vec![4, 2, 5, 5]),
+                ("fc.bias".to_string(), vec![16]),
+                ("fc.weight".to_string(), vec![16, 64]),
+                ("out.bias".to_string(), vec![10]),
+                ("out.weight".to_string(), vec![10, 16]),
+            ]
+        );
+        // With every weight 1 and every bias 0, the output is the sum of the pooled image: for
+        // 0/16..15/16 in 4x4, the windows' means sum to 1.875 and their maxima to 2.5.
+        for (pooling, expected) in [("avg", 1.875), ("max", 2.5)] {
+            let config =
+                json!({ "channels": [1], "hidden": 1, "kernel_size": 1, "pooling": pooling, "batch_norm": false });
+            let model = build(config, &[1, 4, 4]);
+            tch::no_grad(|| {
+                for (name, mut t) in model.var_store().variables() {
+                    let _ = if name.ends_with("bias") { t.fill_(0.0) } else { t.fill_(1.0) };
+                }
+            });
+            let x = Tensor::arange(16, (Kind::Float, Device::Cpu)).reshape([1, 1, 4, 4]) / 16.0;
+            let out = model.forward(&x, false).unwrap();
+            assert_eq!(out.size(), [1, 10]);
+            assert!((out.double_value(&[0, 0]) - expected).abs() < 1e-6, "{pooling}: {out}");
+        }
     }
 }

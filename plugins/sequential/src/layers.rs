@@ -1,0 +1,300 @@
+//! The layers: read from the checked JSON, their output shapes inferred from the input shape,
+//! built into modules, and run.
+
+use gymnos_plugin_sdk::{
+    numel,
+    serde_json::{Map, Value},
+    tch::{nn, nn::Module, nn::ModuleT, Tensor},
+    PluginError, Result,
+};
+
+/// How a convolution pads its input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Padding {
+    /// `k - 1` pixels per dimension, split between its two ends (one more after than before
+    /// when `k` is even): the output is the input's size divided by the stride, rounded up.
+    Same,
+    /// Pixels on each side (`valid`: 0).
+    Pixels(i64),
+}
+
+/// One layer as the experiment writes it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Spec {
+    Dense { units: i64 },
+    Conv2d { filters: i64, kernel: i64, stride: i64, padding: Padding },
+    MaxPool2d { size: i64, stride: i64 },
+    AvgPool2d { size: i64, stride: i64 },
+    GlobalAvgPool,
+    BatchNorm,
+    Dropout { rate: f64 },
+    Flatten,
+    Relu,
+    Gelu,
+    Tanh,
+    Sigmoid,
+    Residual { layers: Vec<Spec> },
+}
+
+impl Spec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Spec::Dense { .. } => "dense",
+            Spec::Conv2d { .. } => "conv2d",
+            Spec::MaxPool2d { .. } => "max_pool2d",
+            Spec::AvgPool2d { .. } => "avg_pool2d",
+            Spec::GlobalAvgPool => "global_avg_pool",
+            Spec::BatchNorm => "batch_norm",
+            Spec::Dropout { .. } => "dropout",
+            Spec::Flatten => "flatten",
+            Spec::Relu => "relu",
+            Spec::Gelu => "gelu",
+            Spec::Tanh => "tanh",
+            Spec::Sigmoid => "sigmoid",
+            Spec::Residual { .. } => "residual",
+        }
+    }
+}
+
+/// Reads a layer list already checked against the schema (`schema::check`): every field has
+/// its type and bounds.
+pub fn parse(layers: &Value, path: &str) -> Result<Vec<Spec>> {
+    let items = layers.as_array().ok_or_else(|| PluginError::config(format!("{path}: expected a list")))?;
+    items.iter().enumerate().map(|(i, layer)| parse_one(layer, &format!("{path}[{i}]"))).collect()
+}
+
+fn parse_one(layer: &Value, path: &str) -> Result<Spec> {
+    let empty = Map::new();
+    let fields = layer.as_object().unwrap_or(&empty);
+    let int = |key: &str| -> Result<Option<i64>> {
+        fields
+            .get(key)
+            .map(|v| v.as_i64().ok_or_else(|| PluginError::config(format!("{path}.{key}: {v} is not an integer"))))
+            .transpose()
+    };
+    let required = |key: &str| int(key)?.ok_or_else(|| PluginError::config(format!("{path}.{key}: missing field")));
+    let ty = fields.get("type").and_then(Value::as_str).unwrap_or_default();
+    Ok(match ty {
+        "dense" => Spec::Dense { units: required("units")? },
+        "conv2d" => Spec::Conv2d {
+            filters: required("filters")?,
+            kernel: required("kernel_size")?,
+            stride: int("stride")?.unwrap_or(1),
+            padding: match fields.get("padding") {
+                None => Padding::Same,
+                Some(Value::String(s)) if s == "same" => Padding::Same,
+                Some(Value::String(s)) if s == "valid" => Padding::Pixels(0),
+                Some(_) => Padding::Pixels(required("padding")?),
+            },
+        },
+        "max_pool2d" | "avg_pool2d" => {
+            let size = required("size")?;
+            let stride = int("stride")?.unwrap_or(size);
+            if ty == "max_pool2d" {
+                Spec::MaxPool2d { size, stride }
+            } else {
+                Spec::AvgPool2d { size, stride }
+            }
+        }
+        "global_avg_pool" => Spec::GlobalAvgPool,
+        "batch_norm" => Spec::BatchNorm,
+        "dropout" => Spec::Dropout {
+            rate: fields
+                .get("rate")
+                .and_then(Value::as_f64)
+                .ok_or_else(|| PluginError::config(format!("{path}.rate: missing field")))?,
+        },
+        "flatten" => Spec::Flatten,
+        "relu" => Spec::Relu,
+        "gelu" => Spec::Gelu,
+        "tanh" => Spec::Tanh,
+        "sigmoid" => Spec::Sigmoid,
+        "residual" => {
+            Spec::Residual { layers: parse(fields.get("layers").unwrap_or(&Value::Null), &format!("{path}.layers"))? }
+        }
+        other => return Err(PluginError::config(format!("{path}.type: `{other}` is not a layer type"))),
+    })
+}
+
+/// A built layer.
+#[derive(Debug)]
+pub enum Op {
+    Dense(nn::Linear),
+    /// `pad`: explicit padding (left, right, top, bottom) before the convolution, for `same`
+    /// with an even kernel.
+    Conv2d {
+        conv: nn::Conv2D,
+        pad: Option<[i64; 4]>,
+    },
+    MaxPool2d {
+        size: i64,
+        stride: i64,
+    },
+    AvgPool2d {
+        size: i64,
+        stride: i64,
+    },
+    GlobalAvgPool,
+    BatchNorm(nn::BatchNorm),
+    Dropout(f64),
+    Flatten,
+    Relu,
+    Gelu,
+    Tanh,
+    Sigmoid,
+    Residual(Vec<Op>),
+}
+
+impl ModuleT for Op {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        match self {
+            Op::Dense(linear) => linear.forward(x),
+            Op::Conv2d { conv, pad } => match pad {
+                Some(pad) => conv.forward(&x.constant_pad_nd(pad.as_slice())),
+                None => conv.forward(x),
+            },
+            Op::MaxPool2d { size, stride } => x.max_pool2d([*size, *size], [*stride, *stride], [0, 0], [1, 1], false),
+            // Not `avg_pool2d_default`: tch 0.24's passes a divisor of 1, which sums instead.
+            Op::AvgPool2d { size, stride } => {
+                x.avg_pool2d([*size, *size], [*stride, *stride], [0, 0], false, true, None)
+            }
+            Op::GlobalAvgPool => x.mean_dim([2i64, 3].as_slice(), false, None),
+            Op::BatchNorm(bn) => bn.forward_t(x, train),
+            Op::Dropout(rate) => x.dropout(*rate, train),
+            Op::Flatten => x.flatten(1, -1),
+            Op::Relu => x.relu(),
+            Op::Gelu => x.gelu("none"),
+            Op::Tanh => x.tanh(),
+            Op::Sigmoid => x.sigmoid(),
+            Op::Residual(layers) => x + run(layers, x, train),
+        }
+    }
+}
+
+/// The layers one after the other.
+pub fn run(layers: &[Op], x: &Tensor, train: bool) -> Tensor {
+    let mut y = x.shallow_clone();
+    for layer in layers {
+        y = layer.forward_t(&y, train);
+    }
+    y
+}
+
+/// A layer that does not fit its input: the message names the layer and the shapes.
+fn misfit(label: &str, message: String) -> PluginError {
+    PluginError::config(format!("{label}: {message}"))
+}
+
+/// The output side of a convolution or pooling window over `side` (padded by `pad` each side,
+/// `total_pad` in all), or `None` when the window does not fit.
+fn window_out(side: i64, total_pad: i64, window: i64, stride: i64) -> Option<i64> {
+    let padded = side.checked_add(total_pad)?;
+    (padded >= window && stride >= 1).then(|| (padded - window) / stride + 1)
+}
+
+fn image(label: &str, input: &[i64]) -> Result<[i64; 3]> {
+    match *input {
+        [c, h, w] => Ok([c, h, w]),
+        _ => Err(misfit(label, format!("input {input:?} is not an image [channels, height, width]"))),
+    }
+}
+
+/// Builds `specs` for inputs of shape `input` (one sample's), naming layers `{path}[i]` and
+/// their parameters under `vs`. Returns the layers and their output shape.
+pub fn build(specs: &[Spec], input: &[i64], path: &str, vs: &nn::Path) -> Result<(Vec<Op>, Vec<i64>)> {
+    let mut shape = input.to_vec();
+    let mut ops = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let label = format!("{at} ({})", spec.name());
+        let p = vs / "layers" / i;
+        let (op, out) = build_one(spec, &shape, &at, &label, &p)?;
+        ops.push(op);
+        shape = out;
+    }
+    Ok((ops, shape))
+}
+
+fn build_one(spec: &Spec, input: &[i64], at: &str, label: &str, p: &nn::Path) -> Result<(Op, Vec<i64>)> {
+    let same = input.to_vec();
+    Ok(match *spec {
+        Spec::Dense { units } => {
+            let &[features] = input else {
+                return Err(misfit(
+                    label,
+                    format!("input {input:?} is not a vector [features]; put a flatten or global_avg_pool before it"),
+                ));
+            };
+            (Op::Dense(nn::linear(p, features, units, Default::default())), vec![units])
+        }
+        Spec::Conv2d { filters, kernel, stride, padding } => {
+            let [c, h, w] = image(label, input)?;
+            let (total_pad, conv_pad, pad) = match padding {
+                // Odd kernels pad evenly inside the convolution; even ones need one more
+                // pixel after than before, padded beforehand.
+                Padding::Same if kernel % 2 == 1 => (kernel - 1, kernel / 2, None),
+                Padding::Same => {
+                    let before = (kernel - 1) / 2;
+                    (kernel - 1, 0, Some([before, kernel - 1 - before, before, kernel - 1 - before]))
+                }
+                Padding::Pixels(px) => (px.saturating_mul(2), px, None),
+            };
+            let out = |side: i64| window_out(side, total_pad, kernel, stride);
+            let (Some(h_out), Some(w_out)) = (out(h), out(w)) else {
+                let padded = match padding {
+                    Padding::Pixels(px) if px > 0 => format!(" padded by {px}"),
+                    _ => String::new(),
+                };
+                return Err(misfit(
+                    label,
+                    format!("input {input:?}{padded} is smaller than the kernel {kernel}x{kernel}"),
+                ));
+            };
+            let config = nn::ConvConfig { stride, padding: conv_pad, ..Default::default() };
+            (Op::Conv2d { conv: nn::conv2d(p, c, filters, kernel, config), pad }, vec![filters, h_out, w_out])
+        }
+        Spec::MaxPool2d { size, stride } | Spec::AvgPool2d { size, stride } => {
+            let [c, h, w] = image(label, input)?;
+            let (Some(h_out), Some(w_out)) = (window_out(h, 0, size, stride), window_out(w, 0, size, stride)) else {
+                return Err(misfit(label, format!("input {input:?} is smaller than the window {size}x{size}")));
+            };
+            let op = if matches!(spec, Spec::MaxPool2d { .. }) {
+                Op::MaxPool2d { size, stride }
+            } else {
+                Op::AvgPool2d { size, stride }
+            };
+            (op, vec![c, h_out, w_out])
+        }
+        Spec::GlobalAvgPool => {
+            let [c, _, _] = image(label, input)?;
+            (Op::GlobalAvgPool, vec![c])
+        }
+        Spec::BatchNorm => {
+            let bn = match *input {
+                [channels] | [channels, _] => nn::batch_norm1d(p, channels, Default::default()),
+                [channels, _, _] => nn::batch_norm2d(p, channels, Default::default()),
+                [channels, _, _, _] => nn::batch_norm3d(p, channels, Default::default()),
+                _ => {
+                    return Err(misfit(label, format!("input {input:?} is not [channels] with 0 to 3 more dimensions")))
+                }
+            };
+            (Op::BatchNorm(bn), same)
+        }
+        Spec::Dropout { rate } => (Op::Dropout(rate), same),
+        Spec::Flatten => {
+            let n = numel(input).map_err(|e| misfit(label, e.message.to_string()))?;
+            (Op::Flatten, vec![n])
+        }
+        Spec::Relu => (Op::Relu, same),
+        Spec::Gelu => (Op::Gelu, same),
+        Spec::Tanh => (Op::Tanh, same),
+        Spec::Sigmoid => (Op::Sigmoid, same),
+        Spec::Residual { ref layers } => {
+            let (inner, out) = build(layers, input, &format!("{at}.layers"), p)?;
+            if out != input {
+                return Err(misfit(label, format!("its layers turn {input:?} into {out:?}")));
+            }
+            (Op::Residual(inner), same)
+        }
+    })
+}
