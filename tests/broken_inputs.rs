@@ -161,3 +161,21 @@ fn broken_run_folders_are_named() {
     let err = sandbox.host(&["predict", run.to_str().unwrap(), input.to_str().unwrap()]).one_line_error().to_string();
     assert_eq!(err, format!("error: {}: missing; the run has not completed", run.join("model.safetensors").display()));
 }
+
+#[test]
+fn every_experiment_of_the_repository_passes_validate_deep() {
+    let sandbox = Sandbox::new();
+    sandbox.install_builtins();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+    let mut files: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    for file in files {
+        let out = sandbox.host(&["validate", "--deep", file.to_str().unwrap()]);
+        assert!(out.ok().starts_with(&format!("{}: valid, and the run starts", file.display())), "{}", out.stdout);
+    }
+}
