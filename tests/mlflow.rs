@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gymnos_tests::{data_dir, library, Sandbox};
+use gymnos_tests::{data_dir, library, read_json, Sandbox};
 use serde_json::{json, Value};
 
 /// How long `mlflow server` may take to answer (it starts in about 10 s on an idle machine).
@@ -163,10 +163,6 @@ fn json_of(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u1
     let status = answer.status().as_u16();
     let text = answer.body_mut().read_to_string().unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn tag<'a>(run: &'a Value, key: &str) -> Option<&'a str> {

@@ -2,9 +2,7 @@
 //! small real data (the wine table; the first 2000 Fashion-MNIST test images), and what they
 //! cannot take is refused by `validate --deep` before any run, with the layer and the shapes.
 
-use std::{fs, path::Path};
-
-use gymnos_tests::{data_dir, library, Sandbox};
+use gymnos_tests::{data_dir, library, read_json, Sandbox};
 use serde_json::{json, Value};
 
 const MODEL_CRATES: [&str; 3] = ["gymnos-linear", "gymnos-resnet", "gymnos-sequential"];
@@ -18,10 +16,6 @@ fn sandbox() -> Sandbox {
     args.extend(libraries.iter().map(String::as_str));
     sandbox.host(&args).ok();
     sandbox
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 fn wine(name: &str, model: Value) -> Value {

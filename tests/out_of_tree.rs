@@ -10,7 +10,7 @@ use std::{
     process::Command,
 };
 
-use gymnos_tests::{artifact_dir, Sandbox};
+use gymnos_tests::{artifact_dir, read_json, Sandbox};
 use serde_json::{json, Value};
 
 /// `cargo <args>` on the crate in `dir`. The libtorch settings are the exact strings this
@@ -35,10 +35,6 @@ fn cargo(dir: &Path, args: &[&str]) {
 
 fn built(lib: &str) -> PathBuf {
     artifact_dir().join(format!("lib{}.so", lib.replace('-', "_")))
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[test]

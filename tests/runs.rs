@@ -8,12 +8,8 @@ use std::{
     process::Command,
 };
 
-use gymnos_tests::{data_dir, Sandbox};
+use gymnos_tests::{data_dir, read_json, Sandbox};
 use serde_json::{json, Value};
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
-}
 
 fn wine(name: &str, lr: f64) -> Value {
     json!({

@@ -9,12 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gymnos_tests::{data_dir, Run, Sandbox};
+use gymnos_tests::{data_dir, read_json, Run, Sandbox};
 use serde_json::{json, Value};
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
-}
 
 /// Writes the wine experiment and a sweep over it; returns the sweep file.
 fn sweep_file(sandbox: &Sandbox, name: &str, parameters: Value, executor: Value, epochs: u32) -> PathBuf {

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gymnos_tests::{artifact_dir, data_dir, library, Sandbox};
+use gymnos_tests::{artifact_dir, data_dir, library, read_json, Sandbox};
 use serde_json::{json, Value};
 
 fn wine(name: &str, tracking: Value) -> Value {
@@ -45,10 +45,6 @@ fn run(sandbox: &Sandbox, name: &str, experiment: &Value) -> PathBuf {
     let runs = sandbox.runs(name);
     assert_eq!(runs.len(), 1, "{runs:?}");
     runs[0].clone()
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 /// What TensorBoard reads from the event files under `logdir` (see `read_tfevents.py`).

@@ -8,12 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gymnos_tests::{artifact_dir, data_dir, library, Run, Sandbox};
+use gymnos_tests::{artifact_dir, data_dir, library, read_json, Run, Sandbox};
 use serde_json::{json, Value};
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
-}
 
 fn wine(name: &str) -> Value {
     json!({

@@ -51,7 +51,8 @@ impl ConfigType {
     }
 }
 
-fn json_type_name(value: &Value) -> &'static str {
+/// What kind of JSON value `value` is, as messages say it: `a string`, `an array`...
+pub fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a bool",

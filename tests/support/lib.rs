@@ -36,6 +36,12 @@ pub fn builtin_count() -> usize {
     BUILTIN_CRATES.len()
 }
 
+/// A JSON file's value; the test fails naming the file when it cannot be read or parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The repository's `data/` folder, filled by the set-up (Fashion-MNIST, scikit-learn tables).
 pub fn data_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");

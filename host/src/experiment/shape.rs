@@ -37,15 +37,7 @@ fn here(path: &str) -> String {
 }
 
 fn found(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a bool",
-        Value::Number(n) if n.is_f64() => "a number",
-        Value::Number(_) => "an integer",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    gymnos_plugin_api::config::json_type_name(value)
 }
 
 fn type_matches(ty: &str, value: &Value) -> bool {

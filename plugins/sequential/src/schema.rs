@@ -155,15 +155,7 @@ fn join(path: &str, key: &str) -> String {
 }
 
 fn found(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a bool",
-        Value::Number(n) if n.is_f64() => "a number",
-        Value::Number(_) => "an integer",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    gymnos_plugin_sdk::api::config::json_type_name(value)
 }
 
 fn type_name(ty: &str) -> &str {
