@@ -15,6 +15,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use gymnos_plugin_api::ComponentKind;
 use walkdir::WalkDir;
 
 use crate::{
@@ -38,6 +39,8 @@ pub enum ManagerError {
     Conflict { path: PathBuf, kind: String, name: String, version: String, existing: String },
     #[error("`{name}@{version}` is not installed (installed versions of `{name}`: {installed})")]
     NotInstalled { name: String, version: String, installed: String },
+    #[error("`{name}@{version}` names installed plugins of several kinds ({kinds}); say which with --kind")]
+    Ambiguous { name: String, version: String, kinds: String },
     #[error("{}: the built-in plugin {package} is missing; build the workspace first (scripts/setup.sh)", path.display())]
     MissingBuiltin { path: PathBuf, package: String },
 }
@@ -361,12 +364,33 @@ impl PluginManager {
 
     /// Removes `name@version` (exact version; `-` and `_` alike in the name). The library file
     /// is deleted from the store when none of its components remain.
-    pub fn remove(&mut self, name: &str, version: &semver::Version) -> Result<Vec<String>, ManagerError> {
+    /// Removes `name@version` of `kind` (any kind when `None`, if only one kind has it).
+    pub fn remove(
+        &mut self,
+        name: &str,
+        version: &semver::Version,
+        kind: Option<ComponentKind>,
+    ) -> Result<Vec<String>, ManagerError> {
         let _lock = Registry::lock(self.registry.path())?;
         let mut next = Registry::load(self.registry.path())?;
         let wanted = gymnos_plugin_api::normalized_name(name);
-        let hit = |n: &str, v: &semver::Version| gymnos_plugin_api::normalized_name(n) == wanted && v == version;
-        let removed: Vec<String> = next.undeclare(|d| hit(&d.name, &d.version)).iter().map(|d| d.label()).collect();
+        let named = |d: &crate::registry::DeclaredComponent| {
+            gymnos_plugin_api::normalized_name(&d.name) == wanted && &d.version == version
+        };
+        let mut kinds: Vec<String> =
+            next.installed().filter(|i| named(i.declared)).map(|i| i.declared.kind.clone()).collect();
+        kinds.sort();
+        kinds.dedup();
+        if kind.is_none() && kinds.len() > 1 {
+            let (name, version, kinds) = (name.to_string(), version.to_string(), kinds.join(", "));
+            return Err(ManagerError::Ambiguous { name, version, kinds });
+        }
+        let kind_ok = |k: &str| kind.is_none_or(|kind| kind.as_str() == k);
+        let hit = |n: &str, v: &semver::Version, k: &str| {
+            gymnos_plugin_api::normalized_name(n) == wanted && v == version && kind_ok(k)
+        };
+        let removed: Vec<String> =
+            next.undeclare(|d| hit(&d.name, &d.version, &d.kind)).iter().map(|d| d.label()).collect();
         if removed.is_empty() {
             let mut installed: Vec<String> = next
                 .installed()
@@ -381,7 +405,7 @@ impl PluginManager {
             });
         }
         for library in next.libraries_mut() {
-            library.components.retain(|c| !hit(&c.name, &c.version));
+            library.components.retain(|c| !hit(&c.name, &c.version, c.kind.as_str()));
         }
         let orphans = next.drop_undeclared_libraries();
         next.save()?;
@@ -492,5 +516,56 @@ impl PluginManager {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A registry declaring a dataset and a tracker that share the name `csv`.
+    fn registry_with_a_shared_name() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let declared = serde_json::json!({
+            "format": 2,
+            "plugin_dirs": ["plugin-store"],
+            "components": [
+                { "kind": "dataset", "name": "csv", "version": "1.0.0", "package": "gymnos-csv-dataset" },
+                { "kind": "tracker", "name": "csv", "version": "1.0.0", "package": "some-csv-tracker" }
+            ]
+        });
+        fs::write(&path, declared.to_string()).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn removing_a_name_that_several_kinds_share_needs_the_kind() {
+        let (_dir, path) = registry_with_a_shared_name();
+        let mut manager = PluginManager::open(&path).unwrap();
+        let version = semver::Version::new(1, 0, 0);
+        let err = manager.remove("csv", &version, None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "`csv@1.0.0` names installed plugins of several kinds (dataset, tracker); say which with --kind"
+        );
+        assert_eq!(manager.remove("csv", &version, Some(ComponentKind::Tracker)).unwrap(), ["tracker csv@1.0.0"]);
+        let left: Vec<String> = Registry::load(&path).unwrap().installed().map(|i| i.declared.label()).collect();
+        assert_eq!(left, ["dataset csv@1.0.0"]);
+    }
+
+    #[test]
+    fn a_reference_without_a_kind_to_a_name_several_kinds_share_is_refused() {
+        let (_dir, path) = registry_with_a_shared_name();
+        let registry = Registry::load(&path).unwrap();
+        let reference = "csv".parse().unwrap();
+        let err = crate::resolve::resolve(&registry, &HostCompat::default(), None, &reference).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`csv` names installed plugins of several kinds (dataset, tracker); say which with --kind"
+        );
+        let by_kind =
+            crate::resolve::resolve(&registry, &HostCompat::default(), Some(ComponentKind::Tracker), &reference);
+        assert!(by_kind.unwrap_err().to_string().contains("not loadable"), "resolved among trackers only");
     }
 }

@@ -27,6 +27,8 @@ pub enum ResolveError {
     NoMatch { kind: String, name: String, req: String, installed: String },
     #[error("{kind} `{name}@{version}` matches `{req}` but is not loadable: {status}")]
     NotLoadable { kind: String, name: String, version: String, req: String, status: String },
+    #[error("`{name}` names installed plugins of several kinds ({kinds}); say which with --kind")]
+    Ambiguous { name: String, kinds: String },
 }
 
 impl FromStr for PluginRef {
@@ -78,6 +80,13 @@ pub fn resolve<'r>(
     let wanted = normalized_name(&reference.name);
     let mut named: Vec<Installed<'r>> =
         of_kind.iter().filter(|i| normalized_name(&i.declared.name) == wanted).copied().collect();
+    // Without a kind, one name must mean one kind of plugin.
+    let mut kinds: Vec<&str> = named.iter().map(|i| i.declared.kind.as_str()).collect();
+    kinds.sort();
+    kinds.dedup();
+    if kinds.len() > 1 {
+        return Err(ResolveError::Ambiguous { name: reference.name.clone(), kinds: kinds.join(", ") });
+    }
     if named.is_empty() {
         let mut names: Vec<&str> = of_kind.iter().map(|i| i.declared.name.as_str()).collect();
         names.sort();

@@ -53,6 +53,9 @@ pub enum PluginsCommand {
     Remove {
         /// NAME@VERSION, an exact version.
         plugin: String,
+        /// The kind, when plugins of several kinds share the name.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<ComponentKind>,
         #[arg(long)]
         json: bool,
     },
@@ -160,13 +163,13 @@ pub fn run(registry_path: &Path, command: PluginsCommand) -> Result<()> {
             report_install(&report, json);
             Ok(())
         }
-        PluginsCommand::Remove { plugin, json } => {
+        PluginsCommand::Remove { plugin, kind, json } => {
             let Some((name, version)) = plugin.split_once('@') else {
                 bail!("`{plugin}`: give the exact version to remove, as NAME@VERSION");
             };
             let version = semver::Version::parse(version)
                 .with_context(|| format!("`{plugin}`: `{version}` is not an exact version"))?;
-            let removed = manager.remove(name, &version)?;
+            let removed = manager.remove(name, &version, kind)?;
             if json {
                 print_json(&json!({ "removed": removed }));
             } else {
