@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gymnos_tests::{data_dir, library, read_json, Sandbox};
+use gymnos_tests::{library, read_json, wine_experiment, Sandbox};
 use serde_json::{json, Value};
 
 /// How long `mlflow server` may take to answer (it starts in about 10 s on an idle machine).
@@ -175,21 +175,13 @@ fn param<'a>(run: &'a Value, key: &str) -> Option<&'a str> {
 
 /// The wine experiment of tests/training.rs, recorded by the `mlflow` tracker at `url`.
 fn wine(name: &str, url: &str, epochs: u32) -> Value {
-    json!({
-        "experiment": { "name": name, "seed": 5 },
-        "dataset": {
-            "plugin": "csv",
-            "config": { "path": data_dir().join("sklearn/wine_data.csv"), "header": "sklearn" },
-            "split": { "train": 0.6, "val": 0.2, "test": 0.2 }
-        },
-        "preprocessors": [{ "plugin": "standardize", "config": { "per_feature": true } }],
-        "model": { "plugin": "mlp@^1", "config": { "hidden": [16], "dropout": 0.1 } },
-        "training": { "epochs": epochs, "batch_size": 16, "optimizer": { "name": "adam", "lr": 0.01 }, "device": "cpu" },
-        "tracking": {
-            "trackers": [{ "plugin": "mlflow", "config": { "tracking_uri": url } }],
-            "log_every_n_steps": 5
-        }
-    })
+    let mut experiment = wine_experiment(name);
+    experiment["training"]["epochs"] = json!(epochs);
+    experiment["tracking"] = json!({
+        "trackers": [{ "plugin": "mlflow", "config": { "tracking_uri": url } }],
+        "log_every_n_steps": 5
+    });
+    experiment
 }
 
 fn sandbox() -> Sandbox {

@@ -2,7 +2,7 @@
 //! small real data (the wine table; the first 2000 Fashion-MNIST test images), and what they
 //! cannot take is refused by `validate --deep` before any run, with the layer and the shapes.
 
-use gymnos_tests::{data_dir, library, read_json, Sandbox};
+use gymnos_tests::{data_dir, library, read_json, wine_experiment, Sandbox};
 use serde_json::{json, Value};
 
 const MODEL_CRATES: [&str; 3] = ["gymnos-linear", "gymnos-resnet", "gymnos-sequential"];
@@ -19,17 +19,11 @@ fn sandbox() -> Sandbox {
 }
 
 fn wine(name: &str, model: Value) -> Value {
-    json!({
-        "experiment": { "name": name, "seed": 5 },
-        "dataset": {
-            "plugin": "csv",
-            "config": { "path": data_dir().join("sklearn/wine_data.csv"), "header": "sklearn" },
-            "split": { "train": 0.6, "val": 0.2, "test": 0.2 }
-        },
-        "preprocessors": [{ "plugin": "standardize", "config": { "per_feature": true } }],
-        "model": model,
-        "training": { "epochs": 10, "batch_size": 16, "optimizer": { "name": "adam", "lr": 0.01 }, "device": "cpu" }
-    })
+    let mut experiment = wine_experiment(name);
+    experiment["model"] = model;
+    experiment["training"]["epochs"] = json!(10);
+    experiment.as_object_mut().unwrap().remove("tracking");
+    experiment
 }
 
 /// The first 2000 Fashion-MNIST test images: [1, 28, 28], 10 classes.

@@ -8,21 +8,14 @@ use std::{
     process::Command,
 };
 
-use gymnos_tests::{data_dir, read_json, Sandbox};
+use gymnos_tests::{read_json, wine_experiment, Sandbox};
 use serde_json::{json, Value};
 
 fn wine(name: &str, lr: f64) -> Value {
-    json!({
-        "experiment": { "name": name, "seed": 5 },
-        "dataset": {
-            "plugin": "csv",
-            "config": { "path": data_dir().join("sklearn/wine_data.csv"), "header": "sklearn" },
-            "split": { "train": 0.6, "val": 0.2, "test": 0.2 }
-        },
-        "preprocessors": [{ "plugin": "standardize", "config": { "per_feature": true } }],
-        "model": { "plugin": "mlp@^1", "config": { "hidden": [16], "dropout": 0.1 } },
-        "training": { "epochs": 8, "batch_size": 16, "optimizer": { "name": "adam", "lr": lr }, "device": "cpu" }
-    })
+    let mut experiment = wine_experiment(name);
+    experiment["training"]["optimizer"]["lr"] = json!(lr);
+    experiment.as_object_mut().unwrap().remove("tracking");
+    experiment
 }
 
 /// A sandbox with two completed wine runs: `wine-fast` (lr 0.01) and `wine-slow` (lr 0.001).

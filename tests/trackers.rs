@@ -10,22 +10,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gymnos_tests::{artifact_dir, data_dir, library, read_json, Sandbox};
+use gymnos_tests::{artifact_dir, library, read_json, wine_experiment, Sandbox};
 use serde_json::{json, Value};
 
 fn wine(name: &str, tracking: Value) -> Value {
-    json!({
-        "experiment": { "name": name, "seed": 5 },
-        "dataset": {
-            "plugin": "csv",
-            "config": { "path": data_dir().join("sklearn/wine_data.csv"), "header": "sklearn" },
-            "split": { "train": 0.6, "val": 0.2, "test": 0.2 }
-        },
-        "preprocessors": [{ "plugin": "standardize", "config": { "per_feature": true } }],
-        "model": { "plugin": "mlp@^1", "config": { "hidden": [16], "dropout": 0.1 } },
-        "training": { "epochs": 8, "batch_size": 16, "optimizer": { "name": "adam", "lr": 0.01 }, "device": "cpu" },
-        "tracking": tracking
-    })
+    let mut experiment = wine_experiment(name);
+    experiment["tracking"] = tracking;
+    experiment
 }
 
 /// A registry with the built-ins and the two trackers.

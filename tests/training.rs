@@ -8,22 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gymnos_tests::{artifact_dir, data_dir, library, read_json, Run, Sandbox};
+use gymnos_tests::{artifact_dir, data_dir, library, read_json, wine_experiment, Run, Sandbox};
 use serde_json::{json, Value};
 
 fn wine(name: &str) -> Value {
-    json!({
-        "experiment": { "name": name, "seed": 5 },
-        "dataset": {
-            "plugin": "csv",
-            "config": { "path": data_dir().join("sklearn/wine_data.csv"), "header": "sklearn" },
-            "split": { "train": 0.6, "val": 0.2, "test": 0.2 }
-        },
-        "preprocessors": [{ "plugin": "standardize", "config": { "per_feature": true } }],
-        "model": { "plugin": "mlp@^1", "config": { "hidden": [16], "dropout": 0.1 } },
-        "training": { "epochs": 8, "batch_size": 16, "optimizer": { "name": "adam", "lr": 0.01 }, "device": "cpu" },
-        "tracking": { "trackers": [{ "plugin": "jsonl" }] }
-    })
+    wine_experiment(name)
 }
 
 fn run(sandbox: &Sandbox, experiment: &Path) -> Run {

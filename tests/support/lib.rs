@@ -36,6 +36,24 @@ pub fn builtin_count() -> usize {
     BUILTIN_CRATES.len()
 }
 
+/// The experiment most end-to-end tests train: scikit-learn's wine table (178 × 13, 3
+/// classes), standardized per feature, an MLP of 16 with dropout, 8 epochs of Adam on the CPU,
+/// recorded by the `jsonl` tracker. Tests change what they are about.
+pub fn wine_experiment(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "experiment": { "name": name, "seed": 5 },
+        "dataset": {
+            "plugin": "csv",
+            "config": { "path": data_dir().join("sklearn/wine_data.csv"), "header": "sklearn" },
+            "split": { "train": 0.6, "val": 0.2, "test": 0.2 }
+        },
+        "preprocessors": [{ "plugin": "standardize", "config": { "per_feature": true } }],
+        "model": { "plugin": "mlp@^1", "config": { "hidden": [16], "dropout": 0.1 } },
+        "training": { "epochs": 8, "batch_size": 16, "optimizer": { "name": "adam", "lr": 0.01 }, "device": "cpu" },
+        "tracking": { "trackers": [{ "plugin": "jsonl" }] }
+    })
+}
+
 /// A JSON file's value; the test fails naming the file when it cannot be read or parsed.
 pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
