@@ -71,6 +71,15 @@ fn a_registry_copied_without_its_store_is_repaired_by_install_and_kept_by_scan()
     fs::remove_file(&stored).unwrap();
     let row = list_json(&copy).into_iter().find(|r| r["name"] == "mlp").unwrap();
     assert_eq!(row["status"], "missing: the library file is gone; install the library again to restore it");
+    // `plugins info` still shows what the registry recorded, and why it cannot be loaded now.
+    let info = copy.host(&["plugins", "info", "mlp"]).ok().to_string();
+    assert!(info.starts_with("mlp 1.0.0 (model)\n"), "{info}");
+    assert!(info.contains(&format!("  library:   {} (gymnos-mlp 1.0.0)", stored.display())), "{info}");
+    assert!(
+        info.contains("  status:    missing: the library file is gone; install the library again to restore it"),
+        "{info}"
+    );
+    assert!(info.contains("hidden      integer[]"), "the recorded configuration keys: {info}");
     let out = copy.host(&["plugins", "install", library("gymnos-mlp").to_str().unwrap()]);
     assert!(out.ok().starts_with("restored model mlp@1.0.0 from "), "{}", out.stdout);
     assert_eq!(sha256_of(&stored), mlp["sha256"].as_str().unwrap());
