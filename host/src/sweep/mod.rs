@@ -225,7 +225,7 @@ pub fn prune(results: &mut SweepResults, rung: u32, halving: &Halving) {
 /// After an attempt of `task`: reads the trial's state, and counts a failure (an attempt that
 /// neither completed nor was interrupted, including one refused before its run folder existed).
 pub fn record_attempt(results: &mut SweepResults, dir: &SweepDir, task: &Task, run_before: Option<&PathBuf>) {
-    results.refresh(dir);
+    results.refresh_trial(dir, task.trial);
     let t = &mut results.trials[task.trial as usize];
     let started_nothing =
         matches!(task.action, Action::Run { .. }) && dir.latest_run(task.trial).as_ref() == run_before;

@@ -144,7 +144,7 @@ pub fn metric_of(summary: &RunSummary, metric: &Metric) -> Option<f64> {
 
 /// Whether `name` can be read from the records the engine writes.
 pub fn metric_problem(name: &str) -> Option<String> {
-    const TEST: [&str; 7] = ["loss", "accuracy", "f1_macro", "mse", "mae", "r2", "loss"];
+    const TEST: [&str; 6] = ["loss", "accuracy", "f1_macro", "mse", "mae", "r2"];
     match name.strip_prefix("test.") {
         Some(test) if !TEST.contains(&test) => Some(format!(
             "`{name}`: the test report has loss, accuracy, f1_macro (classification), mse, mae, r2 (regression)"
@@ -158,25 +158,42 @@ pub fn metric_problem(name: &str) -> Option<String> {
 impl SweepResults {
     /// Reads every trial's state from its run folder (what happened since the last write).
     pub fn refresh(&mut self, dir: &SweepDir) {
-        for t in &mut self.trials {
-            let Some(run_dir) = dir.latest_run(t.trial) else { continue };
-            if let Ok(summary) = RunSummary::load(&run_dir) {
-                // Pruning is the sweep's decision; the run itself stays paused.
-                if t.status != TrialStatus::Pruned {
-                    t.status = match summary.status {
-                        RunStatus::Completed => TrialStatus::Completed,
-                        RunStatus::Failed => TrialStatus::Failed,
-                        RunStatus::Interrupted => TrialStatus::Interrupted,
-                        RunStatus::Running => TrialStatus::Running,
-                        RunStatus::Paused => TrialStatus::Paused,
-                    };
-                }
-                t.epochs = summary.epochs_completed;
-                t.metric = metric_of(&summary, &self.metric);
-                t.error = summary.error.clone();
-            }
-            t.run_dir = Some(run_dir);
+        for i in 0..self.trials.len() {
+            self.read_trial(dir, i);
         }
+        self.update_best();
+    }
+
+    /// Reads one trial's state from its run folder (after an attempt of it: the others have not
+    /// changed), and the best trial.
+    pub fn refresh_trial(&mut self, dir: &SweepDir, trial: u32) {
+        self.read_trial(dir, trial as usize);
+        self.update_best();
+    }
+
+    fn read_trial(&mut self, dir: &SweepDir, i: usize) {
+        let metric = &self.metric;
+        let t = &mut self.trials[i];
+        let Some(run_dir) = dir.latest_run(t.trial) else { return };
+        if let Ok(summary) = RunSummary::load(&run_dir) {
+            // Pruning is the sweep's decision; the run itself stays paused.
+            if t.status != TrialStatus::Pruned {
+                t.status = match summary.status {
+                    RunStatus::Completed => TrialStatus::Completed,
+                    RunStatus::Failed => TrialStatus::Failed,
+                    RunStatus::Interrupted => TrialStatus::Interrupted,
+                    RunStatus::Running => TrialStatus::Running,
+                    RunStatus::Paused => TrialStatus::Paused,
+                };
+            }
+            t.epochs = summary.epochs_completed;
+            t.metric = metric_of(&summary, metric);
+            t.error = summary.error.clone();
+        }
+        t.run_dir = Some(run_dir);
+    }
+
+    fn update_best(&mut self) {
         self.best = self
             .trials
             .iter()
