@@ -4,7 +4,8 @@
 #      Python packages the tests use (scripts/python-requirements.txt);
 #   2. .venv/libtorch: a libtorch-layout view of the wheel that tch's build reads (LIBTORCH in
 #      .cargo/config.toml), with a build-version file so tch checks the version itself;
-#   3. the data: Fashion-MNIST from Debian's dataset-fashion-mnist, linked as data/fashion-mnist,
+#   3. the data: Fashion-MNIST from Debian's dataset-fashion-mnist, linked as data/fashion-mnist
+#      (and, once built, written out as PNG files into data/fashion-mnist-png/),
 #      and the small real tables bundled in scikit-learn's wheel, copied to data/sklearn/;
 #   3b. Debian's slurm-wlm and munge (sbatch, slurmctld, slurmd, munged), for the tests that start
 #      a private single-node Slurm cluster (tests/support/slurm_cluster.sh); no service is started;
@@ -116,4 +117,13 @@ fi
 log "building (cargo build --release)"
 cargo build --release --quiet
 "$ROOT/target/release/gymnos-host" plugins install --builtins --replace >/dev/null
+
+# 5. Fashion-MNIST as class-per-folder PNG files (the image-folder experiment and benchmarks):
+#    data/fashion-mnist-png/{train,test}/<class>/<index>.png. The tool skips a complete folder.
+for part in train:train t10k:test; do
+    "$ROOT/target/release/gymnos-idx-to-images" \
+        --images "$ROOT/data/fashion-mnist/${part%%:*}-images-idx3-ubyte.gz" \
+        --labels "$ROOT/data/fashion-mnist/${part%%:*}-labels-idx1-ubyte.gz" \
+        --out "$ROOT/data/fashion-mnist-png/${part##*:}" --format png >/dev/null
+done
 log "ready: $("$ROOT/target/release/gymnos-host" plugins list --json | "$VENV/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)), "plugins installed")')"

@@ -94,7 +94,7 @@ fn cases(sandbox: &Sandbox) -> Vec<(&'static str, String, Vec<&'static str>, Str
                 json!([]),
             )),
             vec![],
-            format!("dataset `csv@1.0.0` (dataset) failed in load: data error: {} row 2: column 2 is `x`, not a number", bad_csv.display()),
+            format!("dataset `csv@1.1.0` (dataset) failed in load: data error: {} line 3: column 2 (b) is `x`, not a number (list the column in `categorical` if it holds categories)", bad_csv.display()),
         ),
     ]
 }

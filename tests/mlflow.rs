@@ -232,8 +232,8 @@ fn a_run_is_recorded_in_mlflow_with_its_parameters_metrics_files_and_status() {
     assert_eq!(tag(run, "gymnos.experiment"), Some("wine-mlflow"));
     assert_eq!(tag(run, "gymnos.plugin.model"), Some("mlp@1.0.0"));
     assert_eq!(tag(run, "gymnos.plugin.model.sha256"), config["model"]["resolved"]["sha256"].as_str());
-    assert_eq!(tag(run, "gymnos.plugin.dataset"), Some("csv@1.0.0"));
-    assert_eq!(tag(run, "gymnos.plugin.preprocessors.0"), Some("standardize@1.0.0"));
+    assert_eq!(tag(run, "gymnos.plugin.dataset"), Some("csv@1.1.0"));
+    assert_eq!(tag(run, "gymnos.plugin.preprocessors.0"), Some("standardize@1.1.0"));
     assert_eq!(tag(run, "gymnos.plugin.tracking.trackers.0"), Some("mlflow@1.0.0"));
     assert_eq!(
         tag(run, "gymnos.plugin.tracking.trackers.0.sha256"),
@@ -247,7 +247,7 @@ fn a_run_is_recorded_in_mlflow_with_its_parameters_metrics_files_and_status() {
     assert_eq!(param(run, "model.config.hidden"), Some("[16]"));
     assert_eq!(param(run, "model.config.activation"), Some("relu"), "defaults are recorded");
     assert_eq!(param(run, "preprocessors.0.config.per_feature"), Some("true"));
-    assert_eq!(param(run, "dataset.plugin"), Some("csv@=1.0.0"));
+    assert_eq!(param(run, "dataset.plugin"), Some("csv@=1.1.0"));
     assert_eq!(param(run, "tracking.trackers.0.config.tracking_uri"), Some(server.url.as_str()));
 
     // Every epoch metric's history, as metrics.json has it, at epochs 1..=8.

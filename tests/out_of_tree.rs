@@ -59,6 +59,22 @@ fn plugins_new_gives_crates_that_build_install_and_train_in_two_versions() {
         cargo(&dir, &["test", "--release", "--quiet"]);
         sandbox.host(&["plugins", "install", built(name).to_str().unwrap()]).ok();
     }
+    // A data set read by index (API 1.2), from the same command with --streaming.
+    let stream_dir = kit.join("kit-stream");
+    let out = sandbox.host(&[
+        "plugins",
+        "new",
+        "--kind",
+        "dataset",
+        "--streaming",
+        "kit-stream",
+        "--path",
+        stream_dir.to_str().unwrap(),
+    ]);
+    assert!(out.ok().starts_with("created the dataset plugin `kit-stream`"));
+    cargo(&stream_dir, &["build", "--release", "--quiet"]);
+    cargo(&stream_dir, &["test", "--release", "--quiet"]);
+    sandbox.host(&["plugins", "install", built("kit-stream").to_str().unwrap()]).ok();
     let err = sandbox
         .host(&["plugins", "new", "--kind", "model", "kit-net", "--path", kit.join("kit-net").to_str().unwrap()])
         .one_line_error()
@@ -84,9 +100,9 @@ fn plugins_new_gives_crates_that_build_install_and_train_in_two_versions() {
         })
         .collect();
     found.sort();
-    let expected: Vec<(String, String, bool)> =
+    let mut expected: Vec<(String, String, bool)> =
         kinds.iter().map(|(k, n)| (k.to_string(), n.to_string(), true)).collect();
-    let mut expected = expected;
+    expected.push(("dataset".into(), "kit-stream".into(), true));
     expected.sort();
     assert_eq!(found, expected);
 
@@ -110,6 +126,23 @@ fn plugins_new_gives_crates_that_build_install_and_train_in_two_versions() {
     assert!(metrics["test"]["accuracy"].as_f64().unwrap() > 0.9, "{}", metrics["test"]);
     let csv = fs::read_to_string(run.join("kit-csv.csv")).unwrap();
     assert!(csv.starts_with("step,scope,metric,value\n") && csv.contains(",test,accuracy,"), "{csv}");
+    assert_eq!(metrics["data"]["mode"], "in_memory");
+
+    // The same pipeline on the streaming data set: the preprocessor fits batch by batch, the
+    // batches are read by index as training goes.
+    let mut streamed = experiment("kit-net@^0.1");
+    streamed["dataset"]["plugin"] = json!("kit-stream");
+    let path = sandbox.experiment("kit-stream", &streamed);
+    sandbox.host(&["run", path.to_str().unwrap(), "--no-progress"]).ok();
+    let metrics = read_json(&sandbox.runs("kit").pop().unwrap().join("metrics.json"));
+    assert_eq!((metrics["status"].as_str(), metrics["data"]["mode"].as_str()), (Some("completed"), Some("indexed")));
+    assert_eq!(
+        metrics["data"]["train_samples"].as_u64().unwrap()
+            + metrics["data"]["val_samples"].as_u64().unwrap()
+            + metrics["data"]["test_samples"].as_u64().unwrap(),
+        300
+    );
+    assert!(metrics["test"]["accuracy"].as_f64().unwrap() > 0.9, "{}", metrics["test"]);
 
     // Version 0.2.0 is released beside 0.1.0; an experiment pins either.
     let manifest = kit.join("kit-net/Cargo.toml");
@@ -165,5 +198,32 @@ fn a_plugin_built_against_the_first_released_api_still_loads_and_runs() {
     sandbox.host(&["run", path.to_str().unwrap(), "--no-progress"]).ok();
     let metrics = read_json(&sandbox.runs("frozen")[0].join("metrics.json"));
     assert_eq!(metrics["status"], "completed");
+    assert!(metrics["test"]["accuracy"].as_f64().unwrap() > 0.8, "{}", metrics["test"]);
+
+    // The 1.0 library has no streaming symbol (API 1.2): the host falls back to its 1.0 form,
+    // and the frozen model trains on a data set that streams.
+    let library = gymnos_host::library::LoadedLibrary::open(
+        &built("gymnos-frozen-linear"),
+        None,
+        &gymnos_host::compat::HostCompat::default(),
+    )
+    .unwrap();
+    let context = gymnos_plugin_api::CreateContext {
+        device: gymnos_plugin_api::DeviceSpec::Cpu,
+        seed: 0,
+        input_shape: vec![4].into(),
+        num_outputs: 3,
+        task: gymnos_plugin_api::Task::Classification,
+        output_dir: "".into(),
+        base_dir: "".into(),
+    };
+    assert!(library.create_streaming("frozen-linear", "{}", &context).unwrap().is_none());
+    let mut streamed = exp.clone();
+    streamed["experiment"]["name"] = json!("frozen-stream");
+    streamed["dataset"]["config"]["streaming"] = json!(true);
+    let path = sandbox.experiment("frozen-stream", &streamed);
+    sandbox.host(&["run", path.to_str().unwrap(), "--no-progress"]).ok();
+    let metrics = read_json(&sandbox.runs("frozen-stream")[0].join("metrics.json"));
+    assert_eq!((metrics["status"].as_str(), metrics["data"]["mode"].as_str()), (Some("completed"), Some("indexed")));
     assert!(metrics["test"]["accuracy"].as_f64().unwrap() > 0.8, "{}", metrics["test"]);
 }

@@ -5,7 +5,7 @@
 
 use std::fs;
 
-use gymnos_tests::{builtin_count, library, Sandbox};
+use gymnos_tests::{builtin_count, builtin_library_count, library, Sandbox};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -91,7 +91,7 @@ fn a_library_changed_in_place_with_its_time_kept_is_caught_by_verify() {
     let sandbox = Sandbox::new();
     sandbox.install_builtins();
     let clean: Vec<Value> = serde_json::from_str(sandbox.host(&["plugins", "verify", "--json"]).ok()).unwrap();
-    assert_eq!(clean.len(), builtin_count());
+    assert_eq!(clean.len(), builtin_library_count());
     assert!(clean.iter().all(|r| r["status"] == "ok"), "{clean:?}");
     let listed = sandbox.host(&["plugins", "list", "--kind", "model"]).ok().to_string();
     assert!(!listed.contains("never"), "list says when each entry was last verified: {listed}");
@@ -118,7 +118,7 @@ fn a_library_changed_in_place_with_its_time_kept_is_caught_by_verify() {
     let err = sandbox.host(&["plugins", "verify"]).one_line_error().to_string();
     let expected = format!(
         "error: 1 of {} libraries do not match the registry; install them again to restore them",
-        builtin_count()
+        builtin_library_count()
     );
     assert_eq!(err, expected);
 }

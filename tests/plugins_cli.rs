@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use gymnos_tests::{builtin_count, builtin_libraries, library, Sandbox};
+use gymnos_tests::{builtin_count, builtin_libraries, builtin_library_count, builtin_names, library, Sandbox};
 use serde_json::Value;
 
 fn list_json(sandbox: &Sandbox) -> Vec<Value> {
@@ -31,15 +31,31 @@ fn installed_builtins_list_every_kind_as_loadable_with_versions() {
     assert_eq!(
         summary,
         vec![
+            expect("data_augmentor", "color-jitter", "1.0.0"),
+            expect("data_augmentor", "cutmix", "1.0.0"),
+            expect("data_augmentor", "gaussian-noise", "1.0.0"),
+            expect("data_augmentor", "mixup", "1.0.0"),
+            expect("data_augmentor", "random-crop", "1.0.0"),
+            expect("data_augmentor", "random-erasing", "1.0.0"),
             expect("data_augmentor", "random-flip", "1.0.0"),
-            expect("dataset", "csv", "1.0.0"),
+            expect("data_augmentor", "random-rotation", "1.0.0"),
+            expect("dataset", "csv", "1.1.0"),
             expect("dataset", "idx", "1.0.0"),
+            expect("dataset", "image-folder", "1.0.0"),
+            expect("dataset", "synthetic", "1.0.0"),
             expect("model", "cnn", "1.1.0"),
             expect("model", "linear", "1.0.0"),
             expect("model", "mlp", "1.0.0"),
             expect("model", "resnet", "1.0.0"),
             expect("model", "sequential", "1.0.0"),
-            expect("preprocessor", "standardize", "1.0.0"),
+            expect("preprocessor", "flatten", "1.0.0"),
+            expect("preprocessor", "grayscale", "1.0.0"),
+            expect("preprocessor", "label-encode", "1.0.0"),
+            expect("preprocessor", "min-max", "1.0.0"),
+            expect("preprocessor", "normalize", "1.0.0"),
+            expect("preprocessor", "one-hot", "1.0.0"),
+            expect("preprocessor", "resize", "1.0.0"),
+            expect("preprocessor", "standardize", "1.1.0"),
             expect("tracker", "csv-log", "1.0.0"),
             expect("tracker", "jsonl", "1.0.0"),
             expect("tracker", "mlflow", "1.0.0"),
@@ -95,10 +111,7 @@ fn user_errors_are_one_line_and_leave_the_registry_untouched() {
     let before = sandbox.registry_bytes();
 
     let err = sandbox.host(&["plugins", "info", "nosuch"]).one_line_error().to_string();
-    assert_eq!(
-        err,
-        "error: no plugin named `nosuch` is installed (installed plugins: cnn, csv, csv-log, idx, jsonl, linear, mlflow, mlp, random-flip, resnet, sequential, standardize, tensorboard)"
-    );
+    assert_eq!(err, format!("error: no plugin named `nosuch` is installed (installed plugins: {})", builtin_names().join(", ")));
     let err = sandbox.host(&["plugins", "info", "mlp@^2"]).one_line_error().to_string();
     assert_eq!(err, "error: no installed version of plugin `mlp` matches `^2` (installed: 1.0.0)");
     let err = sandbox.host(&["plugins", "info", "mlp@two"]).one_line_error().to_string();
@@ -148,42 +161,28 @@ fn install_conflicts_replace_remove_and_scan() {
         let files = fs::read_dir(&store).unwrap().map(|e| e.unwrap().path());
         files.filter(|p| p.extension().is_some_and(|e| e == "so")).count()
     };
-    assert_eq!(count(), builtin_count());
+    assert_eq!(count(), builtin_library_count());
     sandbox.host(&["plugins", "install", "--replace", rebuilt.to_str().unwrap()]).ok();
-    assert_eq!(count(), builtin_count());
+    assert_eq!(count(), builtin_library_count());
     let mlp: Vec<Value> = list_json(&sandbox).into_iter().filter(|r| r["name"] == "mlp").collect();
     assert_eq!(mlp.len(), 1);
     assert!(mlp[0]["library"].as_str().unwrap().contains("libgymnos_mlp-"), "{}", mlp[0]);
 
     // remove deletes the record and the stored file.
     assert_eq!(sandbox.host(&["plugins", "remove", "mlp@1.0.0"]).ok(), "removed model mlp@1.0.0\n");
-    assert_eq!(count(), builtin_count() - 1);
+    assert_eq!(count(), builtin_library_count() - 1);
     assert!(list_json(&sandbox).iter().all(|r| r["name"] != "mlp"));
 
     // scan rebuilds this machine's records from the store.
     fs::remove_file(store.join("state.json")).unwrap();
     let report: Value = serde_json::from_str(sandbox.host(&["plugins", "scan", "--json"]).ok()).unwrap();
-    assert_eq!(report["libraries"], builtin_count() - 1);
+    assert_eq!(report["libraries"], builtin_library_count() - 1);
     assert_eq!(report["components"], builtin_count() - 1);
     let mut names: Vec<String> = list_json(&sandbox).iter().map(|r| r["name"].as_str().unwrap().to_string()).collect();
     names.sort();
-    assert_eq!(
-        names,
-        [
-            "cnn",
-            "csv",
-            "csv-log",
-            "idx",
-            "jsonl",
-            "linear",
-            "mlflow",
-            "random-flip",
-            "resnet",
-            "sequential",
-            "standardize",
-            "tensorboard"
-        ]
-    );
+    let mut expected = builtin_names();
+    expected.retain(|n| n != "mlp");
+    assert_eq!(names, expected);
 }
 
 #[test]
@@ -196,7 +195,7 @@ fn installing_a_folder_skips_non_plugins_and_finds_every_plugin() {
     }
     let out: Value =
         serde_json::from_str(sandbox.host(&["plugins", "install", "--json", folder.to_str().unwrap()]).ok()).unwrap();
-    assert_eq!(out["installed"].as_array().unwrap().len(), builtin_count());
+    assert_eq!(out["installed"].as_array().unwrap().len(), builtin_library_count());
     assert!(out["installed"].as_array().unwrap().iter().all(|o| o["status"] == "installed"), "{out}");
     // Every library that is no plugin is reported, not only the first.
     let not_plugin = folder.join(library("gymnos-fixture-not-a-plugin").file_name().unwrap());

@@ -111,7 +111,7 @@ fn tensorboard_and_csv_log_record_a_run_exactly() {
     assert_eq!(epochs, 8);
     let (history, test) = exact_metrics(&dir);
     assert_eq!(test.keys().collect::<Vec<_>>(), ["accuracy", "f1_macro", "loss"]);
-    assert_eq!(history.len(), 8, "{:?}", history.keys());
+    assert_eq!(history.len(), 9, "{:?}", history.keys());
     // The jsonl tracker's record of the same calls: the parameters and the step metrics.
     let events: Vec<Value> = fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()

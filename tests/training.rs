@@ -22,7 +22,7 @@ fn run(sandbox: &Sandbox, experiment: &Path) -> Run {
 /// The metrics of a run that do not depend on timing.
 fn deterministic(metrics: &Value) -> (Value, Value) {
     let mut history = metrics["history"].clone();
-    for timing in ["epoch_seconds", "train_samples_per_second"] {
+    for timing in ["epoch_seconds", "train_samples_per_second", "data_wait_seconds"] {
         history.as_object_mut().unwrap().remove(timing);
     }
     (history, metrics["test"].clone())
@@ -42,7 +42,7 @@ fn a_run_leaves_a_complete_record_and_predict_uses_it() {
 
     // training_config.json: the experiment exactly as run, plugins pinned to exact versions.
     let config = read_json(&dir.join("training_config.json"));
-    assert_eq!(config["dataset"]["plugin"], "csv@=1.0.0");
+    assert_eq!(config["dataset"]["plugin"], "csv@=1.1.0");
     assert_eq!(config["model"]["plugin"], "mlp@=1.0.0");
     assert_eq!(config["model"]["resolved"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(config["model"]["config"]["activation"], "relu", "defaults are recorded");
@@ -391,7 +391,7 @@ fn validate_reports_every_problem_with_its_path() {
     assert_eq!(problems, vec![
         "dataset.split: train + val + test = 1.2, not 1".to_string(),
         "training.optimizer.lr: -1 is not a positive learning rate".into(),
-        "dataset.config.colour: unknown key (accepted keys: path, task, header, target_column, delimiter, class_names) (csv)".into(),
+        "dataset.config.colour: unknown key (accepted keys: path, task, header, target_column, delimiter, class_names, categorical, streaming) (csv)".into(),
         "preprocessors[0].config.per_feature: expected bool, found a string (standardize)".into(),
         "model.plugin: no model plugin named `nosuch` is installed (installed model plugins: cnn, linear, mlp, resnet, sequential)".into(),
     ]);

@@ -17,6 +17,10 @@ pub const PACKAGES: &[&str] = &[
     "gymnos-tensorboard-tracker",
     "gymnos-csv-tracker",
     "gymnos-mlflow-tracker",
+    "gymnos-augment",
+    "gymnos-preprocess",
+    "gymnos-image-folder",
+    "gymnos-synthetic",
 ];
 
 /// The library file cargo builds for a package: `gymnos-mlp` -> `libgymnos_mlp.so`.

@@ -51,6 +51,11 @@ pub struct ValidateArgs {
     /// writing nothing.
     #[arg(long)]
     pub deep: bool,
+    /// With --deep: also time this many training batches of the data pipeline alone (reading,
+    /// preprocessing, augmentation and the copy to the device, in the loader's threads; no
+    /// model) and report the samples per second it can feed.
+    #[arg(long, value_name = "BATCHES", requires = "deep")]
+    pub measure_data: Option<u32>,
     /// Print the outcome as JSON.
     #[arg(long)]
     pub json: bool,

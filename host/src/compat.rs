@@ -63,6 +63,12 @@ mod tests {
             host.check(ApiVersion::new(1, 2, 0), "2.11.0").unwrap_err().to_string(),
             "built against plugin API 1.2.0, but this host (plugin API 1.1.0) loads plugins built against API 1.0 to 1.1.x"
         );
+        // A host of the first release refuses a plugin that may rely on streaming (1.2).
+        let first = HostCompat { api: ApiVersion::new(1, 0, 0), libtorch: "2.11.0".into() };
+        assert_eq!(
+            first.check(ApiVersion::new(1, 2, 0), "2.11.0").unwrap_err().to_string(),
+            "built against plugin API 1.2.0, but this host (plugin API 1.0.0) loads plugins built against API 1.0 to 1.0.x"
+        );
         assert_eq!(
             host.check(ApiVersion::new(1, 0, 0), "2.10.0").unwrap_err().to_string(),
             "built against libtorch 2.10.0, but this host uses libtorch 2.11.0"

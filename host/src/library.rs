@@ -8,7 +8,8 @@ use gymnos_plugin_api::{
     check_component_name,
     manifest::{PluginManifest, MANIFEST_LAYOUT, MANIFEST_MAGIC, MANIFEST_SYMBOL},
     module::{DetailsFn, DETAILS_SYMBOL},
-    ApiVersion, Component, ComponentMeta, CreateContext, LibraryDetails, PluginError, PluginModuleRef,
+    ApiVersion, Component, ComponentMeta, CreateContext, CreateStreamingFn, LibraryDetails, PluginError,
+    PluginModuleRef, StreamingComponent, STREAMING_SYMBOL,
 };
 
 use crate::compat::{HostCompat, Incompatibility};
@@ -74,6 +75,8 @@ pub struct LoadedLibrary {
     /// Rules and schemas the components declare (API 1.1; empty for a 1.0 library).
     pub details: LibraryDetails,
     module: PluginModuleRef,
+    /// Creates the streaming forms of components (API 1.2; none for an older library).
+    create_streaming: Option<CreateStreamingFn>,
 }
 
 impl std::fmt::Debug for LoadedLibrary {
@@ -236,6 +239,30 @@ fn read_details(path: &Path, manifest: &ManifestInfo) -> Result<LibraryDetails, 
         .map_err(|e| LoadError::BadMetadata { path: path.to_path_buf(), reason: format!("component details: {e}") })
 }
 
+/// The first plugin API version whose libraries export [`STREAMING_SYMBOL`].
+const STREAMING_SINCE: ApiVersion = ApiVersion::new(1, 2, 0);
+
+/// The function (API 1.2) that creates the streaming forms of a library's components; none for
+/// a library built against 1.0 or 1.1, which lacks it. A library whose manifest says 1.2 or
+/// later must export it.
+fn read_streaming(path: &Path, manifest: &ManifestInfo) -> Result<Option<CreateStreamingFn>, LoadError> {
+    if manifest.api_version < STREAMING_SINCE {
+        return Ok(None);
+    }
+    // SAFETY: a library built against API >= 1.2 exports this symbol as a `CreateStreamingFn`
+    // (the SDK's `export_plugin!` checks the type); the library stays loaded for good.
+    match unsafe { manifest.library.get::<CreateStreamingFn>(STREAMING_SYMBOL) } {
+        Ok(symbol) => Ok(Some(*symbol)),
+        Err(_) => Err(LoadError::BadManifest {
+            path: path.to_path_buf(),
+            reason: format!(
+                "built against plugin API {} but exports no `gymnos_plugin_create_streaming`",
+                manifest.api_version
+            ),
+        }),
+    }
+}
+
 impl LoadedLibrary {
     /// Opens and checks the library at `path`; see the module docs for the order of checks.
     /// `contents` are the file's bytes when the caller has read them already (for its hash).
@@ -274,6 +301,7 @@ impl LoadedLibrary {
             .collect();
         check_metadata(path, &components)?;
         let details = read_details(path, &manifest)?;
+        let create_streaming = read_streaming(path, &manifest)?;
         Ok(Self {
             path: path.to_path_buf(),
             api_version: manifest.api_version,
@@ -283,6 +311,7 @@ impl LoadedLibrary {
             components,
             details,
             module,
+            create_streaming,
         })
     }
 
@@ -290,6 +319,21 @@ impl LoadedLibrary {
     pub fn create(&self, name: &str, config_json: &str, context: &CreateContext<'_>) -> Result<Component, CallError> {
         (self.module.create())(RStr::from_str(name), RStr::from_str(config_json), context)
             .into_result()
+            .map_err(|error| CallError { plugin: format!("`{name}` ({})", self.path.display()), call: "create", error })
+    }
+
+    /// Creates the streaming form (API 1.2) of the component `name`: none when the library
+    /// predates 1.2, the component has none, or its configuration asks for the 1.0 form.
+    pub fn create_streaming(
+        &self,
+        name: &str,
+        config_json: &str,
+        context: &CreateContext<'_>,
+    ) -> Result<Option<StreamingComponent>, CallError> {
+        let Some(create) = self.create_streaming else { return Ok(None) };
+        create(RStr::from_str(name), RStr::from_str(config_json), context)
+            .into_result()
+            .map(|c| c.into_option())
             .map_err(|error| CallError { plugin: format!("`{name}` ({})", self.path.display()), call: "create", error })
     }
 }

@@ -100,6 +100,9 @@ pub struct DataDescription {
     pub num_outputs: i64,
     #[serde(default)]
     pub class_names: Vec<String>,
+    /// What a streaming data set noted while it was read (skipped samples...), as it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_notes: Option<serde_json::Value>,
 }
 
 /// The best value of the checkpoint's monitored metric, and when.

@@ -1,6 +1,6 @@
 //! `gymnos-host plugins new`: a standalone plugin crate from the templates in `host/templates/`.
 //!
-//! The crate depends on the SDK by version (`gymnos-plugin-sdk = "1.1"`), as a plugin of a team's
+//! The crate depends on the SDK by version (`gymnos-plugin-sdk = "1.2"`, this host's API minor), as a plugin of a team's
 //! own repository does, and its one `[patch.crates-io]` block points the gymnos crates at the
 //! checkout the host was built from.
 
@@ -29,6 +29,14 @@ pub enum ScaffoldError {
     Missing { path: PathBuf, what: &'static str },
     #[error("{}: {cause}", path.display())]
     Io { path: PathBuf, cause: std::io::Error },
+    #[error("--streaming applies to dataset plugins only, not to a {0}")]
+    StreamingKind(ComponentKind),
+}
+
+/// The SDK version a generated crate asks for: this host's plugin API minor (`"1.2"`), which
+/// any later 1.y SDK satisfies.
+fn sdk_requirement() -> String {
+    format!("{}.{}", gymnos_plugin_api::API_VERSION.major, gymnos_plugin_api::API_VERSION.minor)
 }
 
 /// The gymnos crates a generated crate patches, with their folders in the source tree.
@@ -60,8 +68,9 @@ impl Toolchain {
     }
 }
 
-fn template(kind: ComponentKind) -> &'static str {
+fn template(kind: ComponentKind, streaming: bool) -> &'static str {
     match kind {
+        ComponentKind::Dataset if streaming => include_str!("../templates/plugin/indexed_dataset.rs"),
         ComponentKind::Dataset => include_str!("../templates/plugin/dataset.rs"),
         ComponentKind::Preprocessor => include_str!("../templates/plugin/preprocessor.rs"),
         ComponentKind::DataAugmentor => include_str!("../templates/plugin/data_augmentor.rs"),
@@ -104,13 +113,18 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 /// Writes the crate `name` into `dir` (which must not exist, or be empty). Returns the files.
+/// `streaming` (data sets only) gives a data set read by index (plugin API 1.2).
 pub fn new_plugin(
     kind: ComponentKind,
+    streaming: bool,
     name: &str,
     dir: &Path,
     toolchain: &Toolchain,
 ) -> Result<Vec<PathBuf>, ScaffoldError> {
     check_component_name(name).map_err(ScaffoldError::Name)?;
+    if streaming && kind != ComponentKind::Dataset {
+        return Err(ScaffoldError::StreamingKind(kind));
+    }
     if dir.read_dir().map(|mut d| d.next().is_some()).unwrap_or(false) {
         return Err(ScaffoldError::Exists(dir.to_path_buf()));
     }
@@ -123,6 +137,7 @@ pub fn new_plugin(
             .replace("{{lib}}", &name.replace('-', "_"))
             .replace("{{Type}}", &type_name(name))
             .replace("{{kind}}", kind.as_str())
+            .replace("{{sdk_req}}", &sdk_requirement())
             .replace("{{libtorch}}", &toml_string(&absolute(&toolchain.libtorch)))
             .replace("{{root}}", &root.to_string_lossy())
             .replace("{{guide}}", &root.join("docs/writing-plugins.md").to_string_lossy());
@@ -137,7 +152,7 @@ pub fn new_plugin(
         (PathBuf::from(".cargo/config.toml"), fill(include_str!("../templates/plugin/cargo-config.toml.in"))),
         (PathBuf::from(".gitignore"), include_str!("../templates/plugin/gitignore").to_string()),
         (PathBuf::from("README.md"), fill(include_str!("../templates/plugin/README.md.in"))),
-        (PathBuf::from("src/lib.rs"), fill(template(kind))),
+        (PathBuf::from("src/lib.rs"), fill(template(kind, streaming))),
     ];
     // The host's lock file pins the dependencies (tch above all) to the versions the host
     // was built with; cargo drops the entries the plugin does not use.
@@ -166,11 +181,12 @@ mod tests {
         let toolchain = Toolchain { source_root: "/nonexistent".into(), libtorch: "/nonexistent".into() };
         let dir = std::env::temp_dir();
         for bad in ["My", "9lives", "a-", "a_", "a.b", ""] {
-            let err = new_plugin(ComponentKind::Model, bad, &dir, &toolchain).unwrap_err();
+            let err = new_plugin(ComponentKind::Model, false, bad, &dir, &toolchain).unwrap_err();
             assert_eq!(err.to_string(), check_component_name(bad).unwrap_err(), "{bad}");
         }
         // `_` is allowed, as the host allows it at load: the name passes, the toolchain is missing.
-        let err = new_plugin(ComponentKind::Model, "a_b", &dir.join("gymnos-scaffold-none"), &toolchain).unwrap_err();
+        let err =
+            new_plugin(ComponentKind::Model, false, "a_b", &dir.join("gymnos-scaffold-none"), &toolchain).unwrap_err();
         assert!(matches!(err, ScaffoldError::Missing { .. }), "{err}");
     }
 
@@ -187,15 +203,22 @@ mod tests {
         let dir = tree.path().join("my_net");
         for kind in ComponentKind::ALL {
             let dir = dir.join(kind.as_str());
-            new_plugin(kind, "my_net", &dir, &toolchain).unwrap();
+            new_plugin(kind, false, "my_net", &dir, &toolchain).unwrap();
             let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap();
             assert!(lib.contains("#[derive(Config)]\npub struct MyNetConfig {"), "{kind}");
             assert!(lib.contains("impl Configurable for MyNet {"), "{kind}");
             assert!(!lib.contains("{{") && !lib.contains("impl Component for"), "{kind}");
         }
+        let streaming = tree.path().join("my_stream");
+        new_plugin(ComponentKind::Dataset, true, "my_stream", &streaming, &toolchain).unwrap();
+        let lib = std::fs::read_to_string(streaming.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("impl IndexedDataset for MyStream {") && lib.contains("indexed_dataset(MyStream)"));
+        let err = new_plugin(ComponentKind::Model, true, "my_model", &tree.path().join("m"), &toolchain).unwrap_err();
+        assert_eq!(err.to_string(), "--streaming applies to dataset plugins only, not to a model");
         let manifest = std::fs::read_to_string(dir.join("model/Cargo.toml")).unwrap();
-        assert!(manifest.contains("\n[dependencies]\ngymnos-plugin-sdk = \"1.1\"\n"), "{manifest}");
-        assert!(manifest.contains("\n[build-dependencies]\ngymnos-plugin-build = \"1.1\"\n"), "{manifest}");
+        let sdk = format!("{}.{}", gymnos_plugin_api::API_VERSION.major, gymnos_plugin_api::API_VERSION.minor);
+        assert!(manifest.contains(&format!("\n[dependencies]\ngymnos-plugin-sdk = \"{sdk}\"\n")), "{manifest}");
+        assert!(manifest.contains(&format!("\n[build-dependencies]\ngymnos-plugin-build = \"{sdk}\"\n")), "{manifest}");
         assert_eq!(manifest.matches("[patch.crates-io]").count(), 1, "{manifest}");
         let quoted = |folder: &str| toml_string(&root.join(folder));
         assert!(quoted("plugin-api/sdk").ends_with("/gymnos \\\"src\\\"/plugin-api/sdk\""));

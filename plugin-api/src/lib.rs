@@ -12,7 +12,10 @@
 //!   factory that creates components. Its layout, and that of the component traits, is the one of
 //!   API 1.0 and never changes;
 //! - since API 1.1, [`module::DETAILS_SYMBOL`] (a [`module::DetailsFn`]): the components' details
-//!   (rules, schemas) as JSON. Optional: a library built against 1.0 lacks it.
+//!   (rules, schemas) as JSON. Optional: a library built against 1.0 lacks it;
+//! - since API 1.2, [`streaming::STREAMING_SYMBOL`] (a [`streaming::CreateStreamingFn`]): the
+//!   streaming forms of components (data sets read by index, preprocessors fitted batch by
+//!   batch). Optional: a library built against 1.0 or 1.1 lacks it.
 
 pub mod component;
 pub mod config;
@@ -23,6 +26,7 @@ pub mod manifest;
 pub mod meta;
 pub mod module;
 pub mod rng;
+pub mod streaming;
 pub mod tensor;
 pub mod version;
 
@@ -39,6 +43,10 @@ pub use meta::{
     DatasetInfo, DeviceSpec, Metric, Task,
 };
 pub use module::{DetailsFn, PluginModule, PluginModuleRef, DETAILS_SYMBOL};
+pub use streaming::{
+    CreateStreamingFn, DataPart, IncrementalPreprocessorBox, IncrementalPreprocessorObj, IndexedDatasetBox,
+    IndexedDatasetObj, IndexedDescription, StreamingComponent, STREAMING_SYMBOL,
+};
 pub use tensor::{LoadedData, NamedTensor, Samples, TensorHandle};
 pub use version::{ApiVersion, API_VERSION};
 

@@ -31,9 +31,24 @@ pub fn builtin_libraries() -> Vec<PathBuf> {
 /// The built-in plugins' crates (`gymnos_host::builtin::PACKAGES`).
 pub const BUILTIN_CRATES: &[&str] = gymnos_host::builtin::PACKAGES;
 
-/// How many plugins `install_builtins` installs (one component per built-in crate).
-pub fn builtin_count() -> usize {
+/// How many libraries `install_builtins` installs: one per built-in crate.
+pub fn builtin_library_count() -> usize {
     BUILTIN_CRATES.len()
+}
+
+/// How many components (plugins, as `plugins list` counts them) `install_builtins` installs:
+/// those the repository's `registry.json` declares, which the set-up writes from the built-ins.
+pub fn builtin_count() -> usize {
+    builtin_names().len()
+}
+
+/// The names of the built-in components, sorted (as the repository's `registry.json` declares).
+pub fn builtin_names() -> Vec<String> {
+    let declared = read_json(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry.json"));
+    let components = declared["components"].as_array().expect("registry.json declares components");
+    let mut names: Vec<String> = components.iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    names
 }
 
 /// The experiment most end-to-end tests train: scikit-learn's wine table (178 × 13, 3

@@ -125,9 +125,16 @@ pub fn validate_deep(registry: &Path, args: ValidateArgs) -> Result<()> {
     let in_file = || args.file.display().to_string();
     let mut trainer = session.prepare(&mut summary, None).with_context(in_file)?;
     let loss = trainer.try_one_step().with_context(in_file)?;
+    let speed = args.measure_data.map(|batches| trainer.measure_data(batches)).transpose().with_context(in_file)?;
     let data = summary.data.as_ref().expect("prepare describes the data");
     if args.json {
-        let report = serde_json::json!({ "valid": true, "data": data, "first_loss": loss, "elapsed_seconds": summary.elapsed_seconds });
+        let report = serde_json::json!({
+            "valid": true,
+            "data": data,
+            "first_loss": loss,
+            "elapsed_seconds": summary.elapsed_seconds,
+            "data_pipeline": speed,
+        });
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         outln!("{}: valid, and the run starts", args.file.display());
@@ -140,6 +147,15 @@ pub fn validate_deep(registry: &Path, args: ValidateArgs) -> Result<()> {
             data.num_outputs
         );
         outln!("  first training step: loss {loss:.4}");
+        if let Some(speed) = speed {
+            outln!(
+                "  data pipeline: {} batches, {} samples in {:.2}s: {:.0} samples/s",
+                speed.batches,
+                speed.samples,
+                speed.seconds,
+                speed.samples_per_second
+            );
+        }
     }
     Ok(())
 }

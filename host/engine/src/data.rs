@@ -1,9 +1,10 @@
-//! The samples of a run in memory: features and targets ([`Examples`]), their reproducible
+//! The samples of a run: features and targets ([`Examples`]), where a split's samples come from
+//! ([`BatchSource`]: in memory, or read by index from a streaming data set), the reproducible
 //! split into train, validation and test, and the batch ranges an epoch walks.
 
 use anyhow::{bail, Result};
 use gymnos_host::experiment::Split as SplitFractions;
-use gymnos_plugin_api::rng::{derive_seed, SplitMix64};
+use gymnos_plugin_api::rng::{derive_seed, mix64, SplitMix64};
 use tch::{Device, Tensor};
 
 /// Features and targets, samples along dim 0: a split, or a batch of one.
@@ -44,10 +45,121 @@ impl Examples {
     }
 }
 
+/// A split's samples, gathered a batch at a time. Each loader thread gathers through its own
+/// [`BatchSource::fork`] (tensors may move between threads but not be shared by them).
+pub trait BatchSource: Send {
+    /// Number of samples.
+    fn len(&self) -> i64;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The samples at `positions` (each below `len`), on the CPU, ready for the model. A
+    /// streaming data set that skips unreadable samples may return fewer.
+    fn gather(&self, positions: &[i64]) -> Result<Examples>;
+
+    /// The whole split, when it is in memory.
+    fn in_memory(&self) -> Option<&Examples>;
+
+    /// Another handle on the same samples (no copy), for another thread.
+    fn fork(&self) -> Box<dyn BatchSource>;
+}
+
+impl BatchSource for Examples {
+    fn len(&self) -> i64 {
+        Examples::len(self)
+    }
+
+    fn gather(&self, positions: &[i64]) -> Result<Examples> {
+        Ok(self.select(&Tensor::from_slice(positions)))
+    }
+
+    fn in_memory(&self) -> Option<&Examples> {
+        Some(self)
+    }
+
+    fn fork(&self) -> Box<dyn BatchSource> {
+        Box::new(self.shallow_clone())
+    }
+}
+
+/// The train, validation and test splits.
 pub struct Splits {
-    pub train: Examples,
-    pub val: Examples,
-    pub test: Examples,
+    pub train: Box<dyn BatchSource>,
+    pub val: Box<dyn BatchSource>,
+    pub test: Box<dyn BatchSource>,
+}
+
+/// Which samples of a data set's `n` (indices) each split takes.
+#[derive(Debug, PartialEq)]
+pub struct SplitIndices {
+    pub train: Vec<i64>,
+    pub val: Vec<i64>,
+    /// Empty when the data set ships its test split.
+    pub test: Vec<i64>,
+}
+
+/// A seeded permutation of `0..n` computed one index at a time, in constant memory: a
+/// four-round Feistel network over the smallest domain of an even number of bits that holds
+/// `n`, cycle-walked back into `0..n` (fewer than four steps on average). Streaming data sets
+/// split and shuffle with it, so that no list of their samples' indices is ever held.
+#[derive(Clone, Copy, Debug)]
+pub struct Shuffle {
+    n: u64,
+    half_bits: u32,
+    keys: [u64; 4],
+}
+
+impl Shuffle {
+    pub fn new(n: u64, seed: u64) -> Self {
+        let bits = (64 - n.saturating_sub(1).leading_zeros()).max(2);
+        let mut rng = SplitMix64::new(seed);
+        let keys = [rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()];
+        Self { n, half_bits: bits.div_ceil(2), keys }
+    }
+
+    /// The image of `i` (below `n`).
+    pub fn at(&self, i: u64) -> u64 {
+        debug_assert!(i < self.n);
+        let mut x = i;
+        loop {
+            x = self.round_trip(x);
+            if x < self.n {
+                return x;
+            }
+        }
+    }
+
+    fn round_trip(&self, x: u64) -> u64 {
+        let mask = (1u64 << self.half_bits) - 1;
+        let (mut left, mut right) = (x >> self.half_bits, x & mask);
+        for key in self.keys {
+            (left, right) = (right, left ^ (mix64(right ^ key) & mask));
+        }
+        (left << self.half_bits) | right
+    }
+}
+
+/// The order in which a pass takes a split's samples: position `j` of the pass is sample
+/// `order.at(j)` of the split.
+#[derive(Clone, Debug)]
+pub enum Order {
+    Identity,
+    /// A permutation held as a list (in-memory splits: Fisher-Yates, see [`permutation`]).
+    Listed(std::sync::Arc<Vec<i64>>),
+    /// A permutation computed per index (streaming splits).
+    Shuffled(Shuffle),
+}
+
+impl Order {
+    pub fn at(&self, j: i64) -> i64 {
+        match self {
+            Order::Identity => j,
+            Order::Listed(order) => order[j as usize],
+            Order::Shuffled(shuffle) => shuffle.at(j as u64) as i64,
+        }
+    }
 }
 
 /// A permutation of `0..n` (Fisher-Yates over the shared SplitMix64 stream).
@@ -61,29 +173,17 @@ pub fn permutation(n: usize, seed: u64) -> Vec<i64> {
     order
 }
 
-fn take(all: &Examples, order: &[i64]) -> Examples {
-    all.select(&Tensor::from_slice(order))
-}
-
-/// Splits reproducibly from `seed`. When the data set ships a test split, `fractions.test` is
-/// not used and train/val share `all` in proportion.
-pub fn split(
-    all: Examples,
-    shipped_test: Option<Examples>,
-    fractions: &SplitFractions,
-    shuffle: bool,
-    seed: u64,
-) -> Result<Splits> {
-    let n = all.len() as usize;
-    let order: Vec<i64> =
-        if shuffle { permutation(n, derive_seed(seed, "split", &[])) } else { (0..n as i64).collect() };
-    let (n_train, n_val) = match &shipped_test {
-        Some(_) => {
+/// How many of `n` samples go to training and to validation (the rest is the test split,
+/// unless the data set ships one). When it does, `fractions.test` is not used and train/val
+/// share the `n` samples in proportion.
+pub fn split_sizes(n: usize, ships_test: bool, fractions: &SplitFractions) -> Result<(usize, usize)> {
+    let (n_train, n_val) = match ships_test {
+        true => {
             let share = fractions.val / (fractions.train + fractions.val);
             let n_val = (n as f64 * share).round() as usize;
             (n - n_val, n_val)
         }
-        None => {
+        false => {
             let n_train = (n as f64 * fractions.train).round() as usize;
             let n_val = ((n as f64 * fractions.val).round() as usize).min(n - n_train);
             (n_train, n_val)
@@ -92,13 +192,40 @@ pub fn split(
     if n_train == 0 {
         bail!("dataset.split: the training split of {n} samples is empty");
     }
-    let train = take(&all, &order[..n_train]);
-    let val = take(&all, &order[n_train..n_train + n_val]);
+    Ok((n_train, n_val))
+}
+
+/// Splits the indices `0..n` of a data set in memory reproducibly from `seed` (see
+/// [`split_sizes`]). A streaming data set takes the same sizes over a [`Shuffle`].
+pub fn split_indices(
+    n: usize,
+    ships_test: bool,
+    fractions: &SplitFractions,
+    shuffle: bool,
+    seed: u64,
+) -> Result<SplitIndices> {
+    let order: Vec<i64> =
+        if shuffle { permutation(n, derive_seed(seed, "split", &[])) } else { (0..n as i64).collect() };
+    let (n_train, n_val) = split_sizes(n, ships_test, fractions)?;
+    let test = if ships_test { Vec::new() } else { order[n_train + n_val..].to_vec() };
+    Ok(SplitIndices { train: order[..n_train].to_vec(), val: order[n_train..n_train + n_val].to_vec(), test })
+}
+
+/// The splits of a data set in memory (see [`split_indices`]).
+pub fn split(
+    all: Examples,
+    shipped_test: Option<Examples>,
+    fractions: &SplitFractions,
+    shuffle: bool,
+    seed: u64,
+) -> Result<(Examples, Examples, Examples)> {
+    let indices = split_indices(all.len() as usize, shipped_test.is_some(), fractions, shuffle, seed)?;
+    let take = |order: &[i64]| all.select(&Tensor::from_slice(order));
     let test = match shipped_test {
         Some(test) => test,
-        None => take(&all, &order[n_train + n_val..]),
+        None => take(&indices.test),
     };
-    Ok(Splits { train, val, test })
+    Ok((take(&indices.train), take(&indices.val), test))
 }
 
 /// Index ranges `(start, len)` of the batches of one pass, at most `limit` of them. A trailing
@@ -139,6 +266,24 @@ mod tests {
     }
 
     #[test]
+    fn a_shuffle_is_a_seeded_permutation_of_any_size() {
+        for n in [1u64, 2, 3, 5, 16, 17, 1000, 4097] {
+            let shuffle = Shuffle::new(n, 9);
+            let mut seen: Vec<u64> = (0..n).map(|i| shuffle.at(i)).collect();
+            if n >= 16 {
+                assert_ne!(seen, (0..n).collect::<Vec<u64>>(), "n = {n}: shuffled");
+                let other: Vec<u64> = (0..n).map(|i| Shuffle::new(n, 10).at(i)).collect();
+                assert_ne!(seen, other, "n = {n}: depends on the seed");
+            }
+            seen.sort();
+            assert_eq!(seen, (0..n).collect::<Vec<u64>>(), "n = {n}: a permutation");
+        }
+        // Ten billion samples: any index, at once, in range.
+        let huge = Shuffle::new(10_000_000_000, 1);
+        assert!((0..1000).map(|i| huge.at(i * 9_999_991)).all(|x| x < 10_000_000_000));
+    }
+
+    #[test]
     fn split_is_reproducible_and_uses_the_shipped_test_split() {
         let all = Examples {
             x: Tensor::arange(100, (Kind::Float, Device::Cpu)).view([100, 1]),
@@ -147,15 +292,19 @@ mod tests {
         let fractions = SplitFractions { train: 0.7, val: 0.2, test: 0.1 };
         let a = split(all.shallow_clone(), None, &fractions, true, 5).unwrap();
         let b = split(all.shallow_clone(), None, &fractions, true, 5).unwrap();
-        assert_eq!((a.train.len(), a.val.len(), a.test.len()), (70, 20, 10));
-        assert!(a.train.y.equal(&b.train.y) && a.test.y.equal(&b.test.y));
-        let every: Tensor = Tensor::cat(&[&a.train.y, &a.val.y, &a.test.y], 0).sort(0, false).0;
+        assert_eq!((a.0.len(), a.1.len(), a.2.len()), (70, 20, 10));
+        assert!(a.0.y.equal(&b.0.y) && a.2.y.equal(&b.2.y));
+        // A streaming data set's splits take the same indices.
+        let indices = split_indices(100, false, &fractions, true, 5).unwrap();
+        assert_eq!(Vec::<i64>::try_from(&a.0.y).unwrap(), indices.train);
+        assert_eq!(Vec::<i64>::try_from(&a.1.y).unwrap(), indices.val);
+        let every: Tensor = Tensor::cat(&[&a.0.y, &a.1.y, &a.2.y], 0).sort(0, false).0;
         assert!(every.equal(&all.y));
         let shipped = Examples {
             x: Tensor::zeros([5, 1], (Kind::Float, Device::Cpu)),
             y: Tensor::zeros([5], (Kind::Int64, Device::Cpu)),
         };
         let c = split(all, Some(shipped), &fractions, false, 5).unwrap();
-        assert_eq!((c.train.len(), c.val.len(), c.test.len()), (78, 22, 5));
+        assert_eq!((c.0.len(), c.1.len(), c.2.len()), (78, 22, 5));
     }
 }

@@ -1,7 +1,7 @@
 //! Losses and evaluation: the loss of the task, the running sums of a training epoch, and the
 //! evaluation of a model on a split (accuracy, per-class precision/recall/F1 and the confusion
-//! matrix for classification; MSE, MAE and R² for regression). [`forward_in_batches`] is the one
-//! way the engine runs a model over many samples (validation, test, `predict`).
+//! matrix for classification; MSE, MAE and R² for regression). [`Evaluation::evaluate`] runs a
+//! model over a split (validation, test), [`forward_in_batches`] over new samples (`predict`).
 
 use anyhow::{bail, Result};
 use gymnos_host::{
@@ -13,7 +13,8 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::{
     components::Model,
-    data::{batch_ranges, Examples},
+    data::{batch_ranges, BatchSource},
+    loader::{Loader, LoaderSettings},
 };
 
 /// The loss actually used, once the task is known.
@@ -92,7 +93,8 @@ impl Running {
     }
 }
 
-/// The model's outputs (eval mode, on the CPU) for the first `limit` batches of `x`, or all.
+/// The model's outputs (eval mode, on the CPU) for the first `limit` batches of `x`, or all
+/// (`predict`).
 pub fn forward_in_batches(
     model: &mut Model,
     x: &Tensor,
@@ -113,20 +115,36 @@ pub fn forward_in_batches(
 
 /// What an evaluation needs to know besides the model and the data.
 pub struct Evaluation {
-    pub batch_size: i64,
+    /// How batches are made: the batch size and limit (`training.eval_batch_size`,
+    /// `limit_eval_batches`); a streamed split's are read by the loader's threads.
+    pub loader: LoaderSettings,
     pub device: Device,
     pub loss: LossFn,
     pub task: Task,
     pub class_names: Vec<String>,
-    /// At most this many batches (`training.limit_eval_batches`).
-    pub limit: Option<u32>,
 }
 
 impl Evaluation {
-    /// The model's report on `data`.
-    pub fn evaluate(&self, model: &mut Model, data: &Examples) -> Result<EvaluationReport> {
-        let outputs = forward_in_batches(model, &data.x, self.batch_size, self.device, self.limit)?;
-        let targets = data.y.narrow(0, 0, outputs.size()[0]).to_device(Device::Cpu);
+    /// The model's report on a split, in eval mode without autograd.
+    pub fn evaluate(&self, model: &mut Model, split: Box<dyn BatchSource>) -> Result<EvaluationReport> {
+        let loader = Loader::new(split, self.device, false, self.loader, 0);
+        let (mut outputs, mut targets) = (Vec::new(), Vec::new());
+        std::thread::scope(|scope| -> Result<()> {
+            for batch in loader.in_order(scope) {
+                let batch = batch?;
+                if batch.is_empty() {
+                    continue; // every sample was skipped by the data set, as configured
+                }
+                let out = tch::no_grad(|| model.forward(&batch.x, false))?;
+                outputs.push(out.to_device(Device::Cpu).to_kind(Kind::Float));
+                targets.push(batch.y.to_device(Device::Cpu));
+            }
+            Ok(())
+        })?;
+        let (outputs, targets) = match outputs.is_empty() {
+            true => (Tensor::zeros([0, 0], (Kind::Float, Device::Cpu)), Tensor::zeros([0], (Kind::Int64, Device::Cpu))),
+            false => (Tensor::cat(&outputs, 0), Tensor::cat(&targets, 0)),
+        };
         let loss = match outputs.size()[0] {
             0 => f64::NAN,
             _ => self.loss.compute(&outputs, &targets).double_value(&[]),

@@ -1,24 +1,31 @@
-//! The training batches of an epoch, made off the training thread.
+//! The batches of a pass over a split, made off the training thread.
 //!
-//! Two paths, chosen per run:
-//! - **device-resident**: with no batch transform (no augmentor) and a training split that fits
-//!   in `device_cache_mib`, the split lives on the device and each batch is one `index_select`
-//!   there;
-//! - **background workers**: otherwise, `num_workers` threads gather batches on the CPU, apply
-//!   the transform to each (seeded per batch) and pin them, `prefetch_batches` ahead of the
-//!   model. Batch `i` always comes from worker `i % num_workers` and its seed depends only on
-//!   the epoch and `i`, so the batches, and the run, do not depend on thread scheduling.
+//! Three paths, chosen per split:
+//! - **device-resident**: with no batch transform (no augmentor) and an in-memory training
+//!   split that fits in `device_cache_mib`, the split lives on the device and each batch is one
+//!   `index_select` there;
+//! - **slices**: an in-memory split walked in order (evaluation) is cut into slices on the
+//!   training thread, which costs nothing;
+//! - **background workers**: otherwise, `num_workers` threads gather batches from the
+//!   [`BatchSource`] (for a streaming data set: read and preprocess them), apply the transform to
+//!   each (seeded per batch) and pin them, `prefetch_batches` ahead of the model. Batch `i`
+//!   always comes from worker `i % num_workers` and its seed depends only on the epoch and `i`,
+//!   so the batches, and the run, do not depend on thread scheduling. Memory is bounded by the
+//!   batches in flight, not by the size of the split.
 //!
 //! The loader knows nothing of plugins: the transform is any function from a batch and a seed to
 //! a batch (the engine passes the augmentors, which are called once per batch, never per sample).
 
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{
+    mpsc::{sync_channel, Receiver},
+    Arc,
+};
 
 use anyhow::{anyhow, Result};
 use gymnos_plugin_api::rng::derive_seed;
 use tch::{Device, Tensor};
 
-use crate::data::{batch_ranges, permutation, Examples};
+use crate::data::{batch_ranges, permutation, BatchSource, Examples, Order, Shuffle};
 
 /// What a worker applies to each batch it gathers: the batch and its seed in, the batch out.
 pub trait BatchTransform: Sync {
@@ -41,81 +48,131 @@ pub struct LoaderSettings {
     pub prefetch: usize,
     /// A training split up to this size is kept on the device when nothing transforms it.
     pub device_cache_bytes: i64,
-    /// At most this many batches per epoch.
+    /// At most this many batches per pass.
     pub limit: Option<u32>,
 }
 
-/// Makes the training batches of each epoch.
+/// Makes the batches of each pass over one split.
 pub struct Loader {
-    train: Examples,
+    source: Box<dyn BatchSource>,
+    /// The split on the device, when it is kept there.
+    resident: Option<Examples>,
     device: Device,
-    resident: bool,
     settings: LoaderSettings,
     seed: u64,
 }
 
-/// One epoch's batches, in order; dropping it stops the workers.
+/// One pass's batches, in order, on the device; dropping it stops the workers.
 pub enum EpochBatches {
     Resident { data: Examples, order: Tensor, ranges: std::vec::IntoIter<(i64, i64)> },
+    Slices { data: Examples, ranges: std::vec::IntoIter<(i64, i64)>, device: Device },
     Workers { receivers: Vec<Receiver<Result<Examples>>>, next: usize, total: usize, device: Device },
 }
 
 impl Loader {
-    pub fn new(train: Examples, device: Device, transforming: bool, settings: LoaderSettings, seed: u64) -> Self {
-        let resident = !transforming && train.bytes() <= settings.device_cache_bytes;
-        let train = if resident { train.to_device(device) } else { train };
-        Self { train, device, resident, settings, seed }
+    pub fn new(
+        source: Box<dyn BatchSource>,
+        device: Device,
+        transforming: bool,
+        settings: LoaderSettings,
+        seed: u64,
+    ) -> Self {
+        let resident = match source.in_memory() {
+            Some(data) if !transforming && data.bytes() <= settings.device_cache_bytes => Some(data.to_device(device)),
+            _ => None,
+        };
+        Self { source, resident, device, settings, seed }
     }
 
     pub fn is_device_resident(&self) -> bool {
-        self.resident
+        self.resident.is_some()
+    }
+
+    pub fn is_in_memory(&self) -> bool {
+        self.source.in_memory().is_some()
     }
 
     pub fn num_samples(&self) -> i64 {
-        self.train.len()
+        self.source.len()
     }
 
     pub fn num_batches(&self) -> usize {
-        self.ranges().len()
+        self.ranges(true).len()
     }
 
-    fn ranges(&self) -> Vec<(i64, i64)> {
-        batch_ranges(self.train.len(), self.settings.batch_size, true, self.settings.limit)
+    fn ranges(&self, training: bool) -> Vec<(i64, i64)> {
+        batch_ranges(self.source.len(), self.settings.batch_size, training, self.settings.limit)
     }
 
-    /// Starts epoch `epoch`: shuffles with a seed derived from it and, on the worker path,
-    /// starts the threads in `scope`, which stop when the returned batches are dropped or a
-    /// transform fails.
+    /// Starts training epoch `epoch`: shuffles with a seed derived from it and, on the worker
+    /// path, starts the threads in `scope`, which stop when the returned batches are dropped or
+    /// a batch fails.
     pub fn epoch<'scope, 'env>(
         &'env self,
         epoch: u32,
         transform: Option<&'env dyn BatchTransform>,
         scope: &'scope std::thread::Scope<'scope, 'env>,
     ) -> EpochBatches {
-        let order = permutation(self.train.len() as usize, derive_seed(self.seed, "epoch", &[epoch as u64]));
-        let ranges = self.ranges();
-        if self.resident {
-            let order = Tensor::from_slice(&order).to_device(self.device);
-            return EpochBatches::Resident { data: self.train.shallow_clone(), order, ranges: ranges.into_iter() };
+        let seed = derive_seed(self.seed, "epoch", &[epoch as u64]);
+        let ranges = self.ranges(true);
+        // A streamed split is shuffled per index, holding no list of its (maybe billions of)
+        // positions; a split in memory keeps the Fisher-Yates order of earlier releases.
+        if !self.is_in_memory() {
+            let order = Order::Shuffled(Shuffle::new(self.source.len() as u64, seed));
+            return self.workers(order, ranges, Some((epoch, transform)), scope);
         }
+        let order = permutation(self.source.len() as usize, seed);
+        if let Some(data) = &self.resident {
+            let order = Tensor::from_slice(&order).to_device(self.device);
+            return EpochBatches::Resident { data: data.shallow_clone(), order, ranges: ranges.into_iter() };
+        }
+        self.workers(Order::Listed(Arc::new(order)), ranges, Some((epoch, transform)), scope)
+    }
+
+    /// Starts a pass over the split in order, untransformed, every sample (up to the limit) in
+    /// a batch (evaluation, and the preprocessors' fit on a streaming split).
+    pub fn in_order<'scope, 'env>(&'env self, scope: &'scope std::thread::Scope<'scope, 'env>) -> EpochBatches {
+        let ranges = self.ranges(false);
+        if let Some(data) = self.source.in_memory() {
+            return EpochBatches::Slices {
+                data: data.shallow_clone(),
+                ranges: ranges.into_iter(),
+                device: self.device,
+            };
+        }
+        self.workers(Order::Identity, ranges, None, scope)
+    }
+
+    /// Starts the worker threads of one pass: batch `i` takes the samples at
+    /// `order[ranges[i]]` and, in training, the transform seeded by the epoch and `i`.
+    fn workers<'scope, 'env>(
+        &'env self,
+        order: Order,
+        ranges: Vec<(i64, i64)>,
+        training: Option<(u32, Option<&'env dyn BatchTransform>)>,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+    ) -> EpochBatches {
         let workers = self.settings.workers.max(1);
         let total = ranges.len();
         let per_worker = (self.settings.prefetch / workers).max(1);
-        let order = std::sync::Arc::new(order);
+        let ranges = Arc::new(ranges);
         let mut receivers = Vec::with_capacity(workers);
         for w in 0..workers {
             let (tx, rx) = sync_channel(per_worker);
             receivers.push(rx);
-            let data = self.train.shallow_clone();
+            let source = self.source.fork();
             let order = order.clone();
             let ranges = ranges.clone();
             let (seed, device) = (self.seed, self.device);
             scope.spawn(move || {
                 for (i, &(start, len)) in ranges.iter().enumerate().skip(w).step_by(workers) {
-                    let batch = data.select(&Tensor::from_slice(&order[start as usize..(start + len) as usize]));
-                    let result = match transform {
-                        Some(f) => f.apply(batch, derive_seed(seed, "augment", &[epoch as u64, i as u64])),
-                        None => Ok(batch),
+                    let positions: Vec<i64> = (start..start + len).map(|j| order.at(j)).collect();
+                    let batch = source.gather(&positions);
+                    let result = match (batch, training) {
+                        (Ok(batch), Some((epoch, Some(f)))) if !batch.is_empty() => {
+                            f.apply(batch, derive_seed(seed, "augment", &[epoch as u64, i as u64]))
+                        }
+                        (batch, _) => batch,
                     };
                     let result = result.map(|b| match device.is_cuda() {
                         true => Examples { x: b.x.pin_memory(device), y: b.y.pin_memory(device) },
@@ -140,6 +197,10 @@ impl Iterator for EpochBatches {
             EpochBatches::Resident { data, order, ranges } => {
                 let (start, len) = ranges.next()?;
                 Some(Ok(data.select(&order.narrow(0, start, len))))
+            }
+            EpochBatches::Slices { data, ranges, device } => {
+                let (start, len) = ranges.next()?;
+                Some(Ok(data.narrow(start, len).to_device(*device)))
             }
             EpochBatches::Workers { receivers, next, total, device } => {
                 if *next >= *total {
@@ -168,10 +229,32 @@ mod tests {
     use super::*;
     use tch::Kind;
 
-    fn data(n: i64) -> Examples {
+    fn examples(n: i64) -> Examples {
         Examples {
             x: Tensor::arange(n, (Kind::Float, Device::Cpu)).view([n, 1]),
             y: Tensor::arange(n, (Kind::Int64, Device::Cpu)),
+        }
+    }
+
+    fn data(n: i64) -> Box<dyn BatchSource> {
+        Box::new(examples(n))
+    }
+
+    /// The same samples, gathered as a streaming data set's are (no whole split in memory).
+    struct Streamed(Examples);
+
+    impl BatchSource for Streamed {
+        fn len(&self) -> i64 {
+            self.0.len()
+        }
+        fn gather(&self, positions: &[i64]) -> Result<Examples> {
+            self.0.gather(positions)
+        }
+        fn in_memory(&self) -> Option<&Examples> {
+            None
+        }
+        fn fork(&self) -> Box<dyn BatchSource> {
+            Box::new(Streamed(self.0.shallow_clone()))
         }
     }
 
@@ -197,9 +280,20 @@ mod tests {
     fn batches_and_their_seeds_do_not_depend_on_the_number_of_workers() {
         let one = Loader::new(data(100), Device::Cpu, true, settings(1), 7);
         let four = Loader::new(data(100), Device::Cpu, true, settings(4), 7);
+        let streamed =
+            |workers| Loader::new(Box::new(Streamed(examples(100))), Device::Cpu, true, settings(workers), 7);
+        assert!(!streamed(1).is_in_memory());
         let a: Vec<_> = run_epoch(&one, 3, &mark_seed).into_iter().map(Result::unwrap).collect();
         let b: Vec<_> = run_epoch(&four, 3, &mark_seed).into_iter().map(Result::unwrap).collect();
         assert_eq!(a, b);
+        // A streamed split is shuffled per index: its own order, as independent of the workers.
+        let c: Vec<_> = run_epoch(&streamed(3), 3, &mark_seed).into_iter().map(Result::unwrap).collect();
+        let d: Vec<_> = run_epoch(&streamed(1), 3, &mark_seed).into_iter().map(Result::unwrap).collect();
+        assert_eq!(c, d);
+        assert_ne!(a, c);
+        let mut streamed_every: Vec<i64> = c.iter().flat_map(|(y, _)| y.clone()).collect();
+        streamed_every.sort();
+        assert_eq!(streamed_every, (0..100).collect::<Vec<i64>>());
         assert_eq!(a.len(), 13);
         let mut every: Vec<i64> = a.iter().flat_map(|(y, _)| y.clone()).collect();
         every.sort();
@@ -233,5 +327,18 @@ mod tests {
         let batches: Vec<Examples> =
             std::thread::scope(|scope| loader.epoch(0, None, scope).map(Result::unwrap).collect());
         assert_eq!(batches.iter().map(Examples::len).collect::<Vec<_>>(), vec![8, 8]);
+    }
+
+    #[test]
+    fn an_in_order_pass_gives_every_sample_in_order_in_memory_or_streamed() {
+        let every = LoaderSettings { batch_size: 8, limit: None, ..settings(2) };
+        for source in [data(21), Box::new(Streamed(examples(21))) as Box<dyn BatchSource>] {
+            let loader = Loader::new(source, Device::Cpu, false, every, 7);
+            let batches: Vec<Examples> =
+                std::thread::scope(|scope| loader.in_order(scope).map(Result::unwrap).collect());
+            assert_eq!(batches.iter().map(Examples::len).collect::<Vec<_>>(), vec![8, 8, 5]);
+            let ys: Vec<i64> = batches.iter().flat_map(|b| Vec::<i64>::try_from(&b.y).unwrap()).collect();
+            assert_eq!(ys, (0..21).collect::<Vec<i64>>());
+        }
     }
 }

@@ -8,6 +8,7 @@ mod components;
 mod data;
 mod device;
 mod evaluation;
+mod fused;
 mod loader;
 mod logging;
 mod optim;

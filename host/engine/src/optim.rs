@@ -1,10 +1,17 @@
 //! SGD (momentum, Nesterov), Adam and AdamW, written over the model's parameter tensors.
 //! The host owns them (rather than libtorch's C++ optimizers) so that their state is plain
 //! named tensors that checkpoints save and `resume` restores exactly.
+//!
+//! A step runs libtorch's fused multi-tensor kernels (see `fused`): one call per device/dtype
+//! group instead of ~10 tch ops per parameter. Parameters those kernels cannot take (other
+//! devices or dtypes, sparse or non-contiguous tensors) go through `reference_step`, the
+//! per-parameter code the fused path is tested against.
 
 use anyhow::{bail, Result};
 use gymnos_host::experiment::{AdamSettings, AdamwSettings, Optimizer as Settings, SgdSettings};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
+
+use crate::fused;
 
 struct Param {
     name: String,
@@ -20,12 +27,26 @@ pub struct Optimizer {
     params: Vec<Param>,
     /// Updates done so far (Adam's bias correction).
     pub steps: u64,
+    /// Per device, a float32 scalar holding `steps`: the fused Adam kernels' `state_steps`.
+    /// They only read it, so the device's parameters share one; it is refilled from `steps`
+    /// each update, so nothing about it needs saving or restoring.
+    step_tensors: Vec<(Device, Tensor)>,
+    /// Runs `reference_step` for every parameter (tests, benchmarks, or after a fused failure).
+    reference_only: bool,
+}
+
+/// Parameters updated by one fused call: same device, dtype and (SGD) first-step state.
+struct Group {
+    device: Device,
+    kind: Kind,
+    first_step: bool,
+    members: Vec<(usize, Tensor)>,
 }
 
 impl Optimizer {
     pub fn new(settings: Settings, params: Vec<(String, Tensor)>) -> Self {
         let params = params.into_iter().map(|(name, value)| Param { name, value, m: None, v: None }).collect();
-        Self { settings, params, steps: 0 }
+        Self { settings, params, steps: 0, step_tensors: Vec::new(), reference_only: false }
     }
 
     pub fn zero_grad(&mut self) {
@@ -58,50 +79,72 @@ impl Optimizer {
     /// One update with learning rate `lr`.
     pub fn step(&mut self, lr: f64) {
         self.steps += 1;
-        let t = self.steps as i32;
+        let t = self.steps;
         tch::no_grad(|| {
-            for p in &mut self.params {
+            let mut groups: Vec<Group> = Vec::new();
+            for (i, p) in self.params.iter_mut().enumerate() {
                 let grad = p.value.grad();
                 if !grad.defined() {
                     continue;
                 }
-                match &self.settings {
-                    &Settings::Sgd(SgdSettings { momentum, nesterov, weight_decay, .. }) => {
-                        let mut g = if weight_decay > 0.0 { &grad + &p.value * weight_decay } else { grad };
-                        if momentum > 0.0 {
-                            let buf = match p.m.take() {
-                                None => g.copy(),
-                                Some(mut buf) => {
-                                    let _ = buf.g_mul_scalar_(momentum).g_add_(&g);
-                                    buf
-                                }
-                            };
-                            g = if nesterov { &g + &buf * momentum } else { buf.shallow_clone() };
-                            p.m = Some(buf);
-                        }
-                        let _ = p.value.g_sub_(&(g * lr));
-                    }
-                    Settings::Adam(AdamSettings { betas, eps, weight_decay, .. })
-                    | Settings::Adamw(AdamwSettings { betas, eps, weight_decay, .. }) => {
-                        let (betas, eps, weight_decay) = (*betas, *eps, *weight_decay);
-                        let decoupled = matches!(self.settings, Settings::Adamw(_));
-                        let g = if weight_decay > 0.0 && !decoupled { &grad + &p.value * weight_decay } else { grad };
-                        if decoupled && weight_decay > 0.0 {
-                            let _ = p.value.g_mul_scalar_(1.0 - lr * weight_decay);
-                        }
-                        let m = p.m.get_or_insert_with(|| g.zeros_like());
-                        let _ = m.g_mul_scalar_(betas[0]).g_add_(&(&g * (1.0 - betas[0])));
-                        let v = p.v.get_or_insert_with(|| g.zeros_like());
-                        let _ = v.g_mul_scalar_(betas[1]).g_add_(&(&g * &g * (1.0 - betas[1])));
-                        let bias1 = 1.0 - betas[0].powi(t);
-                        let bias2 = 1.0 - betas[1].powi(t);
-                        let denom = (&*v / bias2).sqrt() + eps;
-                        let update = &*m / denom * (lr / bias1);
-                        let _ = p.value.g_sub_(&update);
+                if self.reference_only || !fusable(&self.settings, p, &grad) {
+                    reference_step(&self.settings, p, grad, lr, t);
+                    continue;
+                }
+                let first_step = prepare_state(&self.settings, p);
+                let (device, kind) = (p.value.device(), p.value.kind());
+                match groups.iter_mut().find(|g| g.device == device && g.kind == kind && g.first_step == first_step) {
+                    Some(group) => group.members.push((i, grad)),
+                    None => groups.push(Group { device, kind, first_step, members: vec![(i, grad)] }),
+                }
+            }
+            for group in groups {
+                if let Err(e) = self.fused_step(&group, lr, t) {
+                    // The shim validates everything before a kernel runs and the kernels fail
+                    // (unsupported dtype or device) before writing, so the group is still
+                    // untouched: update it the reference way, and stop trying the fused path.
+                    tracing::warn!("{e}; using the per-parameter optimizer from now on");
+                    self.reference_only = true;
+                    for (i, grad) in group.members {
+                        reference_step(&self.settings, &mut self.params[i], grad, lr, t);
                     }
                 }
             }
         });
+    }
+
+    fn fused_step(&mut self, group: &Group, lr: f64, t: u64) -> Result<(), fused::FusedError> {
+        let params: Vec<&Param> = group.members.iter().map(|(i, _)| &self.params[*i]).collect();
+        let values: Vec<&Tensor> = params.iter().map(|p| &p.value).collect();
+        let grads: Vec<&Tensor> = group.members.iter().map(|(_, g)| g).collect();
+        // `prepare_state` materialised the state the settings need.
+        let ms = || params.iter().filter_map(|p| p.m.as_ref()).collect::<Vec<_>>();
+        match &self.settings {
+            &Settings::Sgd(SgdSettings { momentum, nesterov, weight_decay, .. }) => {
+                let bufs = if momentum > 0.0 { ms() } else { Vec::new() };
+                let hp = fused::Sgd {
+                    lr,
+                    momentum: momentum.max(0.0),
+                    nesterov: nesterov && momentum > 0.0,
+                    weight_decay: weight_decay.max(0.0),
+                };
+                fused::sgd(&values, &grads, &bufs, hp, group.first_step)
+            }
+            Settings::Adam(AdamSettings { betas, eps, weight_decay, .. })
+            | Settings::Adamw(AdamwSettings { betas, eps, weight_decay, .. }) => {
+                let hp = fused::Adam {
+                    lr,
+                    betas: *betas,
+                    eps: *eps,
+                    weight_decay: weight_decay.max(0.0),
+                    decoupled: matches!(self.settings, Settings::Adamw(_)),
+                };
+                let vs: Vec<&Tensor> = params.iter().filter_map(|p| p.v.as_ref()).collect();
+                let step = step_tensor(&mut self.step_tensors, group.device, t);
+                let steps = vec![step; values.len()];
+                fused::adam(&values, &grads, &ms(), &vs, &steps, hp)
+            }
+        }
     }
 
     /// The optimizer's state as named tensors (`<param>.m`, `<param>.v`).
@@ -133,6 +176,103 @@ impl Optimizer {
         }
         self.steps = steps;
         Ok(())
+    }
+}
+
+/// Whether the fused kernels can update `p`: a dense, contiguous CPU or CUDA floating tensor
+/// whose gradient and existing state match it (the kernels index them all alike).
+fn fusable(settings: &Settings, p: &Param, grad: &Tensor) -> bool {
+    let value = &p.value;
+    let dense = |t: &Tensor| !t.is_sparse() && !t.is_mkldnn() && t.is_contiguous();
+    let like =
+        |t: &Tensor| t.kind() == value.kind() && t.device() == value.device() && t.size() == value.size() && dense(t);
+    let state_fits = match settings {
+        // Without momentum SGD keeps no state, so a stale buffer does not matter.
+        Settings::Sgd(s) if s.momentum <= 0.0 => true,
+        _ => p.m.as_ref().is_none_or(like) && p.v.as_ref().is_none_or(like),
+    };
+    matches!(value.device(), Device::Cpu | Device::Cuda(_))
+        && matches!(value.kind(), Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16)
+        && dense(value)
+        && like(grad)
+        && state_fits
+}
+
+/// Creates the state the fused kernels need before their first call (they update it in place
+/// and never allocate it) as zeros: Adam's moments as the reference does; SGD's momentum
+/// buffer, which the kernel's first step overwrites with the gradient, is zeroed anyway so that
+/// a reference fallback (0 * momentum + g) gives the same buffer. Returns whether this is SGD's
+/// first step for `p` (the kernel's `is_first_step`).
+fn prepare_state(settings: &Settings, p: &mut Param) -> bool {
+    match settings {
+        Settings::Sgd(s) => {
+            if s.momentum <= 0.0 || p.m.is_some() {
+                return false;
+            }
+            p.m = Some(p.value.zeros_like());
+            true
+        }
+        Settings::Adam(_) | Settings::Adamw(_) => {
+            p.m.get_or_insert_with(|| p.value.zeros_like());
+            p.v.get_or_insert_with(|| p.value.zeros_like());
+            false
+        }
+    }
+}
+
+/// The device's `state_steps` scalar, set to step `t`.
+fn step_tensor(cache: &mut Vec<(Device, Tensor)>, device: Device, t: u64) -> &Tensor {
+    let index = match cache.iter().position(|(d, _)| *d == device) {
+        Some(i) => i,
+        None => {
+            cache.push((device, Tensor::zeros([], (Kind::Float, device))));
+            cache.len() - 1
+        }
+    };
+    let step = &mut cache[index].1;
+    // float32 as PyTorch keeps it: exact up to 2^24 updates, the bias correction is 1 long before.
+    let _ = step.fill_(t as f64);
+    step
+}
+
+/// One parameter's update the per-parameter way (~10 tch ops): the fallback for what the fused
+/// kernels cannot take, and the reference they are tested against.
+fn reference_step(settings: &Settings, p: &mut Param, grad: Tensor, lr: f64, t: u64) {
+    let t = i32::try_from(t).unwrap_or(i32::MAX);
+    match settings {
+        &Settings::Sgd(SgdSettings { momentum, nesterov, weight_decay, .. }) => {
+            let mut g = if weight_decay > 0.0 { &grad + &p.value * weight_decay } else { grad };
+            if momentum > 0.0 {
+                let buf = match p.m.take() {
+                    None => g.copy(),
+                    Some(mut buf) => {
+                        let _ = buf.g_mul_scalar_(momentum).g_add_(&g);
+                        buf
+                    }
+                };
+                g = if nesterov { &g + &buf * momentum } else { buf.shallow_clone() };
+                p.m = Some(buf);
+            }
+            let _ = p.value.g_sub_(&(g * lr));
+        }
+        Settings::Adam(AdamSettings { betas, eps, weight_decay, .. })
+        | Settings::Adamw(AdamwSettings { betas, eps, weight_decay, .. }) => {
+            let (betas, eps, weight_decay) = (*betas, *eps, *weight_decay);
+            let decoupled = matches!(settings, Settings::Adamw(_));
+            let g = if weight_decay > 0.0 && !decoupled { &grad + &p.value * weight_decay } else { grad };
+            if decoupled && weight_decay > 0.0 {
+                let _ = p.value.g_mul_scalar_(1.0 - lr * weight_decay);
+            }
+            let m = p.m.get_or_insert_with(|| g.zeros_like());
+            let _ = m.g_mul_scalar_(betas[0]).g_add_(&(&g * (1.0 - betas[0])));
+            let v = p.v.get_or_insert_with(|| g.zeros_like());
+            let _ = v.g_mul_scalar_(betas[1]).g_add_(&(&g * &g * (1.0 - betas[1])));
+            let bias1 = 1.0 - betas[0].powi(t);
+            let bias2 = 1.0 - betas[1].powi(t);
+            let denom = (&*v / bias2).sqrt() + eps;
+            let update = &*m / denom * (lr / bias1);
+            let _ = p.value.g_sub_(&update);
+        }
     }
 }
 
@@ -207,6 +347,208 @@ mod tests {
             }
             assert!((w.double_value(&[0]) - 3.0).abs() < 0.1, "{settings:?}: {}", w.double_value(&[0]));
             assert_eq!(opt.state().len(), if matches!(settings, Settings::Sgd(_)) { 1 } else { 2 });
+        }
+    }
+
+    fn all_settings() -> Vec<Settings> {
+        let sgd = |momentum, nesterov, weight_decay| {
+            Settings::Sgd(SgdSettings { lr: 0.05, momentum, nesterov, weight_decay })
+        };
+        vec![
+            sgd(0.0, false, 0.0),
+            sgd(0.0, false, 0.01),
+            sgd(0.9, false, 0.0),
+            sgd(0.9, true, 0.0),
+            sgd(0.9, true, 0.01),
+            sgd(0.8, false, 0.01),
+            Settings::Adam(AdamSettings { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 }),
+            Settings::Adam(AdamSettings { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01 }),
+            Settings::Adamw(AdamwSettings { lr: 0.01, betas: [0.85, 0.99], eps: 1e-8, weight_decay: 0.0 }),
+            Settings::Adamw(AdamwSettings { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.05 }),
+        ]
+    }
+
+    /// A few parameters of several shapes, one float64 (its own fused group) and one
+    /// non-contiguous (the reference fallback), from a fixed seed.
+    fn problem() -> (Vec<(String, Tensor)>, Vec<Tensor>) {
+        tch::manual_seed(7);
+        let opts = (Kind::Float, Device::Cpu);
+        let values = vec![
+            Tensor::randn([16, 9], opts),
+            Tensor::randn([9], opts),
+            Tensor::randn([3, 4, 5], opts),
+            Tensor::randn([1], opts),
+            Tensor::randn([6, 7], (Kind::Double, Device::Cpu)),
+            Tensor::randn([5, 4], opts).transpose(0, 1),
+        ];
+        let targets = values.iter().map(|v| v.randn_like()).collect();
+        let params =
+            values.into_iter().enumerate().map(|(i, v)| (format!("p{i}"), v.set_requires_grad(true))).collect();
+        (params, targets)
+    }
+
+    /// Elementwise only (no matmul), so gradients are bit-reproducible for the resume test.
+    fn loss(params: &[Tensor], targets: &[Tensor]) -> Tensor {
+        params
+            .iter()
+            .zip(targets)
+            .map(|(p, t)| ((p - t).square() + p.sin() * 0.3).sum(Kind::Double))
+            .reduce(|a, b| a + b)
+            .unwrap()
+    }
+
+    fn fresh(settings: &Settings, params: &[(String, Tensor)], reference_only: bool) -> (Optimizer, Vec<Tensor>) {
+        let copies: Vec<(String, Tensor)> = params
+            .iter()
+            .map(|(n, v)| {
+                // Keeps the strides (a plain copy would make the transposed one contiguous).
+                let c = v.detach().zeros_like();
+                tch::no_grad(|| c.shallow_clone().copy_(v));
+                (n.clone(), c.set_requires_grad(true))
+            })
+            .collect();
+        let handles = copies.iter().map(|(_, v)| v.shallow_clone()).collect();
+        let mut opt = Optimizer::new(settings.clone(), copies);
+        opt.reference_only = reference_only;
+        (opt, handles)
+    }
+
+    fn run(opt: &mut Optimizer, params: &[Tensor], targets: &[Tensor], steps: std::ops::Range<u64>) {
+        for i in steps {
+            opt.zero_grad();
+            loss(params, targets).backward();
+            // A changing rate, as a schedule gives.
+            opt.step(0.02 / (1.0 + i as f64 * 0.1));
+        }
+    }
+
+    #[test]
+    fn fused_step_matches_the_reference_implementation() {
+        let (params, targets) = problem();
+        for settings in all_settings() {
+            let (mut fused, fused_params) = fresh(&settings, &params, false);
+            let (mut reference, reference_params) = fresh(&settings, &params, true);
+            run(&mut fused, &fused_params, &targets, 0..1);
+            // The fused path did run for all but the transposed parameter.
+            let fusable: Vec<bool> = fused.params.iter().map(|p| fusable(&settings, p, &p.value.grad())).collect();
+            assert_eq!(fusable, [true, true, true, true, true, false], "{settings:?}");
+            run(&mut fused, &fused_params, &targets, 1..10);
+            run(&mut reference, &reference_params, &targets, 0..10);
+            assert!(!fused.reference_only, "{settings:?}: a fused call failed");
+            let state = |o: &Optimizer| o.state().into_iter().map(|(n, t)| (n, t.copy())).collect::<Vec<_>>();
+            let (fused_state, reference_state) = (state(&fused), state(&reference));
+            let names = |s: &[(String, Tensor)]| s.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+            assert_eq!(names(&fused_state), names(&reference_state), "{settings:?}");
+            let pairs = fused_params
+                .iter()
+                .zip(&reference_params)
+                .chain(fused_state.iter().map(|(_, t)| t).zip(reference_state.iter().map(|(_, t)| t)));
+            for (i, (a, b)) in pairs.enumerate() {
+                assert_eq!((a.kind(), a.size()), (b.kind(), b.size()));
+                let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
+                // Relative per element; the floor keeps values that pass near zero meaningful.
+                // Relative to the tensor's magnitude: float32 rounding differs by an ulp or so
+                // per step (the kernels fuse multiply-adds), which elements that pass near zero
+                // would magnify without meaning anything.
+                let err = (&a - &b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]).max(1e-12);
+                assert!(err <= 1e-6, "{settings:?}: tensor {i} differs by {err:e} relative");
+            }
+        }
+    }
+
+    #[test]
+    fn resuming_from_saved_state_is_bit_identical() {
+        let (params, targets) = problem();
+        for settings in all_settings() {
+            let (mut straight, straight_params) = fresh(&settings, &params, false);
+            run(&mut straight, &straight_params, &targets, 0..20);
+
+            let (mut first, first_params) = fresh(&settings, &params, false);
+            run(&mut first, &first_params, &targets, 0..8);
+            // What a checkpoint holds: copies, named as before the fused kernels.
+            let saved: Vec<(String, Tensor)> = first.state().into_iter().map(|(n, t)| (n, t.copy())).collect();
+            let named: Vec<(String, Tensor)> =
+                first.params.iter().map(|p| (p.name.clone(), p.value.shallow_clone())).collect();
+            let (mut resumed, resumed_params) = fresh(&settings, &named, false);
+            resumed.load_state(&saved, first.steps).unwrap();
+            drop(first);
+            run(&mut resumed, &resumed_params, &targets, 8..20);
+
+            assert_eq!(resumed.steps, straight.steps);
+            for (a, b) in resumed_params.iter().zip(&straight_params) {
+                assert!(a.equal(b), "{settings:?}: resumed parameters differ");
+            }
+            for ((na, a), (nb, b)) in resumed.state().iter().zip(&straight.state()) {
+                assert_eq!(na, nb);
+                assert!(a.equal(b), "{settings:?}: resumed state `{na}` differs");
+            }
+        }
+    }
+
+    #[test]
+    fn a_cpp_error_comes_back_as_a_rust_error() {
+        let opts = (Kind::Float, Device::Cpu);
+        let (p, g, m) = (Tensor::zeros([4], opts), Tensor::zeros([5], opts), Tensor::zeros([4], opts));
+        let hp = fused::Sgd { lr: 0.1, momentum: 0.9, nesterov: false, weight_decay: 0.0 };
+        // Mismatched shapes: refused by the shim's checks (a C++ exception), not read past.
+        let err = fused::sgd(&[&p], &[&g], &[&m], hp, false).unwrap_err();
+        assert!(err.0.contains("grad[0] has shape [5]"), "{err}");
+        // An integer dtype: libtorch's own dispatch error.
+        let ints = Tensor::zeros([3], (Kind::Int64, Device::Cpu));
+        let step = Tensor::ones([], opts);
+        let hp = fused::Adam { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0, decoupled: true };
+        let err = fused::adam(&[&ints], &[&ints], &[&ints], &[&ints], &[&step], hp).unwrap_err();
+        assert!(err.0.contains("Long"), "{err}");
+        // Lists of different lengths never reach C++.
+        let err = fused::adam(&[&p], &[], &[], &[], &[], hp).unwrap_err();
+        assert!(err.0.contains("0 gradients for 1 parameters"), "{err}");
+        // Nothing was changed.
+        assert_eq!(p.abs().sum(Kind::Double).double_value(&[]), 0.0);
+    }
+
+    /// Step time, fused vs per-parameter, for the MLP 784-256-10 and the default CNN
+    /// (fashion-mnist-cnn: channels [32, 64], batch norm, hidden 128), on 2 threads.
+    /// `cargo test --release -p gymnos-engine -- --ignored --nocapture optimizer_step_time`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn optimizer_step_time() {
+        tch::set_num_threads(2);
+        let mlp: &[&[i64]] = &[&[256, 784], &[256], &[10, 256], &[10]];
+        let cnn: &[&[i64]] =
+            &[&[32, 1, 3, 3], &[32], &[32], &[64, 32, 3, 3], &[64], &[64], &[128, 3136], &[128], &[10, 128], &[10]];
+        let settings = [
+            ("sgd", Settings::Sgd(SgdSettings { lr: 0.01, momentum: 0.9, nesterov: true, weight_decay: 1e-4 })),
+            ("adam", Settings::Adam(AdamSettings { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 })),
+            ("adamw", Settings::Adamw(AdamwSettings { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01 })),
+        ];
+        for (model, shapes) in [("mlp 784-256-10", mlp), ("cnn", cnn)] {
+            for (name, s) in &settings {
+                let mut line = format!("{model:>15} {name:>5}:");
+                for reference_only in [true, false] {
+                    let params: Vec<(String, Tensor)> = shapes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &shape)| (format!("p{i}"), Tensor::randn(shape, (Kind::Float, Device::Cpu))))
+                        .map(|(n, t)| (n, t.set_requires_grad(true)))
+                        .collect();
+                    // Gradients set once (step never clears them).
+                    let l = params.iter().map(|(_, p)| (p * p.randn_like()).sum(Kind::Float)).reduce(|a, b| a + b);
+                    l.unwrap().backward();
+                    let mut opt = Optimizer::new(s.clone(), params);
+                    opt.reference_only = reference_only;
+                    for _ in 0..20 {
+                        opt.step(1e-3);
+                    }
+                    let n = 500;
+                    let start = std::time::Instant::now();
+                    for _ in 0..n {
+                        opt.step(1e-3);
+                    }
+                    let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+                    line += &format!("  {} {us:8.1} us", if reference_only { "reference" } else { "fused" });
+                }
+                println!("{line}");
+            }
         }
     }
 }

@@ -15,16 +15,19 @@ use gymnos_host::{
     record::{self, DataDescription, DataMode, RunStatus, RunSummary, SweepTrial, TaskName},
     PluginManager,
 };
-use gymnos_plugin_api::{rng::derive_seed, ComponentKind, DeviceSpec, Task};
+use gymnos_plugin_api::{rng::derive_seed, ComponentKind, DataPart, DatasetInfo, DeviceSpec, Task};
 use serde_json::json;
 
 use crate::{
     callbacks::CallbackState,
     checkpoint::Checkpoint,
-    components::{ComponentFactory, ModelShape, Trackers},
-    data::{split, Examples, Splits},
+    components::{
+        ComponentFactory, DataSet, Dataset, IndexedDataset, ModelShape, Preprocessors, StreamedSplit, Trackers,
+    },
+    data::{split, split_sizes, BatchSource, Order, Shuffle, Splits},
     device,
     evaluation::LossFn,
+    loader::{Loader, LoaderSettings},
     optim::{LossScaler, Optimizer},
     progress::Progress,
     train::{seed_torch, Interrupted, Learner, Paused, Trainer},
@@ -169,39 +172,24 @@ impl Session<'_> {
         let factory = self.factory(device_spec, None);
 
         let preprocessor_plugins: Vec<_> = self.resolved.of_kind(ComponentKind::Preprocessor).collect();
-        let (mut dataset, mut preprocessors) = stage(summary, "load_plugins", |_| {
+        let (dataset, preprocessors) = stage(summary, "load_plugins", |_| {
             Ok((factory.dataset(self.resolved.dataset())?, factory.preprocessors(&preprocessor_plugins)?))
         })?;
-        let contents = stage(summary, "load_dataset", |_| dataset.load())?;
-        let info = contents.info.clone();
+        let data = match dataset {
+            DataSet::Whole(dataset) => self.in_memory(summary, *dataset, preprocessors, checkpoint.as_ref())?,
+            DataSet::Indexed(dataset) => self.streamed(summary, dataset, preprocessors, checkpoint.as_ref(), device)?,
+        };
+        let PreparedData { info, splits, preprocessors, streamed_from } = data;
         let loss = LossFn::for_task(settings.loss, info.task)?;
-        let splits = stage(summary, "split", |_| {
-            split(contents.all, contents.test, &exp.dataset.split, exp.dataset.shuffle, seed)
-        })?;
-        let splits = stage(summary, "preprocess", |_| {
-            let train = match &checkpoint {
-                Some(checkpoint) => {
-                    preprocessors.load_states(&checkpoint.tensors)?;
-                    preprocessors.transform_examples(splits.train)?
-                }
-                None => preprocessors.fit_transform(splits.train)?,
-            };
-            let val = preprocessors.transform_examples(splits.val)?;
-            let test = preprocessors.transform_examples(splits.test)?;
-            Ok(Splits { train, val, test })
-        })?;
         let class_names: Vec<String> = info.class_names.iter().map(|c| c.to_string()).collect();
-        summary.data = Some(describe(&info, &splits, &class_names));
+        let input_shape = input_shape(&splits)?;
+        summary.data = Some(describe(&info, &splits, &class_names, &input_shape, streamed_from.is_some()));
 
         let augmentor_plugins: Vec<_> = self.resolved.of_kind(ComponentKind::DataAugmentor).collect();
         let augmentors = factory.augmentors(&augmentor_plugins, info.task, info.num_outputs)?;
         let model = stage(summary, "build_model", |_| {
             seed_torch(derive_seed(seed, "init", &[]));
-            let shape = ModelShape {
-                input_shape: splits.train.x.size()[1..].to_vec(),
-                num_outputs: info.num_outputs,
-                task: info.task,
-            };
+            let shape = ModelShape { input_shape: input_shape.clone(), num_outputs: info.num_outputs, task: info.task };
             factory.model(self.resolved.model(), &shape)
         })?;
         let parameters = model.parameters()?;
@@ -227,6 +215,7 @@ impl Session<'_> {
             class_names,
             splits,
             preprocessors,
+            streamed_from,
             augmentors,
             learner,
             callbacks: CallbackState::new(&settings.callbacks),
@@ -243,6 +232,123 @@ impl Session<'_> {
             tracing::info!("resuming after epoch {}", trainer.first_epoch);
         }
         Ok(trainer)
+    }
+
+    /// A data set loaded whole: split, then preprocessed, in memory.
+    fn in_memory(
+        &self,
+        summary: &mut RunSummary,
+        mut dataset: Dataset,
+        mut preprocessors: Preprocessors,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<PreparedData> {
+        let exp = &self.resolved.experiment;
+        let contents = stage(summary, "load_dataset", |_| dataset.load())?;
+        let (train, val, test) = stage(summary, "split", |_| {
+            split(contents.all, contents.test, &exp.dataset.split, exp.dataset.shuffle, exp.experiment.seed)
+        })?;
+        let splits = stage(summary, "preprocess", |_| {
+            let train = match checkpoint {
+                Some(checkpoint) => {
+                    preprocessors.load_states(&checkpoint.tensors)?;
+                    preprocessors.transform_examples(train)?
+                }
+                None => preprocessors.fit_transform(train)?,
+            };
+            let val = preprocessors.transform_examples(val)?;
+            let test = preprocessors.transform_examples(test)?;
+            Ok(Splits { train: Box::new(train), val: Box::new(val), test: Box::new(test) })
+        })?;
+        Ok(PreparedData { info: contents.info, splits, preprocessors: Arc::new(preprocessors), streamed_from: None })
+    }
+
+    /// A data set read by index: the splits are lists of indices; batches are read, and
+    /// preprocessed, as training goes. The preprocessors fit on a stream of training batches.
+    fn streamed(
+        &self,
+        summary: &mut RunSummary,
+        dataset: Arc<IndexedDataset>,
+        mut preprocessors: Preprocessors,
+        checkpoint: Option<&Checkpoint>,
+        device: tch::Device,
+    ) -> Result<PreparedData> {
+        let exp = &self.resolved.experiment;
+        let description = dataset.description.clone();
+        tracing::info!(
+            "{}: streaming {} samples{}",
+            dataset.plugin.label(),
+            description.len,
+            description.test_len.into_option().map(|n| format!(" and a test split of {n}")).unwrap_or_default()
+        );
+        let (n, test_len) = (description.len as i64, description.test_len.into_option());
+        let (n_train, n_val) = stage(summary, "split", |_| {
+            split_sizes(n as usize, test_len.is_some(), &exp.dataset.split).map(|(t, v)| (t as i64, v as i64))
+        })?;
+        let order = match exp.dataset.shuffle {
+            true => Order::Shuffled(Shuffle::new(n as u64, derive_seed(exp.experiment.seed, "split", &[]))),
+            false => Order::Identity,
+        };
+        let part = |part: DataPart, order: &Order, start: i64, len: i64| StreamedSplit {
+            dataset: dataset.clone(),
+            part,
+            order: order.clone(),
+            start,
+            len,
+            preprocessors: None,
+        };
+        let train = part(DataPart::Samples, &order, 0, n_train);
+        let val = part(DataPart::Samples, &order, n_train, n_val);
+        let test = match test_len {
+            Some(n_test) => part(DataPart::Test, &Order::Identity, 0, n_test as i64),
+            None => part(DataPart::Samples, &order, n_train + n_val, n - n_train - n_val),
+        };
+        let preprocessors = stage(summary, "preprocess", |_| {
+            match checkpoint {
+                Some(checkpoint) => preprocessors.load_states(&checkpoint.tensors)?,
+                None => {
+                    let whole = preprocessors.not_incremental();
+                    if !whole.is_empty() {
+                        bail!(
+                            "{} cannot fit on a streaming data set: it fits only on the whole training split at once (its plugin predates API 1.2 or has no batch-by-batch fit); load the data set in memory or choose a preprocessor that fits batch by batch",
+                            whole.join(", ")
+                        );
+                    }
+                    let settings = self.loader_settings(self.resolved.experiment.training.eval_batch_size, None);
+                    preprocessors.fit_streamed(|fit_batch| {
+                        let loader = Loader::new(Box::new(train.clone()), device, true, settings, 0);
+                        std::thread::scope(|scope| {
+                            for batch in loader.in_order(scope) {
+                                let batch = batch?.to_device(tch::Device::Cpu);
+                                if !batch.is_empty() {
+                                    fit_batch(batch)?;
+                                }
+                            }
+                            Ok(())
+                        })
+                    })?;
+                }
+            }
+            Ok(Arc::new(preprocessors))
+        })?;
+        let with_preprocessors = |mut split: StreamedSplit| -> Box<dyn BatchSource> {
+            split.preprocessors = Some(preprocessors.clone());
+            Box::new(split)
+        };
+        let splits =
+            Splits { train: with_preprocessors(train), val: with_preprocessors(val), test: with_preprocessors(test) };
+        Ok(PreparedData { info: description.info.clone(), splits, preprocessors, streamed_from: Some(dataset) })
+    }
+
+    /// How batches of `batch_size` are made off the training thread (never kept on the device).
+    fn loader_settings(&self, batch_size: u32, limit: Option<u32>) -> LoaderSettings {
+        let training = &self.resolved.experiment.training;
+        LoaderSettings {
+            batch_size: batch_size as i64,
+            workers: training.num_workers as usize,
+            prefetch: training.prefetch_batches as usize,
+            device_cache_bytes: 0,
+            limit,
+        }
     }
 
     fn start_trackers(&self, trainer: &Trainer<'_>, resuming: bool) -> Result<Trackers> {
@@ -305,17 +411,41 @@ fn record_end(summary: &mut RunSummary, outcome: Result<()>, run_dir: &Path) -> 
     outcome.and(saved.map_err(anyhow::Error::from))
 }
 
-fn describe(info: &gymnos_plugin_api::DatasetInfo, splits: &Splits, class_names: &[String]) -> DataDescription {
-    let len = |e: &Examples| e.len() as u64;
+/// The data set's splits, ready for the model, and how they are read.
+struct PreparedData {
+    info: DatasetInfo,
+    splits: Splits,
+    preprocessors: Arc<Preprocessors>,
+    /// The data set the splits stream from; none when they are in memory.
+    streamed_from: Option<Arc<IndexedDataset>>,
+}
+
+/// One sample's shape as the model sees it: after preprocessing.
+fn input_shape(splits: &Splits) -> Result<Vec<i64>> {
+    let first = match splits.train.in_memory() {
+        Some(train) => train.narrow(0, 1),
+        None => splits.train.gather(&[0])?,
+    };
+    Ok(first.x.size()[1..].to_vec())
+}
+
+fn describe(
+    info: &DatasetInfo,
+    splits: &Splits,
+    class_names: &[String],
+    input_shape: &[i64],
+    streamed: bool,
+) -> DataDescription {
     DataDescription {
         task: task_name(info.task),
-        mode: DataMode::InMemory,
-        train_samples: len(&splits.train),
-        val_samples: len(&splits.val),
-        test_samples: len(&splits.test),
+        mode: if streamed { DataMode::Indexed } else { DataMode::InMemory },
+        train_samples: splits.train.len() as u64,
+        val_samples: splits.val.len() as u64,
+        test_samples: splits.test.len() as u64,
         feature_shape: info.feature_shape.to_vec(),
-        input_shape: splits.train.x.size()[1..].to_vec(),
+        input_shape: input_shape.to_vec(),
         num_outputs: info.num_outputs,
         class_names: class_names.to_vec(),
+        dataset_notes: None,
     }
 }

@@ -20,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 use crate::{
     callbacks::{scheduled_lr, CallbackState},
     checkpoint::{self, Checkpoint, CheckpointState},
-    components::{Augmentors, Model, Preprocessors, Trackers},
+    components::{Augmentors, IndexedDataset, Model, Preprocessors, Trackers},
     data::{Examples, Splits},
     evaluation::{Evaluation, LossFn, Running},
     loader::{Loader, LoaderSettings},
@@ -103,6 +103,15 @@ impl Learner {
     }
 }
 
+/// How fast the data pipeline alone makes training batches (`validate --deep --measure-data`).
+#[derive(Debug, serde::Serialize)]
+pub struct DataSpeed {
+    pub batches: u32,
+    pub samples: i64,
+    pub seconds: f64,
+    pub samples_per_second: f64,
+}
+
 /// An epoch's training pass, as its end needs it.
 struct TrainedEpoch {
     epoch: u32,
@@ -110,6 +119,8 @@ struct TrainedEpoch {
     running: Running,
     started: Instant,
     train_seconds: f64,
+    /// Time the training thread spent waiting for batches.
+    data_wait_seconds: f64,
 }
 
 /// Everything the epochs need, prepared by the session.
@@ -125,7 +136,10 @@ pub struct Trainer<'s> {
     pub info: DatasetInfo,
     pub class_names: Vec<String>,
     pub splits: Splits,
-    pub preprocessors: Preprocessors,
+    /// Fitted (or restored); a streamed split applies them to each batch it reads.
+    pub preprocessors: std::sync::Arc<Preprocessors>,
+    /// The data set the splits stream from; none when they are in memory.
+    pub streamed_from: Option<std::sync::Arc<IndexedDataset>>,
     pub augmentors: Augmentors,
     pub learner: Learner,
     pub callbacks: CallbackState,
@@ -146,14 +160,19 @@ impl Trainer<'_> {
         self.info.task == Task::Classification
     }
 
-    fn evaluation(&self) -> Evaluation {
+    fn evaluation(&self, limit: Option<u32>) -> Evaluation {
         Evaluation {
-            batch_size: self.settings.eval_batch_size as i64,
+            loader: LoaderSettings {
+                batch_size: self.settings.eval_batch_size as i64,
+                workers: self.settings.num_workers as usize,
+                prefetch: self.settings.prefetch_batches as usize,
+                device_cache_bytes: 0,
+                limit,
+            },
             device: self.learner.device,
             loss: self.learner.loss,
             task: self.info.task,
             class_names: self.class_names.clone(),
-            limit: self.settings.limit_eval_batches,
         }
     }
 
@@ -166,7 +185,7 @@ impl Trainer<'_> {
             limit: self.settings.limit_train_batches,
         };
         let transforming = !self.augmentors.is_empty();
-        Loader::new(self.splits.train.shallow_clone(), self.learner.device, transforming, settings, self.seed)
+        Loader::new(self.splits.train.fork(), self.learner.device, transforming, settings, self.seed)
     }
 
     /// Restores a checkpoint's tensors and state; training continues after its epoch.
@@ -189,7 +208,11 @@ impl Trainer<'_> {
             "training on {} samples in {} batches per epoch ({})",
             loader.num_samples(),
             loader.num_batches(),
-            if loader.is_device_resident() { "data resident on the device" } else { "batches from background workers" }
+            match (loader.is_device_resident(), loader.is_in_memory()) {
+                (true, _) => "data resident on the device",
+                (false, true) => "batches from background workers",
+                (false, false) => "batches read from the data set by background workers",
+            }
         );
         for epoch in self.first_epoch..self.settings.epochs {
             let span = tracing::info_span!("epoch", number = epoch + 1);
@@ -223,12 +246,21 @@ impl Trainer<'_> {
         let read_every_step = !self.learner.device.is_cuda();
         let log_every = self.tracking.log_every_n_steps as u64;
         let transform = self.augmentors.as_transform();
+        let mut data_wait = std::time::Duration::ZERO;
         std::thread::scope(|scope| -> Result<()> {
-            for (i, batch) in loader.epoch(epoch, transform, scope).enumerate() {
+            let mut batches = loader.epoch(epoch, transform, scope).enumerate();
+            loop {
+                // How long the model waits for the loader: zero when loading keeps up.
+                let waiting = Instant::now();
+                let Some((i, batch)) = batches.next() else { break };
+                data_wait += waiting.elapsed();
                 if self.stop.load(Ordering::Relaxed) {
                     return Err(Interrupted { epoch: epoch + 1, step: i, run_dir: self.run_dir.clone() }.into());
                 }
                 let batch = batch?;
+                if batch.is_empty() {
+                    continue; // every sample of the batch was skipped by the data set, as configured
+                }
                 let step = self.learner.train_step(&batch, lr)?;
                 let global_step = self.learner.optimizer.steps;
                 let log_now = log_every > 0 && global_step.is_multiple_of(log_every);
@@ -252,7 +284,15 @@ impl Trainer<'_> {
             }
             Ok(())
         })?;
-        Ok(TrainedEpoch { epoch, lr, running, started, train_seconds: started.elapsed().as_secs_f64() })
+        let data_wait_seconds = data_wait.as_secs_f64();
+        Ok(TrainedEpoch {
+            epoch,
+            lr,
+            running,
+            started,
+            train_seconds: started.elapsed().as_secs_f64(),
+            data_wait_seconds,
+        })
     }
 
     /// The end of an epoch: its metrics (validation included), the callbacks' decision,
@@ -263,14 +303,15 @@ impl Trainer<'_> {
         summary: &mut RunSummary,
         trackers: &mut Trackers,
     ) -> Result<Option<String>> {
-        let TrainedEpoch { epoch, lr, running, started, train_seconds } = trained;
+        let TrainedEpoch { epoch, lr, running, started, train_seconds, data_wait_seconds } = trained;
         let mut metrics = EpochMetrics::new();
         metrics.insert("train_loss".into(), running.mean_loss());
         if self.classification() {
             metrics.insert("train_accuracy".into(), running.accuracy());
         }
         if !self.splits.val.is_empty() {
-            let report = self.evaluation().evaluate(&mut self.learner.model, &self.splits.val)?;
+            let evaluation = self.evaluation(self.settings.limit_eval_batches);
+            let report = evaluation.evaluate(&mut self.learner.model, self.splits.val.fork())?;
             metrics.extend(report.headline().into_iter().map(|(k, v)| (format!("val_{k}"), v)));
         }
         if self.settings.callbacks.stop_on_nan {
@@ -281,6 +322,7 @@ impl Trainer<'_> {
         metrics.insert("lr".into(), lr);
         metrics.insert("epoch_seconds".into(), started.elapsed().as_secs_f64());
         metrics.insert("train_samples_per_second".into(), running.samples as f64 / train_seconds.max(1e-9));
+        metrics.insert("data_wait_seconds".into(), data_wait_seconds);
 
         let decision = self.callbacks.end_epoch(&self.settings.callbacks, &metrics, lr);
         summary.add_epoch(&metrics);
@@ -339,18 +381,56 @@ impl Trainer<'_> {
             tracing::warn!("the test split is empty: no test metrics");
             return Ok(());
         }
-        let report = self.evaluation().evaluate(&mut self.learner.model, &self.splits.test)?;
+        let evaluation = self.evaluation(self.settings.limit_eval_batches);
+        let report = evaluation.evaluate(&mut self.learner.model, self.splits.test.fork())?;
         let headline = report.headline();
         let line: Vec<String> = headline.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         tracing::info!("test: {}", line.join(", "));
         trackers.log_metrics(summary.epochs_completed as u64, "test", &headline);
         summary.test = Some(report);
+        self.record_dataset_notes(summary)
+    }
+
+    /// What a streaming data set noted while it was read (skipped samples...), into the record.
+    pub fn record_dataset_notes(&self, summary: &mut RunSummary) -> Result<()> {
+        let (Some(dataset), Some(data)) = (&self.streamed_from, summary.data.as_mut()) else { return Ok(()) };
+        let notes = dataset.notes()?;
+        if notes.as_object().is_some_and(|o| !o.is_empty()) {
+            tracing::info!("{}: {notes}", dataset.plugin.label());
+            data.dataset_notes = Some(notes);
+        }
         Ok(())
     }
 
     pub fn save_model(&self) -> Result<()> {
         let task = crate::session::task_name(self.info.task);
         checkpoint::save_model(&self.run_dir.join(record::MODEL), &self.fitted_tensors()?, task, &self.class_names)
+    }
+
+    /// `validate --deep --measure-data`: makes `batches` training batches (epoch after epoch
+    /// when one has fewer) as training would, without the model, and times them.
+    pub fn measure_data(&self, batches: u32) -> Result<DataSpeed> {
+        let loader = self.loader();
+        if loader.num_batches() == 0 {
+            bail!("the training split gives no batch");
+        }
+        let transform = self.augmentors.as_transform();
+        let (mut made, mut samples) = (0u32, 0i64);
+        let started = Instant::now();
+        std::thread::scope(|scope| -> Result<()> {
+            for epoch in 0.. {
+                for batch in loader.epoch(epoch, transform, scope) {
+                    samples += batch?.len();
+                    made += 1;
+                    if made == batches {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        Ok(DataSpeed { batches: made, samples, seconds, samples_per_second: samples as f64 / seconds.max(1e-9) })
     }
 
     /// `validate --deep`: one training step on the first batch, and one evaluation batch, so
@@ -360,6 +440,9 @@ impl Trainer<'_> {
         let transform = self.augmentors.as_transform();
         let batch = std::thread::scope(|scope| loader.epoch(0, transform, scope).next().transpose())?;
         let Some(batch) = batch else { bail!("the training split gives no batch") };
+        if batch.is_empty() {
+            bail!("every sample of the first training batch was skipped by the data set");
+        }
         let step = self.learner.train_step(&batch, self.settings.optimizer.lr())?;
         let loss = step.loss.double_value(&[]);
         if !loss.is_finite() {
@@ -367,8 +450,7 @@ impl Trainer<'_> {
         }
         let check = if self.splits.val.is_empty() { &self.splits.test } else { &self.splits.val };
         if !check.is_empty() {
-            let first = check.narrow(0, check.len().min(self.settings.eval_batch_size as i64));
-            self.evaluation().evaluate(&mut self.learner.model, &first)?;
+            self.evaluation(Some(1)).evaluate(&mut self.learner.model, check.fork())?;
         }
         Ok(loss)
     }

@@ -93,6 +93,10 @@ pub enum PluginsCommand {
         /// The gymnos source tree to build against (default: the one this host was built from).
         #[arg(long, value_name = "DIR")]
         sdk: Option<PathBuf>,
+        /// A dataset read by index, a batch at a time, for data larger than memory (plugin
+        /// API 1.2); without it, a dataset that loads everything at once.
+        #[arg(long)]
+        streaming: bool,
     },
 }
 
@@ -177,14 +181,14 @@ pub fn run(registry_path: &Path, command: PluginsCommand) -> Result<()> {
             }
             Ok(())
         }
-        PluginsCommand::New { kind, name, path, sdk } => {
+        PluginsCommand::New { kind, name, path, sdk, streaming } => {
             let dir = path.unwrap_or_else(|| PathBuf::from(&name));
             let mut toolchain = gymnos_host::scaffold::Toolchain::of_this_build();
             if let Some(root) = sdk {
                 toolchain.libtorch = root.join(".venv/libtorch");
                 toolchain.source_root = root;
             }
-            gymnos_host::scaffold::new_plugin(kind, &name, &dir, &toolchain)?;
+            gymnos_host::scaffold::new_plugin(kind, streaming, &name, &dir, &toolchain)?;
             outln!("created the {kind} plugin `{name}` in {}", dir.display());
             outln!("  cd {} && cargo build --release && cargo test --release", dir.display());
             outln!("  gymnos-host plugins install {}/target/release/lib{}.so", dir.display(), name.replace('-', "_"));

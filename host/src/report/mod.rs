@@ -115,6 +115,7 @@ mod tests {
             input_shape: vec![13],
             num_outputs: 2,
             class_names: vec!["red".into(), "white".into()],
+            dataset_notes: None,
         });
         s.hardware = Some(Hardware { cpu: "Some CPU".into(), cpu_cores: 2, ..Hardware::default() });
         s

@@ -1,9 +1,15 @@
 //! `{{name}}`: a gymnos preprocessor plugin. The example scales each feature to [0, 1] with the
 //! training split's minimum and maximum.
+//!
+//! It fits batch by batch (`IncrementalPreprocessor`), so that it also fits on the training
+//! split of a data set too large for memory; `fit` (the whole split at once) is the same fit
+//! given one batch.
+
+use std::sync::Mutex;
 
 use gymnos_plugin_sdk::{
     tch::{Kind, Tensor},
-    Config, Configurable, Context, PluginError, Preprocessor, Result,
+    Config, Configurable, Context, IncrementalPreprocessor, PluginError, Preprocessor, Result,
 };
 
 /// The configuration: each field is a key of the experiment's `config` object, its doc comment
@@ -17,8 +23,30 @@ pub struct {{Type}}Config {
 
 pub struct {{Type}} {
     epsilon: f64,
+    /// tch tensors may move between threads but not be shared by them, and `transform` runs on
+    /// several loader threads at once: the tensors sit behind a lock, held only to take
+    /// shallow copies (no data is copied).
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// (minimum, maximum) per feature over the batches seen so far, while fitting.
+    seen: Option<(Tensor, Tensor)>,
     /// (minimum, range) per feature, once fitted.
     fitted: Option<(Tensor, Tensor)>,
+}
+
+impl {{Type}} {
+    fn locked(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn fitted(&self) -> Result<(Tensor, Tensor)> {
+        let state = self.locked();
+        let (min, range) = state.fitted.as_ref().ok_or_else(|| PluginError::runtime("not fitted yet"))?;
+        Ok((min.shallow_clone(), range.shallow_clone()))
+    }
 }
 
 impl Configurable for {{Type}} {
@@ -28,34 +56,57 @@ impl Configurable for {{Type}} {
     type Config = {{Type}}Config;
 
     fn build(config: {{Type}}Config, _ctx: &Context) -> Result<Self> {
-        Ok(Self { epsilon: config.epsilon, fitted: None })
+        Ok(Self { epsilon: config.epsilon, state: Mutex::new(State::default()) })
+    }
+}
+
+impl IncrementalPreprocessor for {{Type}} {
+    fn begin_fit(&mut self) -> Result<()> {
+        self.locked().seen = None;
+        Ok(())
+    }
+
+    fn fit_batch(&mut self, features: &Tensor, _targets: &Tensor) -> Result<()> {
+        let x = features.to_kind(Kind::Float);
+        let (min, max) = (x.amin(0, true), x.amax(0, true));
+        let mut state = self.locked();
+        state.seen = Some(match state.seen.take() {
+            Some((lo, hi)) => (lo.minimum(&min), hi.maximum(&max)),
+            None => (min, max),
+        });
+        Ok(())
+    }
+
+    fn end_fit(&mut self) -> Result<()> {
+        let epsilon = self.epsilon;
+        let mut state = self.locked();
+        let (min, max) = state.seen.take().ok_or_else(|| PluginError::data("fit saw no samples"))?;
+        let range = max - &min + epsilon;
+        state.fitted = Some((min, range));
+        Ok(())
     }
 }
 
 impl Preprocessor for {{Type}} {
-    fn fit(&mut self, features: &Tensor, _targets: &Tensor) -> Result<()> {
-        let x = features.to_kind(Kind::Float);
-        let min = x.amin(0, true);
-        let range = x.amax(0, true) - &min + self.epsilon;
-        self.fitted = Some((min, range));
-        Ok(())
+    fn fit(&mut self, features: &Tensor, targets: &Tensor) -> Result<()> {
+        gymnos_plugin_sdk::fit_whole(self, features, targets)
     }
 
     fn transform(&self, features: &Tensor) -> Result<Tensor> {
-        let (min, range) = self.fitted.as_ref().ok_or_else(|| PluginError::runtime("transform before fit"))?;
+        let (min, range) = self.fitted()?;
         Ok((features.to_kind(Kind::Float) - min) / range)
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
-        let (min, range) = self.fitted.as_ref().ok_or_else(|| PluginError::runtime("state before fit"))?;
-        Ok(vec![("min".into(), min.shallow_clone()), ("range".into(), range.shallow_clone())])
+        let (min, range) = self.fitted()?;
+        Ok(vec![("min".into(), min), ("range".into(), range)])
     }
 
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<()> {
         let find = |name: &str| state.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone());
         match (find("min"), find("range")) {
             (Some(min), Some(range)) => {
-                self.fitted = Some((min, range));
+                self.locked().fitted = Some((min, range));
                 Ok(())
             }
             _ => Err(PluginError::data("state needs `min` and `range`")),
@@ -63,7 +114,7 @@ impl Preprocessor for {{Type}} {
     }
 }
 
-gymnos_plugin_sdk::export_plugin!(preprocessor({{Type}}));
+gymnos_plugin_sdk::export_plugin!(incremental_preprocessor({{Type}}));
 
 #[cfg(test)]
 mod tests {
@@ -78,6 +129,6 @@ mod tests {
     fn meets_the_preprocessor_contract() {
         let x = Rng::new(1).normal(&[32, 3]);
         let y = Tensor::zeros([32], (Kind::Int64, Device::Cpu));
-        harness::check_preprocessor::<super::{{Type}}>(json!({}), &x, &y).unwrap();
+        harness::check_incremental_preprocessor::<super::{{Type}}>(json!({}), &x, &y, 5).unwrap();
     }
 }

@@ -12,7 +12,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use gymnos_plugin_api::{config::KeyRules, ConfigKey, DatasetInfo};
+use gymnos_plugin_api::{config::KeyRules, ConfigKey, DataPart, DatasetInfo};
 use serde_json::Value;
 use tch::{nn, Tensor};
 
@@ -121,6 +121,71 @@ pub trait Preprocessor: Component {
     /// The fitted state as named tensors.
     fn state(&self) -> Result<Vec<(String, Tensor)>>;
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<()>;
+}
+
+/// What an [`IndexedDataset`] holds (SDK 1.2).
+#[derive(Clone, Debug)]
+pub struct Description {
+    pub info: DatasetInfo,
+    /// Number of samples in [`DataPart::Samples`] (what the host splits).
+    pub len: u64,
+    /// Number of samples of the fixed test split the data set ships, if any.
+    pub test_len: Option<u64>,
+    /// Whether `read` may run on several threads at once; when false, the host makes one read
+    /// at a time.
+    pub concurrent_reads: bool,
+}
+
+/// A data set read by index (SDK 1.2, plugin API 1.2): the host's loader threads ask for
+/// batches of samples, so memory stays bounded by the batches in flight, not by the data set's
+/// size. Exported with `indexed_dataset(T)` in [`crate::export_plugin!`]; the SDK derives the
+/// 1.0 form (`load`, everything at once) from `read`, used when [`IndexedDataset::streams`]
+/// says so or by hosts that predate 1.2.
+pub trait IndexedDataset: Component + Sync {
+    /// The data set's shape and size. Called once, before any read.
+    fn describe(&self) -> Result<Description>;
+
+    /// The samples of `part` at `indices` (each below that part's length), in that order:
+    /// CPU features `[k, ...feature_shape]` and targets as [`Dataset::load`]'s. `k` is the
+    /// number of indices unless the configuration allows skipping unreadable samples (count
+    /// them in [`IndexedDataset::notes`]).
+    fn read(&self, part: DataPart, indices: &[u64]) -> Result<(Tensor, Tensor)>;
+
+    /// Features of new samples read from `path`, encoded like `read`'s, for prediction.
+    fn read_inputs(&self, path: &Path) -> Result<Tensor>;
+
+    /// What the reads so far noted (skipped samples, say), as a JSON object for the run's record.
+    fn notes(&self) -> Result<Value> {
+        Ok(Value::Object(Default::default()))
+    }
+
+    /// Whether this configuration streams. When false, the host loads every sample once
+    /// (through `read`) and keeps them in memory.
+    fn streams(&self) -> bool {
+        true
+    }
+}
+
+/// A preprocessor that also fits batch by batch (SDK 1.2, plugin API 1.2), so that it can fit
+/// on the training split of a streaming data set (a running mean and variance, say). The host
+/// calls `begin_fit`, `fit_batch` for each batch of the training split, then `end_fit`; and
+/// then `transform` from several loader threads at once, hence `Sync`. Exported with
+/// `incremental_preprocessor(T)` in [`crate::export_plugin!`]; [`fit_whole`] implements
+/// [`Preprocessor::fit`] from these three.
+pub trait IncrementalPreprocessor: Preprocessor + Sync {
+    /// Starts a fit, forgetting any previous one.
+    fn begin_fit(&mut self) -> Result<()>;
+    /// Adds a batch of training samples to the fit.
+    fn fit_batch(&mut self, features: &Tensor, targets: &Tensor) -> Result<()>;
+    /// Ends the fit: the state is final.
+    fn end_fit(&mut self) -> Result<()>;
+}
+
+/// [`Preprocessor::fit`] of an [`IncrementalPreprocessor`]: the whole split as one batch.
+pub fn fit_whole<T: IncrementalPreprocessor>(preprocessor: &mut T, features: &Tensor, targets: &Tensor) -> Result<()> {
+    preprocessor.begin_fit()?;
+    preprocessor.fit_batch(features, targets)?;
+    preprocessor.end_fit()
 }
 
 /// Shared by several loader threads: take `&self`, and draw all randomness from `rng`.

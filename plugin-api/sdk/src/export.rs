@@ -6,18 +6,21 @@ use std::collections::BTreeMap;
 use gymnos_plugin_api::{
     abi_stable::{
         sabi_trait::TD_Opaque,
-        std_types::{RResult, RStr, RString, RVec},
+        std_types::{ROption, RResult, RStr, RString, RVec},
     },
     component::{AugmentorObj_TO, DatasetObj_TO, ModelObj_TO, PreprocessorObj_TO, TrackerObj_TO},
     config::KeyRules,
+    streaming::{IncrementalPreprocessorObj_TO, IndexedDatasetObj_TO, StreamingComponent},
     Component as AbiComponent, ComponentDetails, ComponentKind, ComponentMeta, ConfigKey, CreateContext,
     LibraryDetails, PluginError,
 };
 use serde_json::Value;
 
 use crate::{
-    component::{Component, DataAugmentor, Dataset, Model, Preprocessor, Tracker},
-    guard::{guard, Guarded},
+    component::{
+        Component, DataAugmentor, Dataset, IncrementalPreprocessor, IndexedDataset, Model, Preprocessor, Tracker,
+    },
+    guard::{guard, Guarded, GuardedWhole},
     Config, Context, Result,
 };
 
@@ -32,6 +35,7 @@ macro_rules! __root_module_symbol {
 }
 
 /// One exported component, type-erased.
+#[derive(Clone, Copy)]
 pub struct Entry {
     pub kind: ComponentKind,
     pub name: &'static str,
@@ -41,7 +45,12 @@ pub struct Entry {
     pub key_rules: fn() -> KeyRules,
     pub key_schemas: fn() -> BTreeMap<String, Value>,
     build: fn(&Config, &Context) -> Result<AbiComponent>,
+    /// The streaming form (API 1.2), for the kinds that have one.
+    build_streaming: Option<BuildStreaming>,
 }
+
+/// Builds a component's streaming form, or none when its configuration asks for the 1.0 form.
+type BuildStreaming = fn(&Config, &Context) -> Result<Option<StreamingComponent>>;
 
 impl Entry {
     const fn of<T: Component>(kind: ComponentKind, build: fn(&Config, &Context) -> Result<AbiComponent>) -> Self {
@@ -54,11 +63,37 @@ impl Entry {
             key_rules: T::key_rules,
             key_schemas: T::key_schemas,
             build,
+            build_streaming: None,
         }
+    }
+    const fn streaming(self, build: BuildStreaming) -> Self {
+        Entry { build_streaming: Some(build), ..self }
     }
     pub const fn dataset<T: Dataset>() -> Self {
         Self::of::<T>(ComponentKind::Dataset, |c, x| {
             Ok(AbiComponent::Dataset(DatasetObj_TO::from_value(Guarded(T::create(c, x)?), TD_Opaque)))
+        })
+    }
+    /// A data set read by index (SDK 1.2): its 1.0 form loads every sample through `read`.
+    pub const fn indexed_dataset<T: IndexedDataset>() -> Self {
+        Self::of::<T>(ComponentKind::Dataset, |c, x| {
+            Ok(AbiComponent::Dataset(DatasetObj_TO::from_value(GuardedWhole(T::create(c, x)?), TD_Opaque)))
+        })
+        .streaming(|c, x| {
+            let dataset = T::create(c, x)?;
+            Ok(dataset.streams().then(|| {
+                StreamingComponent::IndexedDataset(IndexedDatasetObj_TO::from_value(Guarded(dataset), TD_Opaque))
+            }))
+        })
+    }
+    /// A preprocessor that also fits batch by batch (SDK 1.2).
+    pub const fn incremental_preprocessor<T: IncrementalPreprocessor>() -> Self {
+        Self::preprocessor::<T>().streaming(|c, x| {
+            let preprocessor = Guarded(T::create(c, x)?);
+            Ok(Some(StreamingComponent::IncrementalPreprocessor(IncrementalPreprocessorObj_TO::from_value(
+                preprocessor,
+                TD_Opaque,
+            ))))
         })
     }
     pub const fn preprocessor<T: Preprocessor>() -> Self {
@@ -118,6 +153,28 @@ pub fn component_details(entries: &[Entry]) -> RResult<RString, PluginError> {
     })
 }
 
+/// The entry called `name`, its configuration checked, and the context.
+fn checked<'e>(
+    entries: &'e [Entry],
+    name: RStr<'_>,
+    config_json: RStr<'_>,
+    context: &CreateContext<'_>,
+) -> Result<(&'e Entry, Config, Context)> {
+    let entry = entries.iter().find(|e| e.name == name.as_str()).ok_or_else(|| {
+        let names: Vec<&str> = entries.iter().map(|e| e.name).collect();
+        PluginError::config(format!("this library has no component `{name}` (it has: {})", names.join(", ")))
+    })?;
+    let context = Context::from_abi(context);
+    let config = Config::checked(
+        entry.name,
+        &(entry.config_keys)(),
+        &(entry.key_rules)(),
+        config_json.as_str(),
+        Some(&context),
+    )?;
+    Ok((entry, config, context))
+}
+
 /// Body of the root module's `create` function.
 pub fn create(
     entries: &[Entry],
@@ -126,19 +183,25 @@ pub fn create(
     context: &CreateContext<'_>,
 ) -> RResult<AbiComponent, PluginError> {
     guard(|| {
-        let entry = entries.iter().find(|e| e.name == name.as_str()).ok_or_else(|| {
-            let names: Vec<&str> = entries.iter().map(|e| e.name).collect();
-            PluginError::config(format!("this library has no component `{name}` (it has: {})", names.join(", ")))
-        })?;
-        let context = Context::from_abi(context);
-        let config = Config::checked(
-            entry.name,
-            &(entry.config_keys)(),
-            &(entry.key_rules)(),
-            config_json.as_str(),
-            Some(&context),
-        )?;
+        let (entry, config, context) = checked(entries, name, config_json, context)?;
         (entry.build)(&config, &context)
+    })
+}
+
+/// Body of the exported `gymnos_plugin_create_streaming` function (API 1.2, a
+/// [`gymnos_plugin_api::CreateStreamingFn`]).
+pub fn create_streaming(
+    entries: &[Entry],
+    name: RStr<'_>,
+    config_json: RStr<'_>,
+    context: &CreateContext<'_>,
+) -> RResult<ROption<StreamingComponent>, PluginError> {
+    guard(|| {
+        let (entry, config, context) = checked(entries, name, config_json, context)?;
+        Ok(match entry.build_streaming {
+            Some(build) => build(&config, &context)?.into(),
+            None => ROption::RNone,
+        })
     })
 }
 
@@ -148,12 +211,14 @@ pub fn create(
 /// gymnos_plugin_sdk::export_plugin!(model(Mlp), preprocessor(Standardize));
 /// ```
 ///
-/// Kinds: `dataset`, `preprocessor`, `data_augmentor`, `model`, `tracker`. Requires a
-/// `build.rs` that calls `gymnos_plugin_build::link_libtorch()`.
+/// Kinds: `dataset`, `indexed_dataset` (SDK 1.2), `preprocessor`, `incremental_preprocessor`
+/// (SDK 1.2), `data_augmentor`, `model`, `tracker`. Requires a `build.rs` that calls
+/// `gymnos_plugin_build::link_libtorch()`.
 ///
-/// Exports the manifest, abi_stable's root module (the layout of API 1.0) and, since API 1.1,
+/// Exports the manifest, abi_stable's root module (the layout of API 1.0), since API 1.1
 /// `gymnos_plugin_details` ([`gymnos_plugin_api::module::DETAILS_SYMBOL`]): the components'
-/// rules and schemas as JSON.
+/// rules and schemas as JSON, and since API 1.2 `gymnos_plugin_create_streaming`
+/// ([`gymnos_plugin_api::STREAMING_SYMBOL`]): the streaming forms of components.
 #[macro_export]
 macro_rules! export_plugin {
     ($($kind:ident($ty:ty)),+ $(,)?) => {
@@ -203,6 +268,22 @@ macro_rules! export_plugin {
         }
         const _: $crate::api::module::DetailsFn = gymnos_plugin_details;
 
+        /// The streaming forms of components (API 1.2), looked up by the host under
+        /// `gymnos_plugin_api::STREAMING_SYMBOL`; its type is `gymnos_plugin_api::CreateStreamingFn`.
+        #[doc(hidden)]
+        #[no_mangle]
+        pub extern "C" fn gymnos_plugin_create_streaming(
+            name: $crate::api::abi_stable::std_types::RStr<'_>,
+            config: $crate::api::abi_stable::std_types::RStr<'_>,
+            context: &$crate::api::CreateContext<'_>,
+        ) -> $crate::api::abi_stable::std_types::RResult<
+            $crate::api::abi_stable::std_types::ROption<$crate::api::StreamingComponent>,
+            $crate::api::PluginError,
+        > {
+            $crate::export::create_streaming(__GYMNOS_ENTRIES, name, config, context)
+        }
+        const _: $crate::api::CreateStreamingFn = gymnos_plugin_create_streaming;
+
         #[doc(hidden)]
         fn __gymnos_root_module() -> $crate::api::PluginModuleRef {
             use $crate::api::abi_stable::prefix_type::PrefixTypeTrait;
@@ -241,5 +322,10 @@ mod tests {
     fn details_function_is_exported_under_the_details_symbol() {
         // The macro names the function; the host looks it up by `DETAILS_SYMBOL`.
         assert_eq!(gymnos_plugin_api::module::DETAILS_SYMBOL, b"gymnos_plugin_details\0");
+    }
+
+    #[test]
+    fn streaming_function_is_exported_under_the_streaming_symbol() {
+        assert_eq!(gymnos_plugin_api::STREAMING_SYMBOL, b"gymnos_plugin_create_streaming\0");
     }
 }

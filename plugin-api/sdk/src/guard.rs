@@ -11,14 +11,15 @@ use std::{
 };
 
 use gymnos_plugin_api::{
-    abi_stable::std_types::{RResult, RSlice, RStr, RVec},
+    abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec},
     component::{AugmentorObj, DatasetObj, ModelObj, PreprocessorObj, TrackerObj},
-    ErrorKind, LoadedData, Metric, NamedTensor, PluginError, Samples, TensorHandle,
+    streaming::{IncrementalPreprocessorObj, IndexedDatasetObj},
+    DataPart, ErrorKind, IndexedDescription, LoadedData, Metric, NamedTensor, PluginError, Samples, TensorHandle,
 };
 use tch::Tensor;
 
 use crate::{
-    component::{DataAugmentor, Dataset, Model, Preprocessor, Tracker},
+    component::{DataAugmentor, Dataset, IncrementalPreprocessor, IndexedDataset, Model, Preprocessor, Tracker},
     convert::{from_handle, from_named, from_samples, to_handle, to_named, to_samples},
     Result, Rng,
 };
@@ -104,6 +105,106 @@ impl<T: Dataset> DatasetObj for Guarded<T> {
 
     fn read_inputs(&mut self, path: RStr<'_>) -> RResult<TensorHandle, PluginError> {
         guard(|| self.0.read_inputs(Path::new(path.as_str())).map(to_handle))
+    }
+}
+
+impl<T: IndexedDataset> IndexedDatasetObj for Guarded<T> {
+    fn describe(&self) -> RResult<IndexedDescription, PluginError> {
+        guard(|| {
+            let d = self.0.describe()?;
+            Ok(IndexedDescription {
+                info: d.info,
+                len: d.len,
+                test_len: d.test_len.into(),
+                concurrent_reads: d.concurrent_reads,
+            })
+        })
+    }
+
+    fn read(&self, part: DataPart, indices: RSlice<'_, u64>) -> RResult<Samples, PluginError> {
+        guard(|| self.0.read(part, indices.as_slice()).map(|(x, y)| to_samples(x, y)))
+    }
+
+    fn read_inputs(&self, path: RStr<'_>) -> RResult<TensorHandle, PluginError> {
+        guard(|| self.0.read_inputs(Path::new(path.as_str())).map(to_handle))
+    }
+
+    fn notes(&self) -> RResult<RString, PluginError> {
+        guard(|| Ok(self.0.notes()?.to_string().into()))
+    }
+}
+
+/// An [`IndexedDataset`] in the 1.0 form: `load` reads every sample through `read`.
+pub(crate) struct GuardedWhole<T>(pub T);
+
+/// Samples read per `read` call when loading an indexed data set whole.
+const WHOLE_READ_CHUNK: u64 = 4096;
+
+fn read_all<T: IndexedDataset>(dataset: &T, part: DataPart, len: u64) -> Result<(Tensor, Tensor)> {
+    let mut features = Vec::new();
+    let mut targets = Vec::new();
+    let mut start = 0;
+    while start < len {
+        let indices: Vec<u64> = (start..len.min(start + WHOLE_READ_CHUNK)).collect();
+        let (x, y) = dataset.read(part, &indices)?;
+        features.push(x);
+        targets.push(y);
+        start += WHOLE_READ_CHUNK;
+    }
+    if features.is_empty() {
+        return Err(PluginError::data("the data set has no samples"));
+    }
+    Ok((Tensor::cat(&features, 0), Tensor::cat(&targets, 0)))
+}
+
+impl<T: IndexedDataset> DatasetObj for GuardedWhole<T> {
+    fn load(&mut self) -> RResult<LoadedData, PluginError> {
+        guard(|| {
+            let description = self.0.describe()?;
+            let (features, targets) = read_all(&self.0, DataPart::Samples, description.len)?;
+            let test = match description.test_len {
+                Some(n) => Some(read_all(&self.0, DataPart::Test, n)?),
+                None => None,
+            };
+            Ok(LoadedData {
+                info: description.info,
+                samples: to_samples(features, targets),
+                test: test.map(|(f, t)| to_samples(f, t)).into(),
+            })
+        })
+    }
+
+    fn read_inputs(&mut self, path: RStr<'_>) -> RResult<TensorHandle, PluginError> {
+        guard(|| self.0.read_inputs(Path::new(path.as_str())).map(to_handle))
+    }
+}
+
+impl<T: IncrementalPreprocessor> IncrementalPreprocessorObj for Guarded<T> {
+    fn begin_fit(&mut self) -> RResult<(), PluginError> {
+        guard(|| self.0.begin_fit())
+    }
+
+    fn fit_batch(&mut self, batch: Samples) -> RResult<(), PluginError> {
+        guard(|| {
+            let (features, targets) = from_samples(batch);
+            self.0.fit_batch(&features, &targets)
+        })
+    }
+
+    fn end_fit(&mut self) -> RResult<(), PluginError> {
+        guard(|| self.0.end_fit())
+    }
+
+    fn transform(&self, features: TensorHandle) -> RResult<TensorHandle, PluginError> {
+        guard(|| self.0.transform(&from_handle(features)).map(to_handle))
+    }
+
+    fn state(&self) -> RResult<RVec<NamedTensor>, PluginError> {
+        guard(|| self.0.state().map(to_named))
+    }
+
+    fn load_state(&mut self, state: RVec<NamedTensor>) -> RResult<(), PluginError> {
+        guard(|| self.0.load_state(from_named(state)))
     }
 }
 

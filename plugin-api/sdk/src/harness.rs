@@ -21,7 +21,7 @@ use tch::{Kind, Tensor};
 
 pub use crate::contract::{check_split, Check};
 use crate::{
-    component::{DataAugmentor, Dataset, Model, Preprocessor, Tracker},
+    component::{DataAugmentor, Dataset, IncrementalPreprocessor, IndexedDataset, Model, Preprocessor, Tracker},
     contract::{check_augmented, check_soft_targets, ensure},
     convert::{from_handle, from_samples, to_handle},
     export::Entry,
@@ -140,6 +140,118 @@ pub fn check_preprocessor<T: Preprocessor>(config: Value, features: &Tensor, tar
     fresh.load_state(state).into_result().map_err(|e| format!("load_state: {e}"))?;
     ensure(transform(&fresh, features)?.allclose(&y, 1e-6, 1e-7, false), || {
         "a fresh instance with the saved state transforms differently".into()
+    })
+}
+
+fn streaming(entry: Entry, config: &Value) -> Check<Option<gymnos_plugin_api::StreamingComponent>> {
+    let ctx = context(&[], 0, Task::Classification, "");
+    // The 1.0 form must build too (hosts before 1.2, and `streams() == false`).
+    build(entry, config, &ctx)?;
+    let created = crate::export::create_streaming(
+        std::slice::from_ref(&entry),
+        RStr::from_str(entry.name),
+        RStr::from_str(&config.to_string()),
+        &ctx,
+    );
+    created.into_result().map(|c| c.into_option()).map_err(|e| format!("create_streaming: {e}"))
+}
+
+/// An indexed data set (SDK 1.2): `describe` agrees with what `read` returns, reads of the
+/// same indices (in any grouping and order) give the same samples, every sample of each part
+/// can be read, and the 1.0 form (`load`) gives the same samples. Reads everything: use a
+/// small configuration. Returns the number of samples (and of test samples).
+pub fn check_indexed_dataset<T: IndexedDataset>(config: Value) -> Check<(i64, i64)> {
+    use gymnos_plugin_api::{abi_stable::std_types::RSlice, DataPart, StreamingComponent};
+    let Some(StreamingComponent::IndexedDataset(d)) = streaming(Entry::indexed_dataset::<T>(), &config)? else {
+        return Err("this configuration does not stream (`streams()` is false)".into());
+    };
+    let description = d.describe().into_result().map_err(|e| format!("describe: {e}"))?;
+    let info = description.info.clone();
+    let read = |part: DataPart, indices: &[u64]| -> Check<(Tensor, Tensor)> {
+        let samples = d.read(part, RSlice::from_slice(indices)).into_result().map_err(|e| format!("read: {e}"))?;
+        Ok(from_samples(samples))
+    };
+    let mut counts = (0, 0);
+    let parts = [(DataPart::Samples, Some(description.len)), (DataPart::Test, description.test_len.into_option())];
+    for (part, len) in parts {
+        let Some(len) = len else { continue };
+        ensure(len > 0, || format!("describe: {part:?} has no samples"))?;
+        let every: Vec<u64> = (0..len).collect();
+        let (x, y) = read(part, &every)?;
+        let n = check_split(&info, &x, &y, &format!("{part:?}"))?;
+        ensure(n as u64 == len, || format!("read {n} of the {len} samples of {part:?} (skipped some?)"))?;
+        let picked: Vec<u64> = [len - 1, 0, len / 2].into_iter().collect();
+        let (px, py) = read(part, &picked)?;
+        let expected = Tensor::from_slice(&picked.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        ensure(px.equal(&x.index_select(0, &expected)) && py.equal(&y.index_select(0, &expected)), || {
+            format!("reading indices {picked:?} of {part:?} alone differs from reading them with the rest")
+        })?;
+        match part {
+            DataPart::Samples => counts.0 = n,
+            DataPart::Test => counts.1 = n,
+        }
+    }
+    let notes = d.notes().into_result().map_err(|e| format!("notes: {e}"))?;
+    ensure(serde_json::from_str::<Value>(&notes).is_ok_and(|v| v.is_object()), || {
+        format!("notes must be a JSON object, got {notes}")
+    })?;
+    let (whole, whole_test) = check_dataset_whole::<T>(&config)?;
+    ensure((whole, whole_test) == counts, || {
+        format!("load (the 1.0 form) gives {whole} and {whole_test} samples, read gives {counts:?}")
+    })?;
+    Ok(counts)
+}
+
+fn check_dataset_whole<T: IndexedDataset>(config: &Value) -> Check<(i64, i64)> {
+    let mut dataset = dataset(Entry::indexed_dataset::<T>(), config)?;
+    let loaded = dataset.load().into_result().map_err(|e| format!("load: {e}"))?;
+    let info = loaded.info.clone();
+    let (x, y) = from_samples(loaded.samples);
+    let n = check_split(&info, &x, &y, "samples")?;
+    let n_test = match loaded.test.into_option() {
+        Some(test) => {
+            let (x, y) = from_samples(test);
+            check_split(&info, &x, &y, "test")?
+        }
+        None => 0,
+    };
+    Ok((n, n_test))
+}
+
+/// An incremental preprocessor (SDK 1.2) passes [`check_preprocessor`], and fitting it batch by
+/// batch gives the state (and transform) that fitting it on the whole split gives.
+pub fn check_incremental_preprocessor<T: IncrementalPreprocessor>(
+    config: Value,
+    features: &Tensor,
+    targets: &Tensor,
+    batch_size: i64,
+) -> Check {
+    use gymnos_plugin_api::StreamingComponent;
+    check_preprocessor::<T>(config.clone(), features, targets)?;
+    let make = || match streaming(Entry::incremental_preprocessor::<T>(), &config)? {
+        Some(StreamingComponent::IncrementalPreprocessor(p)) => Ok(p),
+        _ => Err("create_streaming gave no incremental preprocessor".to_string()),
+    };
+    let fit = |batch: i64| -> Check<Tensor> {
+        let mut p = make()?;
+        let err = |what: &'static str| move |e: gymnos_plugin_api::PluginError| format!("{what}: {e}");
+        p.begin_fit().into_result().map_err(err("begin_fit"))?;
+        let n = features.size()[0];
+        for start in (0..n).step_by(batch as usize) {
+            let len = batch.min(n - start);
+            let samples = Samples {
+                features: to_handle(features.narrow(0, start, len)),
+                targets: to_handle(targets.narrow(0, start, len)),
+            };
+            p.fit_batch(samples).into_result().map_err(err("fit_batch"))?;
+        }
+        p.end_fit().into_result().map_err(err("end_fit"))?;
+        Ok(from_handle(p.transform(to_handle(features.shallow_clone())).into_result().map_err(err("transform"))?))
+    };
+    let whole = fit(features.size()[0])?;
+    let batched = fit(batch_size.max(1))?;
+    ensure(whole.size() == batched.size() && whole.allclose(&batched, 1e-4, 1e-5, false), || {
+        format!("fitting in batches of {batch_size} transforms differently from fitting on the whole split")
     })
 }
 

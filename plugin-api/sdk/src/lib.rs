@@ -1,8 +1,9 @@
 //! Write gymnos plugins in safe Rust.
 //!
 //! Declare the configuration as a struct with `#[derive(Config)]`, implement [`Configurable`]
-//! plus one of [`Dataset`], [`Preprocessor`], [`DataAugmentor`], [`Model`] or [`Tracker`] for
-//! your type, list your components in [`export_plugin!`], and call
+//! plus one of [`Dataset`] (or, SDK 1.2, [`IndexedDataset`] for data read by index),
+//! [`Preprocessor`] (and, SDK 1.2, [`IncrementalPreprocessor`] to fit batch by batch),
+//! [`DataAugmentor`], [`Model`] or [`Tracker`] for your type, list your components in [`export_plugin!`], and call
 //! `gymnos_plugin_build::link_libtorch()` from your `build.rs`. The SDK turns tensors into
 //! handles and back, validates configuration against the keys and rules you declare, and
 //! catches panics at the boundary so that the host gets an error instead of an abort.
@@ -24,12 +25,15 @@ pub mod harness;
 pub mod rng;
 pub mod shape;
 
-pub use component::{Component, Configurable, DataAugmentor, Dataset, Loaded, Model, Preprocessor, Tracker};
+pub use component::{
+    fit_whole, Component, Configurable, DataAugmentor, Dataset, Description, IncrementalPreprocessor, IndexedDataset,
+    Loaded, Model, Preprocessor, Tracker,
+};
 pub use config::{key, required, Config, ConfigSchema, Context, KeySpec};
 pub use convert::{from_handle, from_named, from_samples, to_handle, to_named, to_samples};
 pub use gymnos_plugin_api as api;
 pub use gymnos_plugin_api::{
-    ComponentKind, ConfigKey, ConfigType, DatasetInfo, DeviceSpec, ErrorKind, PluginError, Task,
+    ComponentKind, ConfigKey, ConfigType, DataPart, DatasetInfo, DeviceSpec, ErrorKind, PluginError, Task,
 };
 /// `#[derive(Config)]`: see [`ConfigSchema`] and the `gymnos-plugin-derive` crate.
 pub use gymnos_plugin_derive::Config;

@@ -1,8 +1,14 @@
 //! `standardize`: subtracts the training mean and divides by the training standard deviation.
+//!
+//! Exports one component, `standardize` ([`Standardize`]), an incremental preprocessor (SDK 1.2):
+//! it fits batch by batch, so it also works on streaming data sets. State: `mean`, `std`.
+
+use std::sync::{Mutex, PoisonError};
 
 use gymnos_plugin_sdk::{
+    fit_whole,
     tch::{Kind, Tensor},
-    Config, Configurable, Context, PluginError, Preprocessor, Result,
+    Config, Configurable, Context, IncrementalPreprocessor, PluginError, Preprocessor, Result,
 };
 
 /// The configuration of `standardize`.
@@ -16,11 +22,52 @@ pub struct StandardizeConfig {
     pub epsilon: f64,
 }
 
+/// Subtracts the training mean and divides by the training standard deviation (population,
+/// divided by the count) plus `epsilon`: one mean/std per element of the feature shape
+/// (`per_feature`) or one for all values. Fits batch by batch (SDK 1.2) with exact running
+/// moments in `f64` (Chan et al.'s parallel update), so a streaming fit gives the state a fit on
+/// the whole split gives. State: `mean` and `std` (`float32`, shaped `[1, ...feature_shape]`
+/// with `per_feature`, else `[1]`; `std` includes `epsilon`).
 pub struct Standardize {
     per_feature: bool,
     epsilon: f64,
+    /// Between `begin_fit` and `end_fit`: the moments so far (`None` before the first sample).
+    running: Shared<Option<Option<Moments>>>,
     /// `(mean, std)`, shaped to broadcast over `[n, ...features]`; `None` until fitted.
-    fitted: Option<(Tensor, Tensor)>,
+    fitted: Shared<Option<(Tensor, Tensor)>>,
+}
+
+/// Tensors read by `transform` on several loader threads at once. A `tch::Tensor` is `Send` but
+/// not `Sync`: each reader takes its own handle to the same storage (a shallow clone) under the
+/// lock, and computes outside it; the storage is only ever read.
+struct Shared<T>(Mutex<T>);
+
+impl<T> Shared<T> {
+    fn new(value: T) -> Self {
+        Self(Mutex::new(value))
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        f(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Moments of the samples seen so far, `float64`, shaped `[1, ...features]` (`per_feature`) or
+/// `[1]`.
+struct Moments {
+    /// Samples seen (what the "at least 2 training samples" rule counts).
+    samples: i64,
+    /// Values averaged per mean element.
+    count: i64,
+    /// The features' shape, to check that batches agree.
+    feature_shape: Vec<i64>,
+    mean: Tensor,
+    /// Sums of squared deviations from `mean`.
+    m2: Tensor,
 }
 
 impl Configurable for Standardize {
@@ -30,34 +77,42 @@ impl Configurable for Standardize {
     type Config = StandardizeConfig;
 
     fn build(config: StandardizeConfig, _ctx: &Context) -> Result<Self> {
-        Ok(Self { per_feature: config.per_feature, epsilon: config.epsilon, fitted: None })
+        Ok(Self {
+            per_feature: config.per_feature,
+            epsilon: config.epsilon,
+            running: Shared::new(None),
+            fitted: Shared::new(None),
+        })
     }
 }
 
 impl Preprocessor for Standardize {
-    fn fit(&mut self, features: &Tensor, _targets: &Tensor) -> Result<()> {
-        let x = features.to_kind(Kind::Double);
-        if x.size().first().copied().unwrap_or(0) < 2 {
-            return Err(PluginError::data("standardize needs at least 2 training samples"));
-        }
-        let (mean, std) = if self.per_feature {
-            (x.mean_dim(0, true, Kind::Double), x.std_dim(0, false, true))
-        } else {
-            (x.mean(Kind::Double).reshape([1]), x.std(false).reshape([1]))
-        };
-        self.fitted = Some((mean.to_kind(Kind::Float), (std + self.epsilon).to_kind(Kind::Float)));
-        Ok(())
+    fn fit(&mut self, features: &Tensor, targets: &Tensor) -> Result<()> {
+        fit_whole(self, features, targets)
     }
 
     fn transform(&self, features: &Tensor) -> Result<Tensor> {
-        let (mean, std) =
-            self.fitted.as_ref().ok_or_else(|| PluginError::runtime("standardize: transform before fit"))?;
+        let (mean, std) = self
+            .fitted
+            .read(|f| f.as_ref().map(|(m, s)| (m.shallow_clone(), s.shallow_clone())))
+            .ok_or_else(|| PluginError::runtime("standardize: transform before fit"))?;
+        let (fitted, shape) = (mean.size(), features.size());
+        // A per-feature state ([1, ...features], more than one dimension) must match the features.
+        if fitted.len() > 1 && (shape.len() != fitted.len() || shape[1..] != fitted[1..]) {
+            return Err(PluginError::data(format!(
+                "standardize: was fitted on features {:?}, got shape {shape:?}",
+                &fitted[1..]
+            )));
+        }
         Ok((features.to_kind(Kind::Float) - mean) / std)
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
-        let (mean, std) = self.fitted.as_ref().ok_or_else(|| PluginError::runtime("standardize: state before fit"))?;
-        Ok(vec![("mean".into(), mean.shallow_clone()), ("std".into(), std.shallow_clone())])
+        self.fitted
+            .read(|f| {
+                f.as_ref().map(|(m, s)| vec![("mean".into(), m.shallow_clone()), ("std".into(), s.shallow_clone())])
+            })
+            .ok_or_else(|| PluginError::runtime("standardize: state before fit"))
     }
 
     fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<()> {
@@ -72,7 +127,7 @@ impl Preprocessor for Standardize {
         }
         match (mean, std) {
             (Some(m), Some(s)) => {
-                self.fitted = Some((m, s));
+                *self.fitted.get_mut() = Some((m, s));
                 Ok(())
             }
             _ => Err(PluginError::data("standardize: state needs `mean` and `std`")),
@@ -80,16 +135,99 @@ impl Preprocessor for Standardize {
     }
 }
 
-gymnos_plugin_sdk::export_plugin!(preprocessor(Standardize));
+impl IncrementalPreprocessor for Standardize {
+    fn begin_fit(&mut self) -> Result<()> {
+        *self.fitted.get_mut() = None;
+        *self.running.get_mut() = Some(None);
+        Ok(())
+    }
+
+    fn fit_batch(&mut self, features: &Tensor, _targets: &Tensor) -> Result<()> {
+        let running = self
+            .running
+            .get_mut()
+            .as_mut()
+            .ok_or_else(|| PluginError::runtime("standardize: fit_batch or end_fit before begin_fit"))?;
+        let shape = features.size();
+        if shape.is_empty() {
+            return Err(PluginError::data("standardize needs features [n, ...], got shape []"));
+        }
+        if let Some(m) = running {
+            if shape[1..] != m.feature_shape[..] {
+                return Err(PluginError::data(format!(
+                    "standardize: earlier training batches had features {:?}, got shape {shape:?}",
+                    m.feature_shape
+                )));
+            }
+        }
+        let samples = shape[0];
+        if samples == 0 {
+            return Ok(());
+        }
+        let x = features.to_kind(Kind::Double);
+        let (mean, m2, count) = if self.per_feature {
+            let mean = x.mean_dim(0, true, Kind::Double);
+            let m2 = (&x - &mean).square().sum_dim_intlist(0, true, Kind::Double);
+            (mean, m2, samples)
+        } else {
+            let mean = x.mean(Kind::Double).reshape([1]);
+            let m2 = (&x - &mean).square().sum(Kind::Double).reshape([1]);
+            (mean, m2, x.numel() as i64)
+        };
+        *running = Some(match running.take() {
+            None => Moments { samples, count, feature_shape: shape[1..].to_vec(), mean, m2 },
+            Some(a) => {
+                let total = a.count + count;
+                let (na, nb, n) = (a.count as f64, count as f64, total as f64);
+                let delta = &mean - &a.mean;
+                Moments {
+                    samples: a.samples + samples,
+                    count: total,
+                    feature_shape: a.feature_shape,
+                    mean: &a.mean + &delta * (nb / n),
+                    m2: a.m2 + m2 + delta.square() * (na * nb / n),
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn end_fit(&mut self) -> Result<()> {
+        let running = self
+            .running
+            .get_mut()
+            .take()
+            .ok_or_else(|| PluginError::runtime("standardize: fit_batch or end_fit before begin_fit"))?;
+        let m = match running {
+            Some(m) if m.samples >= 2 => m,
+            _ => return Err(PluginError::data("standardize needs at least 2 training samples")),
+        };
+        let std = (m.m2 / m.count as f64).sqrt();
+        *self.fitted.get_mut() = Some((m.mean.to_kind(Kind::Float), (std + self.epsilon).to_kind(Kind::Float)));
+        Ok(())
+    }
+}
+
+gymnos_plugin_sdk::export_plugin!(incremental_preprocessor(Standardize));
 
 #[cfg(test)]
 mod tests {
     use gymnos_plugin_sdk::{
         harness,
-        serde_json::json,
-        tch::{Kind, Tensor},
-        Rng,
+        serde_json::{json, Value},
+        tch::{Device, Kind, Tensor},
+        ConfigSchema, Configurable, Context, IncrementalPreprocessor, Preprocessor, Rng,
     };
+
+    use super::{Standardize, StandardizeConfig};
+
+    fn built(config: Value) -> Standardize {
+        Standardize::build(StandardizeConfig::from_json(config).unwrap(), &Context::standalone()).unwrap()
+    }
+
+    fn targets(n: i64) -> Tensor {
+        Tensor::zeros([n], (Kind::Int64, Device::Cpu))
+    }
 
     #[test]
     fn meets_the_preprocessor_contract_and_standardizes() {
@@ -97,5 +235,79 @@ mod tests {
         let y = Tensor::zeros([64], (Kind::Int64, gymnos_plugin_sdk::tch::Device::Cpu));
         harness::check_preprocessor::<super::Standardize>(json!({}), &x, &y).unwrap();
         harness::check_preprocessor::<super::Standardize>(json!({ "per_feature": true }), &x, &y).unwrap();
+    }
+
+    #[test]
+    fn meets_the_incremental_contract() {
+        let x = Rng::new(2).normal(&[53, 5]) * 3.0 + 2.0;
+        harness::check_incremental_preprocessor::<Standardize>(json!({}), &x, &targets(53), 8).unwrap();
+        harness::check_incremental_preprocessor::<Standardize>(json!({ "per_feature": true }), &x, &targets(53), 8)
+            .unwrap();
+        let images = Rng::new(3).normal(&[21, 2, 3, 3]) * 50.0 + 100.0;
+        harness::check_incremental_preprocessor::<Standardize>(
+            json!({ "per_feature": true }),
+            &images,
+            &targets(21),
+            4,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_batched_fit_gives_the_whole_split_moments_in_the_same_state() {
+        // Large offsets relative to the spread: where naive sums of squares lose precision.
+        let x = Rng::new(4).normal(&[101, 3]).to_kind(Kind::Double) * 0.01 + 1e4;
+        for per_feature in [false, true] {
+            let mut p = built(json!({ "per_feature": per_feature, "epsilon": 0 }));
+            p.begin_fit().unwrap();
+            for start in (0..101).step_by(10) {
+                let len = 10.min(101 - start);
+                p.fit_batch(&x.narrow(0, start, len), &targets(len)).unwrap();
+            }
+            p.end_fit().unwrap();
+            let state = p.state().unwrap();
+            assert_eq!((state[0].0.as_str(), state[1].0.as_str()), ("mean", "std"));
+            let (mean, std) = if per_feature {
+                (x.mean_dim(0, true, Kind::Double), x.std_dim(0, false, true))
+            } else {
+                (x.mean(Kind::Double).reshape([1]), x.std(false).reshape([1]))
+            };
+            assert_eq!(state[0].1.size(), mean.size());
+            assert_eq!(state[0].1.kind(), Kind::Float);
+            assert!(state[0].1.equal(&mean.to_kind(Kind::Float)), "per_feature {per_feature}: mean");
+            let relative = ((&state[1].1.to_kind(Kind::Double) - &std) / &std).abs().max().double_value(&[]);
+            assert!(relative < 1e-6, "per_feature {per_feature}: std off by {relative}");
+        }
+    }
+
+    #[test]
+    fn refuses_too_few_samples_mismatched_batches_and_early_transforms() {
+        let mut p = built(json!({ "per_feature": true }));
+        assert_eq!(
+            p.transform(&Rng::new(5).normal(&[2, 3])).unwrap_err().to_string(),
+            "runtime error: standardize: transform before fit"
+        );
+        p.begin_fit().unwrap();
+        p.fit_batch(&Rng::new(5).normal(&[1, 3]), &targets(1)).unwrap();
+        assert_eq!(
+            p.fit_batch(&Rng::new(5).normal(&[2, 4]), &targets(2)).unwrap_err().to_string(),
+            "data error: standardize: earlier training batches had features [3], got shape [2, 4]"
+        );
+        assert_eq!(p.end_fit().unwrap_err().to_string(), "data error: standardize needs at least 2 training samples");
+        p.fit(&Rng::new(5).normal(&[4, 3]), &targets(4)).unwrap();
+        assert_eq!(
+            p.transform(&Rng::new(5).normal(&[4, 2])).unwrap_err().to_string(),
+            "data error: standardize: was fitted on features [3], got shape [4, 2]"
+        );
+        // A state saved by standardize 1.0 (same names, same meaning) still loads.
+        let mut fresh = built(json!({}));
+        fresh
+            .load_state(vec![
+                ("mean".into(), Tensor::from_slice(&[2.0f32])),
+                ("std".into(), Tensor::from_slice(&[4.0f32])),
+            ])
+            .unwrap();
+        let out = fresh.transform(&Tensor::from_slice(&[6.0f32, -2.0]).view([2, 1])).unwrap();
+        assert!(out.equal(&Tensor::from_slice(&[1.0f32, -1.0]).view([2, 1])));
     }
 }

@@ -1,0 +1,183 @@
+//! Safe wrappers over libtorch's fused multi-tensor optimizer kernels (`at::_fused_sgd_`,
+//! `at::_fused_adam_`, `at::_fused_adamw_`): one call updates every parameter of a
+//! device/dtype group, where the per-parameter code issues ~10 tch ops per tensor. tch does not
+//! bind them, so csrc/fused_optim.cpp (built by build.rs) exposes them through a C ABI.
+
+use std::{
+    ffi::{c_char, c_double, c_int, CStr},
+    os::raw::c_void,
+};
+
+use tch::Tensor;
+
+/// A C++ exception raised by libtorch (or by the shim's own checks), as text.
+#[derive(Debug, thiserror::Error)]
+#[error("fused optimizer kernel failed: {0}")]
+pub struct FusedError(pub String);
+
+/// `at::Tensor*`, as tch's `C_tensor` pointers are (torch-sys: `typedef torch::Tensor *tensor`).
+type AtTensor = *const c_void;
+
+extern "C" {
+    fn gymnos_fused_sgd(
+        params: *const AtTensor,
+        grads: *const AtTensor,
+        bufs: *const AtTensor,
+        n: usize,
+        weight_decay: c_double,
+        momentum: c_double,
+        lr: c_double,
+        nesterov: c_int,
+        is_first_step: c_int,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+
+    fn gymnos_fused_adam(
+        params: *const AtTensor,
+        grads: *const AtTensor,
+        exp_avgs: *const AtTensor,
+        exp_avg_sqs: *const AtTensor,
+        state_steps: *const AtTensor,
+        n: usize,
+        lr: c_double,
+        beta1: c_double,
+        beta2: c_double,
+        weight_decay: c_double,
+        eps: c_double,
+        decoupled: c_int,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+}
+
+const ERR_LEN: usize = 2048;
+
+fn ptrs(tensors: &[&Tensor]) -> Vec<AtTensor> {
+    tensors.iter().map(|t| t.as_ptr().cast()).collect()
+}
+
+fn same_len(n: usize, lists: &[(&str, usize)]) -> Result<(), FusedError> {
+    for &(what, len) in lists {
+        if len != n {
+            return Err(FusedError(format!("{len} {what} for {n} parameters")));
+        }
+    }
+    Ok(())
+}
+
+fn result(code: c_int, err: &[u8; ERR_LEN]) -> Result<(), FusedError> {
+    if code == 0 {
+        return Ok(());
+    }
+    let msg = CStr::from_bytes_until_nul(err).map_or_else(|_| "(no message)".into(), |c| c.to_string_lossy());
+    Err(FusedError(msg.into_owned()))
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Sgd {
+    pub lr: f64,
+    pub momentum: f64,
+    pub nesterov: bool,
+    /// L2, added to the gradient.
+    pub weight_decay: f64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Adam {
+    pub lr: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// AdamW: the parameters shrink by `lr * weight_decay`; else the decay joins the gradient.
+    pub decoupled: bool,
+}
+
+/// SGD with optional momentum (dampening 0). With `is_first_step` each momentum buffer is set
+/// to the gradient rather than read. `bufs` must be empty when `momentum` is 0. The parameters
+/// and buffers are updated in place.
+pub fn sgd(
+    params: &[&Tensor],
+    grads: &[&Tensor],
+    bufs: &[&Tensor],
+    hp: Sgd,
+    is_first_step: bool,
+) -> Result<(), FusedError> {
+    let Sgd { lr, momentum, nesterov, weight_decay } = hp;
+    let n = params.len();
+    let n_bufs = if momentum != 0.0 { n } else { 0 };
+    same_len(n, &[("gradients", grads.len())])?;
+    same_len(n_bufs, &[("momentum buffers", bufs.len())])?;
+    let (p, g, b) = (ptrs(params), ptrs(grads), ptrs(bufs));
+    let mut err = [0u8; ERR_LEN];
+    // SAFETY: every array holds `n` pointers (checked above; `bufs` is not read when momentum
+    // is 0) to live `at::Tensor`s owned by the borrowed tch tensors, which outlive the call. The
+    // shim only copies those handles, checks shapes, dtypes, devices and contiguity before the
+    // kernel touches any data, and catches every C++ exception. The tensors' storage is libtorch
+    // heap memory that Rust does not own, updated in place as tch's own in-place ops do. `err`
+    // is a writable buffer of `ERR_LEN` bytes that the shim NUL-terminates.
+    let code = unsafe {
+        gymnos_fused_sgd(
+            p.as_ptr(),
+            g.as_ptr(),
+            if b.is_empty() { std::ptr::null() } else { b.as_ptr() },
+            n,
+            weight_decay,
+            momentum,
+            lr,
+            c_int::from(nesterov),
+            c_int::from(is_first_step),
+            err.as_mut_ptr().cast(),
+            ERR_LEN,
+        )
+    };
+    result(code, &err)
+}
+
+/// Adam or AdamW with PyTorch's bias correction for the step number in each `state_steps`
+/// tensor (float32 scalars on the parameters' device, counting this update). Parameters and
+/// moments are updated in place; the steps are only read.
+pub fn adam(
+    params: &[&Tensor],
+    grads: &[&Tensor],
+    exp_avgs: &[&Tensor],
+    exp_avg_sqs: &[&Tensor],
+    state_steps: &[&Tensor],
+    hp: Adam,
+) -> Result<(), FusedError> {
+    let Adam { lr, betas, eps, weight_decay, decoupled } = hp;
+    let n = params.len();
+    same_len(
+        n,
+        &[
+            ("gradients", grads.len()),
+            ("first moments", exp_avgs.len()),
+            ("second moments", exp_avg_sqs.len()),
+            ("step tensors", state_steps.len()),
+        ],
+    )?;
+    let (p, g, m, v, s) = (ptrs(params), ptrs(grads), ptrs(exp_avgs), ptrs(exp_avg_sqs), ptrs(state_steps));
+    let mut err = [0u8; ERR_LEN];
+    // SAFETY: as in `sgd`: five arrays of `n` pointers (checked above) to live `at::Tensor`s
+    // that outlive the call, validated by the shim before any data is read, exceptions caught
+    // there, and `err` writable for `ERR_LEN` bytes.
+    let code = unsafe {
+        gymnos_fused_adam(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            s.as_ptr(),
+            n,
+            lr,
+            betas[0],
+            betas[1],
+            weight_decay,
+            eps,
+            c_int::from(decoupled),
+            err.as_mut_ptr().cast(),
+            ERR_LEN,
+        )
+    };
+    result(code, &err)
+}

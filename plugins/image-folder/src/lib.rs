@@ -1,0 +1,496 @@
+//! `image-folder`: an image classification data set read from a tree of PNG and JPEG files, one
+//! folder per class. Exports the component `image-folder`, an indexed data set (SDK 1.2): the
+//! file list is made when the component is created, and images are decoded in `read`, batch by
+//! batch, in the host's loader threads, so memory holds the batches in flight, not the data set.
+//!
+//! Layouts (class folders are the sorted names of the subfolders; files are found recursively
+//! in each class folder, sorted by path; names starting with `.` are ignored):
+//! - `root/<class>/*.png|jpg|jpeg`: every image is a sample the host splits;
+//! - `root/train/<class>/...` and, optionally, `root/test/<class>/...` (the root holds nothing
+//!   but these two folders): `train` is split by the host, `test` is the shipped test split and
+//!   may use only classes that `train` has.
+//!
+//! Features are float32 `[n, channels, height, width]` in `[0, 1]` (a byte value over 255),
+//! channels 3 (`color` = `rgb`, the default) or 1 (`grayscale`); targets int64 class indices.
+//! Without `height` and `width`, every image must have the size of the first image of the
+//! first class (checked up front for the first image of each class, and for every image when it
+//! is read); with them, each image is resized to that size (bilinear, the triangle filter).
+//!
+//! An image that cannot be read (missing permissions, not a PNG or JPEG, truncated or corrupt,
+//! of the wrong size) stops the run with an error naming the file, or, with `on_error` =
+//! `skip`, is left out of the batch and reported in the run's notes: `{"skipped": count,
+//! "skipped_files": ["path: reason", ...]}` (the first 20, by path).
+//!
+//! `read_inputs` (prediction) takes an image file, a folder (its images, recursively, sorted
+//! by path) or a `.txt` list of image paths (one a line, relative to the list's folder; blank
+//! lines and lines starting with `#` are ignored), and encodes them as `read` does.
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsStr,
+    fs,
+    io::Cursor,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use gymnos_plugin_sdk::{
+    serde_json::{json, Value},
+    tch::{Kind, Tensor},
+    Config, Configurable, Context, DataPart, DatasetInfo, Description, IndexedDataset, PluginError, Result,
+};
+use image::{imageops::FilterType, DynamicImage, ImageFormat, ImageReader};
+use walkdir::WalkDir;
+
+/// Extensions a configuration may list: the formats this plugin decodes.
+const KNOWN_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "jpe", "jfif"];
+/// Skipped files listed by path in the notes (all are counted).
+const LISTED_SKIPS: usize = 20;
+
+/// The configuration of `image-folder`.
+#[derive(Config)]
+pub struct ImageFolderConfig {
+    /// Folder of images: root/<class>/*.png (or .jpg, .jpeg), or root/train/<class>/... with
+    /// root/test/<class>/... as the shipped test split
+    #[config(exists = "dir")]
+    pub root: PathBuf,
+    /// Height every image is resized to (null: no resizing, and all images must have one size;
+    /// set together with width)
+    #[config(min = 1, max = 65535)]
+    pub height: Option<u32>,
+    /// Width every image is resized to (null: no resizing; set together with height)
+    #[config(min = 1, max = 65535)]
+    pub width: Option<u32>,
+    /// Channels of the features: rgb (3) or grayscale (1)
+    #[config(default = "rgb", one_of = ["rgb", "grayscale"])]
+    pub color: String,
+    /// An image that cannot be read: fail the run, or skip it (counted in the run's notes)
+    #[config(default = "fail", one_of = ["fail", "skip"])]
+    pub on_error: String,
+    /// Decode every image once and keep the data set in memory, instead of decoding batch by batch
+    #[config(default = false)]
+    pub in_memory: bool,
+    /// Extensions of the image files (case-insensitive): png, jpg, jpeg, jpe, jfif
+    #[config(default = ["png", "jpg", "jpeg"], non_empty)]
+    pub extensions: Vec<String>,
+}
+
+/// The images of one part, and their class indices.
+struct Split {
+    files: Vec<PathBuf>,
+    labels: Vec<i64>,
+}
+
+pub struct ImageFolder {
+    root: PathBuf,
+    classes: Vec<String>,
+    train: Split,
+    test: Option<Split>,
+    /// Height and width of the features.
+    size: (u32, u32),
+    /// Resize to `size` (else an image of another size is an error).
+    resize: bool,
+    /// The image whose size the others must have, when not resizing.
+    size_source: PathBuf,
+    grayscale: bool,
+    skip: bool,
+    in_memory: bool,
+    extensions: Vec<String>,
+    /// Images skipped so far (`on_error` = `skip`), by path, with the reason.
+    skipped: Mutex<BTreeMap<PathBuf, String>>,
+}
+
+fn hidden(name: &OsStr) -> bool {
+    name.to_string_lossy().starts_with('.')
+}
+
+/// Sorted names of the (non-hidden) folders in `dir`, following symbolic links.
+fn subfolders(dir: &Path) -> Result<Vec<String>> {
+    let io = |e: std::io::Error| PluginError::io(format!("{}: {e}", dir.display()));
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let path = entry.path();
+        if hidden(&entry.file_name()) {
+            continue;
+        }
+        match fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => names.push(entry.file_name().to_string_lossy().into_owned()),
+            Ok(_) => {}
+            Err(e) => return Err(PluginError::io(format!("{}: {e}", path.display()))),
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn walk_error(e: walkdir::Error) -> PluginError {
+    let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+    if let Some(ancestor) = e.loop_ancestor() {
+        return PluginError::data(format!("{path}: symbolic link loop (it leads back to {})", ancestor.display()));
+    }
+    match e.io_error() {
+        Some(io) => PluginError::io(format!("{path}: {io}")),
+        None => PluginError::io(format!("{path}: {e}")),
+    }
+}
+
+fn has_extension(path: &Path, extensions: &[String]) -> bool {
+    path.extension().is_some_and(|e| extensions.iter().any(|x| e.to_string_lossy().eq_ignore_ascii_case(x)))
+}
+
+/// The image files under `dir`, recursively (following symbolic links, refusing loops), sorted.
+fn image_files(dir: &Path, extensions: &[String]) -> Result<Vec<PathBuf>> {
+    let walker = WalkDir::new(dir)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || !hidden(e.file_name()));
+    let mut files = Vec::new();
+    for entry in walker {
+        let entry = entry.map_err(walk_error)?;
+        if entry.file_type().is_file() && has_extension(entry.path(), extensions) {
+            files.push(entry.into_path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The images of `classes`' folders under `dir`, labelled with their index in `all_classes`.
+fn split(dir: &Path, classes: &[String], all_classes: &[String], extensions: &[String]) -> Result<Split> {
+    let mut out = Split { files: Vec::new(), labels: Vec::new() };
+    for class in classes {
+        let label = all_classes.iter().position(|c| c == class).expect("a known class") as i64;
+        let class_dir = dir.join(class);
+        let files = image_files(&class_dir, extensions)?;
+        if files.is_empty() {
+            return Err(PluginError::data(format!(
+                "{}: no images (files ending in {})",
+                class_dir.display(),
+                extensions.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        out.labels.extend(std::iter::repeat_n(label, files.len()));
+        out.files.extend(files);
+    }
+    Ok(out)
+}
+
+/// Reads an image file whole; the error is one line, `path: reason`.
+fn open(path: &Path) -> Result<(Vec<u8>, ImageFormat)> {
+    let bytes = fs::read(path).map_err(|e| PluginError::io(format!("{}: {e}", path.display())))?;
+    let format = ImageReader::new(Cursor::new(&bytes))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.format())
+        .filter(|f| matches!(f, ImageFormat::Png | ImageFormat::Jpeg))
+        .ok_or_else(|| PluginError::data(format!("{}: not a PNG or JPEG image", path.display())))?;
+    Ok((bytes, format))
+}
+
+fn format_name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Png => "PNG",
+        _ => "JPEG",
+    }
+}
+
+fn corrupt(path: &Path, format: ImageFormat, e: impl std::fmt::Display) -> PluginError {
+    let reason = e.to_string().replace('\n', " ");
+    PluginError::data(format!("{}: truncated or corrupt {}: {reason}", path.display(), format_name(format)))
+}
+
+/// A JPEG's entropy-coded data ends with the EOI marker (`FF D9`), possibly followed by padding
+/// or trailing metadata; decoders fill a truncated scan with grey instead of failing.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    // The last start-of-scan marker, then an end-of-image marker after it.
+    let sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    sos.is_some_and(|at| bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]))
+}
+
+/// The size of an image, from its header.
+fn dimensions(path: &Path) -> Result<(u32, u32)> {
+    let (bytes, format) = open(path)?;
+    ImageReader::with_format(Cursor::new(&bytes), format).into_dimensions().map_err(|e| corrupt(path, format, e))
+}
+
+impl ImageFolder {
+    fn channels(&self) -> i64 {
+        if self.grayscale {
+            1
+        } else {
+            3
+        }
+    }
+
+    fn part(&self, part: DataPart) -> Result<&Split> {
+        match part {
+            DataPart::Samples => Ok(&self.train),
+            DataPart::Test => self.test.as_ref().ok_or_else(|| {
+                PluginError::data(format!(
+                    "{}: no test split (it would be the folder test, next to train)",
+                    self.root.display()
+                ))
+            }),
+        }
+    }
+
+    /// Decodes one image into `out` as channel-major bytes (`[c, h, w]`).
+    fn decode_into(&self, path: &Path, out: &mut Vec<u8>) -> Result<()> {
+        let (bytes, format) = open(path)?;
+        if format == ImageFormat::Jpeg && !jpeg_is_complete(&bytes) {
+            return Err(corrupt(path, format, "the data ends before the end-of-image marker"));
+        }
+        let image =
+            ImageReader::with_format(Cursor::new(&bytes), format).decode().map_err(|e| corrupt(path, format, e))?;
+        let (w, h) = (image.width(), image.height());
+        let (th, tw) = self.size;
+        if !self.resize && (w, h) != (tw, th) {
+            return Err(PluginError::data(format!(
+                "{}: image is {w}x{h} pixels but {} is {tw}x{th} (set height and width to resize images to one size)",
+                path.display(),
+                self.size_source.display()
+            )));
+        }
+        let resize = |image: DynamicImage| match (w, h) == (tw, th) {
+            true => image,
+            false => image.resize_exact(tw, th, FilterType::Triangle),
+        };
+        let (pixels, c) = if self.grayscale {
+            (resize(DynamicImage::ImageLuma8(image.to_luma8())).into_luma8().into_raw(), 1)
+        } else {
+            (resize(DynamicImage::ImageRgb8(image.to_rgb8())).into_rgb8().into_raw(), 3)
+        };
+        let plane = (tw * th) as usize;
+        if c == 1 {
+            out.extend_from_slice(&pixels);
+        } else {
+            let start = out.len();
+            out.resize(start + 3 * plane, 0);
+            for (p, rgb) in pixels.chunks_exact(3).enumerate() {
+                for (ch, &v) in rgb.iter().enumerate() {
+                    out[start + ch * plane + p] = v;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Features `[n, c, h, w]` in `[0, 1]` from channel-major bytes.
+    fn features(&self, bytes: &[u8], n: i64) -> Tensor {
+        let (h, w) = self.size;
+        Tensor::from_slice(bytes).view([n, self.channels(), h as i64, w as i64]).to_kind(Kind::Float) / 255.0
+    }
+
+    /// The images of a `read_inputs` path: an image, a folder of images, or a `.txt` list.
+    fn input_files(&self, path: &Path) -> Result<Vec<PathBuf>> {
+        let io = |e: std::io::Error| PluginError::io(format!("{}: {e}", path.display()));
+        if fs::metadata(path).map_err(io)?.is_dir() {
+            let files = image_files(path, &self.extensions)?;
+            if files.is_empty() {
+                return Err(PluginError::data(format!("{}: no images", path.display())));
+            }
+            return Ok(files);
+        }
+        if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) {
+            return Ok(vec![path.to_path_buf()]);
+        }
+        let base = path.parent().unwrap_or(Path::new(""));
+        let files: Vec<PathBuf> = fs::read_to_string(path)
+            .map_err(io)?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| base.join(l))
+            .collect();
+        if files.is_empty() {
+            return Err(PluginError::data(format!("{}: lists no images", path.display())));
+        }
+        Ok(files)
+    }
+}
+
+/// Finds the classes and images under `root`: `(classes, train, test)`.
+fn scan(root: &Path, extensions: &[String]) -> Result<(Vec<String>, Split, Option<Split>)> {
+    let top = subfolders(root)?;
+    let layout = "expected root/<class>/ folders of images, or root/train/<class>/ and root/test/<class>/";
+    if top.is_empty() {
+        return Err(PluginError::data(format!("{}: no class folders ({layout})", root.display())));
+    }
+    let split_layout = top == ["train"] || top == ["test", "train"];
+    let train_dir = if split_layout { root.join("train") } else { root.to_path_buf() };
+    let classes = subfolders(&train_dir)?;
+    if classes.is_empty() {
+        return Err(PluginError::data(format!("{}: no class folders ({layout})", train_dir.display())));
+    }
+    let train = split(&train_dir, &classes, &classes, extensions)?;
+    let test = match split_layout && top.len() == 2 {
+        false => None,
+        true => {
+            let test_dir = root.join("test");
+            let test_classes = subfolders(&test_dir)?;
+            if test_classes.is_empty() {
+                return Err(PluginError::data(format!("{}: no class folders ({layout})", test_dir.display())));
+            }
+            if let Some(unknown) = test_classes.iter().find(|c| !classes.contains(c)) {
+                return Err(PluginError::data(format!(
+                    "{}: class `{unknown}` has no folder in {} (the test split may only use the training classes)",
+                    test_dir.join(unknown).display(),
+                    train_dir.display()
+                )));
+            }
+            Some(split(&test_dir, &test_classes, &classes, extensions)?)
+        }
+    };
+    Ok((classes, train, test))
+}
+
+/// Without resizing: the size of the first image of the first class, which the first image of
+/// every other class must share (every image is checked again when read). With `skip`, an
+/// unreadable image is passed over here (and skipped when read).
+fn common_size(train: &Split, test: Option<&Split>, skip: bool) -> Result<((u32, u32), PathBuf)> {
+    let mut first: Option<((u32, u32), PathBuf)> = None;
+    for part in std::iter::once(train).chain(test) {
+        let mut label = None;
+        for (file, &l) in part.files.iter().zip(&part.labels) {
+            if label == Some(l) {
+                continue;
+            }
+            let (w, h) = match dimensions(file) {
+                Ok(size) => size,
+                Err(_) if skip => continue,
+                Err(e) => return Err(e),
+            };
+            label = Some(l);
+            match &first {
+                None => first = Some(((h, w), file.clone())),
+                Some(((fh, fw), source)) if (h, w) != (*fh, *fw) => {
+                    return Err(PluginError::data(format!(
+                        "{}: image is {w}x{h} pixels but {} is {fw}x{fh} (set height and width to resize images to \
+                         one size)",
+                        file.display(),
+                        source.display()
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    first.ok_or_else(|| PluginError::data("no readable image to take the images' size from"))
+}
+
+impl Configurable for ImageFolder {
+    const NAME: &'static str = "image-folder";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "Images (PNG, JPEG) in one folder per class, decoded batch by batch";
+    type Config = ImageFolderConfig;
+
+    fn build(config: ImageFolderConfig, _ctx: &Context) -> Result<Self> {
+        let mut extensions = Vec::new();
+        for ext in &config.extensions {
+            let ext = ext.trim_start_matches('.').to_ascii_lowercase();
+            if !KNOWN_EXTENSIONS.contains(&ext.as_str()) {
+                return Err(PluginError::config(format!(
+                    "extensions: `{ext}` is not a format this data set reads ({})",
+                    KNOWN_EXTENSIONS.join(", ")
+                )));
+            }
+            extensions.push(ext);
+        }
+        let skip = config.on_error == "skip";
+        let (classes, train, test) = scan(&config.root, &extensions)?;
+        let (size, resize, size_source) = match (config.height, config.width) {
+            (Some(h), Some(w)) => ((h, w), true, PathBuf::new()),
+            (None, None) => {
+                let (size, source) = common_size(&train, test.as_ref(), skip)?;
+                (size, false, source)
+            }
+            _ => {
+                return Err(PluginError::config(
+                    "height and width go together: set both to resize, or neither (all images must then have one \
+                     size)",
+                ))
+            }
+        };
+        Ok(Self {
+            root: config.root,
+            classes,
+            train,
+            test,
+            size,
+            resize,
+            size_source,
+            grayscale: config.color == "grayscale",
+            skip,
+            in_memory: config.in_memory,
+            extensions,
+            skipped: Mutex::new(BTreeMap::new()),
+        })
+    }
+}
+
+impl IndexedDataset for ImageFolder {
+    fn describe(&self) -> Result<Description> {
+        let (h, w) = self.size;
+        Ok(Description {
+            info: DatasetInfo::classification(vec![self.channels(), h as i64, w as i64], self.classes.clone()),
+            len: self.train.files.len() as u64,
+            test_len: self.test.as_ref().map(|t| t.files.len() as u64),
+            concurrent_reads: true,
+        })
+    }
+
+    fn read(&self, part: DataPart, indices: &[u64]) -> Result<(Tensor, Tensor)> {
+        let split = self.part(part)?;
+        let (h, w) = self.size;
+        let mut bytes = Vec::with_capacity(indices.len() * (self.channels() as usize) * (h as usize) * (w as usize));
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            let (file, label) = usize::try_from(i)
+                .ok()
+                .and_then(|i| Some((split.files.get(i)?, split.labels[i])))
+                .ok_or_else(|| {
+                    PluginError::data(format!("index {i} is out of range: {part:?} has {} images", split.files.len()))
+                })?;
+            let start = bytes.len();
+            match self.decode_into(file, &mut bytes) {
+                Ok(()) => labels.push(label),
+                Err(e) if self.skip => {
+                    bytes.truncate(start);
+                    let reason = e.message.as_str();
+                    let prefix = format!("{}: ", file.display());
+                    let reason = reason.strip_prefix(&prefix).unwrap_or(reason).to_string();
+                    self.skipped.lock().unwrap_or_else(|p| p.into_inner()).insert(file.clone(), reason);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((self.features(&bytes, labels.len() as i64), Tensor::from_slice(&labels)))
+    }
+
+    fn read_inputs(&self, path: &Path) -> Result<Tensor> {
+        let files = self.input_files(path)?;
+        let mut bytes = Vec::new();
+        for file in &files {
+            self.decode_into(file, &mut bytes)?;
+        }
+        Ok(self.features(&bytes, files.len() as i64))
+    }
+
+    fn notes(&self) -> Result<Value> {
+        let skipped = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+        let listed: Vec<String> =
+            skipped.iter().take(LISTED_SKIPS).map(|(path, why)| format!("{}: {why}", path.display())).collect();
+        Ok(json!({ "skipped": skipped.len(), "skipped_files": listed }))
+    }
+
+    fn streams(&self) -> bool {
+        !self.in_memory
+    }
+}
+
+gymnos_plugin_sdk::export_plugin!(indexed_dataset(ImageFolder));
+
+#[cfg(test)]
+mod tests;

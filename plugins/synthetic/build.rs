@@ -1,0 +1,3 @@
+fn main() {
+    gymnos_plugin_build::link_libtorch();
+}
