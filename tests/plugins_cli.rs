@@ -111,7 +111,10 @@ fn user_errors_are_one_line_and_leave_the_registry_untouched() {
     let before = sandbox.registry_bytes();
 
     let err = sandbox.host(&["plugins", "info", "nosuch"]).one_line_error().to_string();
-    assert_eq!(err, format!("error: no plugin named `nosuch` is installed (installed plugins: {})", builtin_names().join(", ")));
+    assert_eq!(
+        err,
+        format!("error: no plugin named `nosuch` is installed (installed plugins: {})", builtin_names().join(", "))
+    );
     let err = sandbox.host(&["plugins", "info", "mlp@^2"]).one_line_error().to_string();
     assert_eq!(err, "error: no installed version of plugin `mlp` matches `^2` (installed: 1.0.0)");
     let err = sandbox.host(&["plugins", "info", "mlp@two"]).one_line_error().to_string();
