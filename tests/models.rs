@@ -162,7 +162,7 @@ fn validate_deep_refuses_resnet_on_the_wine_table_naming_the_shape() {
     let sandbox = sandbox();
     assert_eq!(
         deep_error(&sandbox, "resnet-wine", &wine("resnet-wine", json!({ "plugin": "resnet" }))),
-        "model `resnet@1.0.0` (model) failed in create: configuration error: resnet needs images [channels, height, \
+        "model `resnet@1.1.0` (model) failed in create: configuration error: resnet needs images [channels, height, \
          width], got input shape [13]"
     );
 }

@@ -147,7 +147,7 @@ fn validate_deep_builds_every_component_and_takes_a_step_without_writing_a_run()
     let path = sandbox.experiment("deep-cnn", &exp);
     sandbox.host(&["validate", path.to_str().unwrap()]).ok();
     let err = sandbox.host(&["validate", "--deep", path.to_str().unwrap()]).one_line_error().to_string();
-    assert!(err.contains("model `cnn@1.1.0` (model) failed in create: "), "{err}");
+    assert!(err.contains("model `cnn@1.2.0` (model) failed in create: "), "{err}");
     assert!(sandbox.runs("deep-cnn").is_empty());
 }
 

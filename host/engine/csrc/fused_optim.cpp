@@ -29,7 +29,8 @@ std::vector<at::Tensor> gather(const at::Tensor* const* tensors, size_t n) {
 }
 
 // The CPU kernels index every list by `params[i].numel()` through raw data pointers without
-// checking the other lists, so mismatches are refused here rather than read out of bounds.
+// checking the other lists, so mismatches (shape, type, device, memory layout) are refused here
+// rather than read out of bounds or in another order.
 void check_like_params(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& others,
                        const char* what) {
   for (size_t i = 0; i < params.size(); ++i) {
@@ -42,14 +43,16 @@ void check_like_params(const std::vector<at::Tensor>& params, const std::vector<
                 " but its parameter ", p.scalar_type());
     TORCH_CHECK(o.device() == p.device(), what, "[", i, "] is on ", o.device(), " but its parameter on ",
                 p.device());
-    TORCH_CHECK(o.is_contiguous(), what, "[", i, "] is not contiguous");
+    // Any dense layout (contiguous, channels-last) works elementwise when all lists share it.
+    TORCH_CHECK(o.strides() == p.strides(), what, "[", i, "] has strides ", o.strides(),
+                " but its parameter ", p.strides());
   }
 }
 
 void check_params(const std::vector<at::Tensor>& params) {
   for (size_t i = 0; i < params.size(); ++i) {
     TORCH_CHECK(params[i].defined(), "param[", i, "] is undefined");
-    TORCH_CHECK(params[i].is_contiguous(), "param[", i, "] is not contiguous");
+    TORCH_CHECK(params[i].is_non_overlapping_and_dense(), "param[", i, "] is not dense");
   }
 }
 

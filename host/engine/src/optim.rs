@@ -167,7 +167,13 @@ impl Optimizer {
             let Some(p) = self.params.iter_mut().find(|p| p.name == param) else {
                 bail!("the checkpoint's optimizer state has `{name}`, which is no parameter of the model");
             };
-            let t = t.to_device(p.value.device());
+            // In the parameter's memory layout (a checkpoint stores every tensor contiguous),
+            // so that the resumed run takes the fused path exactly where the first one did.
+            let t = tch::no_grad(|| {
+                let mut like = p.value.zeros_like();
+                like.f_copy_(t).map(|()| like)
+            })
+            .map_err(|e| anyhow::anyhow!("optimizer state `{name}` does not fit its parameter: {e}"))?;
             match slot {
                 "m" => p.m = Some(t),
                 "v" => p.v = Some(t),
@@ -183,9 +189,15 @@ impl Optimizer {
 /// whose gradient and existing state match it (the kernels index them all alike).
 fn fusable(settings: &Settings, p: &Param, grad: &Tensor) -> bool {
     let value = &p.value;
-    let dense = |t: &Tensor| !t.is_sparse() && !t.is_mkldnn() && t.is_contiguous();
-    let like =
-        |t: &Tensor| t.kind() == value.kind() && t.device() == value.device() && t.size() == value.size() && dense(t);
+    let dense = |t: &Tensor| !t.is_sparse() && !t.is_mkldnn() && packed(t);
+    // The kernels walk every list element by element in memory order: one layout for all.
+    let like = |t: &Tensor| {
+        t.kind() == value.kind()
+            && t.device() == value.device()
+            && t.size() == value.size()
+            && t.stride() == value.stride()
+            && dense(t)
+    };
     let state_fits = match settings {
         // Without momentum SGD keeps no state, so a stale buffer does not matter.
         Settings::Sgd(s) if s.momentum <= 0.0 => true,
@@ -196,6 +208,22 @@ fn fusable(settings: &Settings, p: &Param, grad: &Tensor) -> bool {
         && dense(value)
         && like(grad)
         && state_fits
+}
+
+/// Whether `t`'s elements fill its memory without gaps or overlaps, in any dimension order
+/// (contiguous, or channels-last, say).
+fn packed(t: &Tensor) -> bool {
+    let (size, stride) = (t.size(), t.stride());
+    let mut dims: Vec<usize> = (0..size.len()).filter(|&d| size[d] != 1).collect();
+    dims.sort_by_key(|&d| stride[d]);
+    let mut expected = 1;
+    for d in dims {
+        if stride[d] != expected {
+            return false;
+        }
+        expected *= size[d];
+    }
+    true
 }
 
 /// Creates the state the fused kernels need before their first call (they update it in place
@@ -368,8 +396,9 @@ mod tests {
         ]
     }
 
-    /// A few parameters of several shapes, one float64 (its own fused group) and one
-    /// non-contiguous (the reference fallback), from a fixed seed.
+    /// A few parameters of several shapes, one float64 (its own fused group), one transposed
+    /// (dense in another order: fused) and one strided (not dense: the reference fallback),
+    /// from a fixed seed.
     fn problem() -> (Vec<(String, Tensor)>, Vec<Tensor>) {
         tch::manual_seed(7);
         let opts = (Kind::Float, Device::Cpu);
@@ -380,6 +409,7 @@ mod tests {
             Tensor::randn([1], opts),
             Tensor::randn([6, 7], (Kind::Double, Device::Cpu)),
             Tensor::randn([5, 4], opts).transpose(0, 1),
+            every_other_column(&Tensor::randn([3, 4], opts)),
         ];
         let targets = values.iter().map(|v| v.randn_like()).collect();
         let params =
@@ -397,12 +427,22 @@ mod tests {
             .unwrap()
     }
 
+    /// `t`'s values in a tensor that is not dense: every other column of a wider one.
+    fn every_other_column(t: &Tensor) -> Tensor {
+        let (rows, cols) = (t.size()[0], t.size()[1]);
+        let wide = Tensor::zeros([rows, 2 * cols], (t.kind(), t.device()));
+        let strided = wide.slice(1, 0, 2 * cols, 2);
+        tch::no_grad(|| strided.shallow_clone().copy_(t));
+        strided
+    }
+
     fn fresh(settings: &Settings, params: &[(String, Tensor)], reference_only: bool) -> (Optimizer, Vec<Tensor>) {
         let copies: Vec<(String, Tensor)> = params
             .iter()
             .map(|(n, v)| {
-                // Keeps the strides (a plain copy would make the transposed one contiguous).
-                let c = v.detach().zeros_like();
+                // Keeps the strides (a plain copy would make the transposed one contiguous,
+                // and the strided one dense).
+                let c = if packed(v) { v.detach().zeros_like() } else { every_other_column(&v.detach()) };
                 tch::no_grad(|| c.shallow_clone().copy_(v));
                 (n.clone(), c.set_requires_grad(true))
             })
@@ -429,9 +469,10 @@ mod tests {
             let (mut fused, fused_params) = fresh(&settings, &params, false);
             let (mut reference, reference_params) = fresh(&settings, &params, true);
             run(&mut fused, &fused_params, &targets, 0..1);
-            // The fused path did run for all but the transposed parameter.
+            // The fused path did run for every dense parameter (the transposed one too), not for
+            // the strided one.
             let fusable: Vec<bool> = fused.params.iter().map(|p| fusable(&settings, p, &p.value.grad())).collect();
-            assert_eq!(fusable, [true, true, true, true, true, false], "{settings:?}");
+            assert_eq!(fusable, [true, true, true, true, true, true, false], "{settings:?}");
             run(&mut fused, &fused_params, &targets, 1..10);
             run(&mut reference, &reference_params, &targets, 0..10);
             assert!(!fused.reference_only, "{settings:?}: a fused call failed");

@@ -196,16 +196,29 @@ impl<T: IncrementalPreprocessor> IncrementalPreprocessorObj for Guarded<T> {
     }
 
     fn transform(&self, features: TensorHandle) -> RResult<TensorHandle, PluginError> {
-        guard(|| self.0.transform(&from_handle(features)).map(to_handle))
+        preprocessor_transform(&self.0, features)
     }
 
     fn state(&self) -> RResult<RVec<NamedTensor>, PluginError> {
-        guard(|| self.0.state().map(to_named))
+        preprocessor_state(&self.0)
     }
 
     fn load_state(&mut self, state: RVec<NamedTensor>) -> RResult<(), PluginError> {
-        guard(|| self.0.load_state(from_named(state)))
+        preprocessor_load_state(&mut self.0, state)
     }
+}
+
+// What a preprocessor's two ABI forms (1.0 and incremental) share.
+fn preprocessor_transform<T: Preprocessor>(p: &T, features: TensorHandle) -> RResult<TensorHandle, PluginError> {
+    guard(|| p.transform(&from_handle(features)).map(to_handle))
+}
+
+fn preprocessor_state<T: Preprocessor>(p: &T) -> RResult<RVec<NamedTensor>, PluginError> {
+    guard(|| p.state().map(to_named))
+}
+
+fn preprocessor_load_state<T: Preprocessor>(p: &mut T, state: RVec<NamedTensor>) -> RResult<(), PluginError> {
+    guard(|| p.load_state(from_named(state)))
 }
 
 impl<T: Preprocessor> PreprocessorObj for Guarded<T> {
@@ -217,15 +230,15 @@ impl<T: Preprocessor> PreprocessorObj for Guarded<T> {
     }
 
     fn transform(&self, features: TensorHandle) -> RResult<TensorHandle, PluginError> {
-        guard(|| self.0.transform(&from_handle(features)).map(to_handle))
+        preprocessor_transform(&self.0, features)
     }
 
     fn state(&self) -> RResult<RVec<NamedTensor>, PluginError> {
-        guard(|| self.0.state().map(to_named))
+        preprocessor_state(&self.0)
     }
 
     fn load_state(&mut self, state: RVec<NamedTensor>) -> RResult<(), PluginError> {
-        guard(|| self.0.load_state(from_named(state)))
+        preprocessor_load_state(&mut self.0, state)
     }
 }
 

@@ -22,6 +22,7 @@ pub mod convert;
 pub mod export;
 mod guard;
 pub mod harness;
+pub mod layout;
 pub mod rng;
 pub mod shape;
 

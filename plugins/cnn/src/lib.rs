@@ -3,9 +3,12 @@
 //!
 //! Version 1.1 adds `kernel_size`, `pooling` and `batch_norm`; their defaults (3, `max`,
 //! `true`) build the network of 1.0, with the same parameters, so 1.0 configurations and
-//! their saved weights give the same model.
+//! their saved weights give the same model. Version 1.2 adds `channels_last` (on by default):
+//! the same network and parameters, stored in the memory order libtorch's CPU convolutions run
+//! fastest in.
 
 use gymnos_plugin_sdk::{
+    layout,
     tch::{nn, nn::ModuleT, Tensor},
     Config, Configurable, Context, Model, PluginError, Result,
 };
@@ -31,11 +34,16 @@ pub struct CnnConfig {
     /// Dropout before the output layer
     #[config(default = 0.3, range = 0.0..1.0)]
     pub dropout: f64,
+    /// Keep convolution weights and activations channels-last (NHWC) in memory: the same
+    /// results up to rounding, about twice as fast on the CPU
+    #[config(default = true)]
+    pub channels_last: bool,
 }
 
 pub struct Cnn {
     vs: nn::VarStore,
     net: nn::SequentialT,
+    channels_last: bool,
 }
 
 /// One block's convolution, batch norm (when asked) and ReLU. Parameter names are those of 1.0.
@@ -56,7 +64,7 @@ impl Configurable for Cnn {
     type Config = CnnConfig;
 
     fn build(config: CnnConfig, ctx: &Context) -> Result<Self> {
-        let CnnConfig { channels, kernel_size, pooling, batch_norm, hidden, dropout } = config;
+        let CnnConfig { channels, kernel_size, pooling, batch_norm, hidden, dropout, channels_last } = config;
         let &[c, h, w] = ctx.input_shape.as_slice() else {
             return Err(PluginError::config(format!(
                 "cnn needs images [channels, height, width], got input shape {:?}",
@@ -94,7 +102,10 @@ impl Configurable for Cnn {
             .add_fn(|x| x.relu())
             .add_fn_t(move |x, train| x.dropout(dropout, train))
             .add(nn::linear(&root / "out", hidden, ctx.num_outputs, Default::default()));
-        Ok(Self { vs, net })
+        if channels_last {
+            layout::var_store_to_channels_last(&vs);
+        }
+        Ok(Self { vs, net, channels_last })
     }
 }
 
@@ -104,7 +115,10 @@ impl Model for Cnn {
     }
 
     fn forward(&self, input: &Tensor, train: bool) -> Result<Tensor> {
-        Ok(self.net.forward_t(input, train))
+        match self.channels_last {
+            true => Ok(self.net.forward_t(&layout::to_channels_last(input), train)),
+            false => Ok(self.net.forward_t(input, train)),
+        }
     }
 }
 
@@ -159,6 +173,20 @@ mod tests {
             "create: configuration error: kernel_size: 4 is not one of 1, 3, 5, 7; pooling: \"min\" is not one of \
              max, avg"
         );
+    }
+
+    #[test]
+    fn channels_last_computes_what_the_contiguous_order_computes() {
+        let config = |channels_last: bool| json!({ "channels": [4, 8], "hidden": 16, "channels_last": channels_last });
+        let mut fast = build(config(true), &[1, 12, 12]);
+        let plain = build(config(false), &[1, 12, 12]);
+        fast.vs.copy(&plain.vs).unwrap();
+        let weight = &fast.var_store().variables()["block0.conv.weight"];
+        assert!(gymnos_plugin_sdk::layout::is_channels_last(weight));
+        let x = Tensor::randn([5, 1, 12, 12], (Kind::Float, Device::Cpu));
+        let (a, b) = (fast.forward(&x, false).unwrap(), plain.forward(&x, false).unwrap());
+        assert!(a.allclose(&b, 1e-5, 1e-5, false), "{a} vs {b}");
+        harness::check_model::<Cnn>(config(true), &[3, 8, 8], 4).unwrap();
     }
 
     #[test]
@@ -226,6 +254,45 @@ mod tests {
             let out = model.forward(&x, false).unwrap();
             assert_eq!(out.size(), [1, 10]);
             assert!((out.double_value(&[0, 0]) - expected).abs() < 1e-6, "{pooling}: {out}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use gymnos_plugin_sdk::{
+        serde_json::json,
+        tch::{self, Device, Kind, Tensor},
+        ConfigSchema, Configurable, Context, Model,
+    };
+
+    use super::{Cnn, CnnConfig};
+
+    /// `cargo test --release -p gymnos-cnn -- --ignored --nocapture step_time`: forward and
+    /// backward of a Fashion-MNIST batch, in each memory order.
+    #[test]
+    #[ignore]
+    fn step_time() {
+        tch::set_num_threads(2);
+        let x = Tensor::randn([128, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let y = Tensor::randint(10, [128], (Kind::Int64, Device::Cpu));
+        for round in 0..3 {
+            for channels_last in [false, true] {
+                let ctx = Context { input_shape: vec![1, 28, 28], num_outputs: 10, ..Context::standalone() };
+                let config = CnnConfig::from_json(json!({ "channels_last": channels_last })).unwrap();
+                let model = Cnn::build(config, &ctx).unwrap();
+                let step = || {
+                    let loss = model.forward(&x, true).unwrap().cross_entropy_for_logits(&y);
+                    loss.backward();
+                };
+                (0..5).for_each(|_| step());
+                let started = std::time::Instant::now();
+                (0..40).for_each(|_| step());
+                println!(
+                    "round {round} channels_last {channels_last}: {:.1} ms",
+                    started.elapsed().as_secs_f64() * 25.0
+                );
+            }
         }
     }
 }
