@@ -210,6 +210,16 @@ fn a_csv_table_streams_with_the_catalog_preprocessors() {
     let metrics = read_json(&sandbox.runs("wine-stream")[0].join("metrics.json"));
     assert_eq!((metrics["status"].as_str(), metrics["data"]["mode"].as_str()), (Some("completed"), Some("indexed")));
     assert!(metrics["test"]["accuracy"].as_f64().unwrap() > 0.85, "{}", metrics["test"]);
+
+    // Mixing augmentors hand the loss soft targets; evaluation sees the data as it is.
+    let mut mixed = wine_experiment("wine-mixup");
+    mixed["data_augmentors"] = json!([{ "plugin": "mixup", "config": { "alpha": 0.4 } }]);
+    mixed["training"]["epochs"] = json!(20);
+    let path = sandbox.experiment("wine-mixup", &mixed);
+    sandbox.host(&["run", path.to_str().unwrap(), "--no-progress"]).ok();
+    let metrics = read_json(&sandbox.runs("wine-mixup")[0].join("metrics.json"));
+    assert_eq!(metrics["status"], "completed");
+    assert!(metrics["test"]["accuracy"].as_f64().unwrap() > 0.85, "{}", metrics["test"]);
 }
 
 #[test]

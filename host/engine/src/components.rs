@@ -123,10 +123,11 @@ impl ComponentFactory<'_> {
     fn create_each<T>(
         &self,
         plugins: &[&ResolvedPlugin],
+        shape: Option<&ModelShape>,
         unwrap: fn(Component) -> Option<T>,
     ) -> Result<Vec<(ResolvedPlugin, T)>> {
         let created = plugins.iter().enumerate().map(|(i, &p)| {
-            let component = unwrap(self.create(p, i as u64, None)?).expect("kind checked in create");
+            let component = unwrap(self.create(p, i as u64, shape)?).expect("kind checked in create");
             Ok((p.clone(), component))
         });
         created.collect()
@@ -162,7 +163,10 @@ impl ComponentFactory<'_> {
 
     pub fn augmentors(&self, plugins: &[&ResolvedPlugin], task: Task, num_outputs: i64) -> Result<Augmentors> {
         let unwrap = |c| if let Component::DataAugmentor(a) = c { Some(a) } else { None };
-        Ok(Augmentors { list: self.create_each(plugins, unwrap)?, task, num_outputs })
+        // Since API 1.1 augmentors know the task and the outputs (mixing ones build soft
+        // targets from them); the input shape is the model's business.
+        let shape = ModelShape { input_shape: Vec::new(), num_outputs, task };
+        Ok(Augmentors { list: self.create_each(plugins, Some(&shape), unwrap)?, task, num_outputs })
     }
 
     pub fn model(&self, plugin: &ResolvedPlugin, shape: &ModelShape) -> Result<Model> {
@@ -174,7 +178,7 @@ impl ComponentFactory<'_> {
 
     pub fn trackers(&self, plugins: &[&ResolvedPlugin]) -> Result<Trackers> {
         let unwrap = |c| if let Component::Tracker(t) = c { Some(t) } else { None };
-        Ok(Trackers { list: self.create_each(plugins, unwrap)?, failures: Vec::new() })
+        Ok(Trackers { list: self.create_each(plugins, None, unwrap)?, failures: Vec::new() })
     }
 }
 
