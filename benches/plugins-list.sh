@@ -1,43 +1,51 @@
 #!/usr/bin/env bash
-# Benchmark: `gymnos-host plugins list` (and `--json`, `plugins info`, `--help`) with 100
-# plugin libraries installed: 100 distinct files (copies of the mlp plugin with distinct
-# trailing bytes, so distinct hashes), each with its own registry record and component name.
-# Needs the set-up to have run. Usage: benches/plugins-list.sh [runs]
+# Benchmark: `gymnos-host plugins list` (and `--json`, `plugins info`, `validate`, `--help`) with
+# 100 plugin libraries installed: 100 distinct files, copies of the mlp plugin whose component
+# name (`mlp` -> `bNN`) and package name (`gymnos-mlp` -> `gymnos-bNN`) are patched in place, so
+# each is its own plugin with its own hash. Prints hyperfine's table, then each command's peak
+# resident memory. Needs the set-up to have run. Usage: benches/plugins-list.sh [runs]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUNS="${1:-30}"
 HOST="$ROOT/target/release/gymnos-host"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-"$HOST" --registry "$WORK/registry.json" plugins install "$ROOT/target/release/libgymnos_mlp.so" >/dev/null
-"$ROOT/.venv/bin/python" - "$WORK" <<'PY'
-import hashlib, json, os, shutil, sys
-work = sys.argv[1]
-reg_path = os.path.join(work, "registry.json")
-reg = json.load(open(reg_path))
-template = reg["libraries"][0]
-src = os.path.join(work, template["path"])
-libs = []
+"$HOST" plugins init --no-builtins "$WORK" >/dev/null
+mkdir "$WORK/libs"
+"$ROOT/.venv/bin/python" - "$ROOT/target/release/libgymnos_mlp.so" "$WORK/libs" <<'PY'
+import os, sys
+source, out = sys.argv[1], sys.argv[2]
+data = open(source, "rb").read()
+# The component's name as the SDK stores it (NAME, then VERSION and DESCRIPTION), and the
+# manifest's package name; both keep their length.
+name, package = b"mlp1.0.0Multilayer", b"gymnos-mlp\x00"
+assert data.count(name) == 1 and data.count(package) >= 1, "the mlp library changed: update the patch"
 for i in range(100):
-    dst = os.path.join(work, "plugin-store", f"libbench_{i:03}.so")
-    shutil.copyfile(src, dst)
-    with open(dst, "ab") as f:
-        f.write(f"bench-{i}".encode())
-    data = open(dst, "rb").read()
-    st = os.stat(dst)
-    rec = json.loads(json.dumps(template))
-    rec.update(path=f"plugin-store/libbench_{i:03}.so", sha256=hashlib.sha256(data).hexdigest(),
-               size=st.st_size, modified_ns=st.st_mtime_ns, package=f"bench-{i}")
-    rec["components"][0]["name"] = f"bench-model-{i:03}"
-    libs.append(rec)
-reg["libraries"] = libs
-json.dump(reg, open(reg_path, "w"), indent=2)
+    patched = data.replace(name, b"b%02d1.0.0Multilayer" % i).replace(package, b"gymnos-b%02d\x00" % i)
+    open(os.path.join(out, "libbench_%02d.so" % i), "wb").write(patched)
 PY
-test "$("$HOST" --registry "$WORK/registry.json" plugins list --json | "$ROOT/.venv/bin/python" -c 'import json,sys; r=json.load(sys.stdin); print(sum(x["loadable"] for x in r))')" = 100
+"$HOST" --registry "$WORK/registry.json" plugins install "$WORK/libs" >/dev/null
+for lib in csv_dataset standardize jsonl_tracker; do
+    "$HOST" --registry "$WORK/registry.json" plugins install "$ROOT/target/release/libgymnos_$lib.so" >/dev/null
+done
+loadable="$("$HOST" --registry "$WORK/registry.json" plugins list --json | "$ROOT/.venv/bin/python" -c 'import json,sys; r=json.load(sys.stdin); print(sum(x["loadable"] for x in r))')"
+test "$loadable" = 103 || { echo "expected 103 loadable plugins, found $loadable" >&2; exit 1; }
+sed -e 's/"mlp@^1"/"b50"/' "$ROOT/experiments/wine-mlp.json" \
+    | sed -e "s#\"\.\./data/#\"$ROOT/data/#" > "$WORK/experiment.json"
+"$HOST" --registry "$WORK/registry.json" validate "$WORK/experiment.json" >/dev/null
 command -v hyperfine >/dev/null || { apt-get install -y -qq hyperfine >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq hyperfine; }; } >/dev/null
-hyperfine --warmup 3 --runs "$RUNS" -N \
-    "$HOST --registry $WORK/registry.json plugins list" \
-    "$HOST --registry $WORK/registry.json plugins list --json" \
-    "$HOST --registry $WORK/registry.json plugins info bench-model-050" \
-    "$HOST --help" \
+commands=(
+    "$HOST --registry $WORK/registry.json plugins list"
+    "$HOST --registry $WORK/registry.json plugins list --json"
+    "$HOST --registry $WORK/registry.json plugins info b50"
+    "$HOST --registry $WORK/registry.json validate $WORK/experiment.json"
+    "$HOST --help"
     "$ROOT/target/release/gymnos-engine --help"
+)
+hyperfine --warmup 3 --runs "$RUNS" -N "${commands[@]}"
+echo "peak resident memory:"
+for command in "${commands[@]}"; do
+    # shellcheck disable=SC2086
+    kib="$(/usr/bin/time -f %M $command 2>&1 >/dev/null | tail -1)"
+    echo "  $((kib / 1024)) MiB  ${command#"$ROOT"/}"
+done

@@ -135,15 +135,15 @@ impl Evaluation {
                 if batch.is_empty() {
                     continue; // every sample was skipped by the data set, as configured
                 }
-                let out = tch::no_grad(|| model.forward(&batch.x, false))?;
-                outputs.push(out.to_device(Device::Cpu).to_kind(Kind::Float));
-                targets.push(batch.y.to_device(Device::Cpu));
+                // Kept on the device: one copy to the CPU at the end, not one per batch.
+                outputs.push(tch::no_grad(|| model.forward(&batch.x, false))?.to_kind(Kind::Float));
+                targets.push(batch.y);
             }
             Ok(())
         })?;
         let (outputs, targets) = match outputs.is_empty() {
             true => (Tensor::zeros([0, 0], (Kind::Float, Device::Cpu)), Tensor::zeros([0], (Kind::Int64, Device::Cpu))),
-            false => (Tensor::cat(&outputs, 0), Tensor::cat(&targets, 0)),
+            false => (Tensor::cat(&outputs, 0).to_device(Device::Cpu), Tensor::cat(&targets, 0).to_device(Device::Cpu)),
         };
         let loss = match outputs.size()[0] {
             0 => f64::NAN,
