@@ -106,6 +106,15 @@ pub enum StreamingComponent {
     IncrementalPreprocessor(IncrementalPreprocessorBox),
 }
 
+impl StreamingComponent {
+    pub fn kind(&self) -> crate::meta::ComponentKind {
+        match self {
+            StreamingComponent::IndexedDataset(_) => crate::meta::ComponentKind::Dataset,
+            StreamingComponent::IncrementalPreprocessor(_) => crate::meta::ComponentKind::Preprocessor,
+        }
+    }
+}
+
 /// The name (NUL-terminated, for `dlsym`) under which a library built against API 1.2 or later
 /// exports its [`CreateStreamingFn`].
 pub const STREAMING_SYMBOL: &[u8] = b"gymnos_plugin_create_streaming\0";

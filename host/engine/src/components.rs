@@ -107,16 +107,21 @@ impl ComponentFactory<'_> {
         let failed = |e: gymnos_host::library::CallError| {
             anyhow!("{} ({}) failed in create: {}", plugin.label(), plugin.path, e.error)
         };
-        if form == Form::StreamingFirst {
-            if let Some(streaming) = library.create_streaming(&plugin.name, &config, &context).map_err(failed)? {
-                return Ok(Created::Streaming(streaming));
+        let streaming = match form {
+            Form::StreamingFirst => library.create_streaming(&plugin.name, &config, &context).map_err(failed)?,
+            Form::V1 => None,
+        };
+        let (kind, created) = match streaming {
+            Some(streaming) => (streaming.kind(), Created::Streaming(streaming)),
+            None => {
+                let component = library.create(&plugin.name, &config, &context).map_err(failed)?;
+                (component.kind(), Created::V1(component))
             }
+        };
+        if kind != plugin.kind {
+            bail!("{} ({}): the library created a {kind} instead", plugin.label(), plugin.path);
         }
-        let component = library.create(&plugin.name, &config, &context).map_err(failed)?;
-        if component.kind() != plugin.kind {
-            bail!("{} ({}): the library created a {} instead", plugin.label(), plugin.path, component.kind());
-        }
-        Ok(Created::V1(component))
+        Ok(created)
     }
 
     /// Creates each plugin of a list, in order.
@@ -135,7 +140,6 @@ impl ComponentFactory<'_> {
 
     /// The data set, read by index when it streams (API 1.2), else loaded whole.
     pub fn dataset(&self, plugin: &ResolvedPlugin) -> Result<DataSet> {
-        let wrong = || anyhow!("{} ({}): the library created another kind of component", plugin.label(), plugin.path);
         match self.create_in(plugin, 0, None, Form::StreamingFirst)? {
             Created::V1(Component::Dataset(inner)) => {
                 Ok(DataSet::Whole(Box::new(Dataset { plugin: plugin.clone(), inner })))
@@ -143,7 +147,7 @@ impl ComponentFactory<'_> {
             Created::Streaming(StreamingComponent::IndexedDataset(inner)) => {
                 Ok(DataSet::Indexed(Arc::new(IndexedDataset::new(plugin.clone(), inner)?)))
             }
-            _ => Err(wrong()),
+            _ => unreachable!("kind checked in create_in"),
         }
     }
 
@@ -154,7 +158,7 @@ impl ComponentFactory<'_> {
             let fitted = match self.create_in(plugin, i as u64, None, Form::StreamingFirst)? {
                 Created::V1(Component::Preprocessor(p)) => Fitted::Whole(Mutex::new(p)),
                 Created::Streaming(StreamingComponent::IncrementalPreprocessor(p)) => Fitted::Incremental(p),
-                _ => bail!("{} ({}): the library created another kind of component", plugin.label(), plugin.path),
+                _ => unreachable!("kind checked in create_in"),
             };
             list.push((plugin.clone(), fitted));
         }
