@@ -3,14 +3,8 @@
 
 use std::{fs, path::Path, process::Command};
 
-use gymnos_tests::{artifact_dir, data_dir, read_json, wine_experiment, Sandbox};
+use gymnos_tests::{artifact_dir, data_dir, python, read_json, wine_experiment, Sandbox};
 use serde_json::{json, Value};
-
-fn python() -> std::path::PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(python.is_file(), "{} is missing: run scripts/setup.sh", python.display());
-    python
-}
 
 /// The metrics of a run that do not depend on timing.
 fn deterministic(metrics: &Value) -> (Value, Value) {

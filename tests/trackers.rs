@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gymnos_tests::{artifact_dir, library, read_json, wine_experiment, Sandbox};
+use gymnos_tests::{artifact_dir, library, python, read_json, wine_experiment, Sandbox};
 use serde_json::{json, Value};
 
 fn wine(name: &str, tracking: Value) -> Value {
@@ -48,12 +48,6 @@ fn read_tfevents(logdir: &Path) -> Value {
 }
 
 /// The set-up's Python, which has tensorboard.
-fn python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(python.is_file(), "{} is missing: run scripts/setup.sh (it installs tensorboard)", python.display());
-    python
-}
-
 /// A float TensorBoard stored, as the float32 it is. serde_json's default parsing of a 17-digit
 /// number may be one unit in the last place off; rounding to float32 undoes that.
 fn stored(value: &Value) -> f32 {

@@ -69,6 +69,13 @@ pub fn wine_experiment(name: &str) -> serde_json::Value {
     })
 }
 
+/// The project's Python (`.venv`, made by the set-up: torch, TensorBoard's reader, MLflow).
+pub fn python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(python.is_file(), "{} is missing: run scripts/setup.sh", python.display());
+    python
+}
+
 /// A JSON file's value; the test fails naming the file when it cannot be read or parsed.
 pub fn read_json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
