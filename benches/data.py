@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench_common import ROOT, fail, machine as describe_machine, run_child
 HOST = os.path.join(ROOT, "target", "release", "gymnos-host")
 ENGINE = os.path.join(ROOT, "target", "release", "gymnos-engine")
 REGISTRY = os.path.join(ROOT, "registry.json")
@@ -54,9 +54,6 @@ PLUGINS = {
 }
 
 
-def fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
 
 
 def parse_args():
@@ -243,18 +240,6 @@ def child_env(threads):
     return env
 
 
-def run_child(cmd, log_path, env):
-    started = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-    wall = time.perf_counter() - started
-    with open(log_path, "a") as log:
-        log.write("\n--- stdout ---\n" + proc.stdout)
-    if proc.returncode != 0:
-        with open(log_path) as log:
-            tail = log.read()[-3000:]
-        fail(f"`{' '.join(cmd)}` exited with {proc.returncode} (log kept: {log_path}); its output ends with:\n{tail}")
-    return proc.stdout, wall
 
 
 def last_json(stdout):
@@ -393,32 +378,19 @@ def warm_page_cache(root):
     return count, total, time.perf_counter() - started
 
 
-def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    import PIL
-    import torch
-    import torchvision
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip():
-        commit += "-dirty"
-    mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), None)
+
+def machine():
     import multiprocessing
 
-    info = {
-        "cpu": cpu,
-        "cpu_cores": os.cpu_count(),
-        "memory_gib": round(mem / 1024 / 1024, 1) if mem else None,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "pillow": PIL.__version__,
-        "python": platform.python_version(),
-        "multiprocessing_start_method": multiprocessing.get_start_method(),
-        "commit": commit,
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+    import PIL
+    import torchvision
+
+    return describe_machine(
+        torchvision=torchvision.__version__,
+        pillow=PIL.__version__,
+        multiprocessing_start_method=multiprocessing.get_start_method(),
+    )
 
 
 def spread(values, fmt):

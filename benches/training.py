@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench_common import ROOT, fail, machine as describe_machine, run_child
 HOST = os.path.join(ROOT, "target", "release", "gymnos-host")
 ENGINE = os.path.join(ROOT, "target", "release", "gymnos-engine")
 RAW = os.path.join(ROOT, "target", "release", "gymnos-bench-raw-tch")
@@ -47,9 +47,6 @@ FLIP = 0.5
 ACCURACY_TOLERANCE = 0.02
 
 
-def fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(1)
 
 
 def parse_args():
@@ -122,18 +119,6 @@ def child_env(threads):
     return env
 
 
-def run_child(cmd, log_path, env):
-    started = time.perf_counter()
-    with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-    wall = time.perf_counter() - started
-    with open(log_path, "a") as log:
-        log.write("\n--- stdout ---\n" + proc.stdout)
-    if proc.returncode != 0:
-        with open(log_path) as log:
-            tail = log.read()[-3000:]
-        fail(f"`{' '.join(cmd)}` exited with {proc.returncode} (log kept: {log_path}); its output ends with:\n{tail}")
-    return proc.stdout, wall
 
 
 def json_lines(stdout):
@@ -268,17 +253,10 @@ def summarize(runs, args):
     }
 
 
-def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    import torch
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip():
-        commit += "-dirty"
-    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(), "commit": commit}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+
+def machine():
+    return describe_machine()
 
 
 def main():
