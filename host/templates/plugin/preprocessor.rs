@@ -5,9 +5,8 @@
 //! split of a data set too large for memory; `fit` (the whole split at once) is the same fit
 //! given one batch.
 
-use std::sync::Mutex;
-
 use gymnos_plugin_sdk::{
+    fitting::Shared,
     tch::{Kind, Tensor},
     Config, Configurable, Context, IncrementalPreprocessor, PluginError, Preprocessor, Result,
 };
@@ -26,7 +25,7 @@ pub struct {{Type}} {
     /// tch tensors may move between threads but not be shared by them, and `transform` runs on
     /// several loader threads at once: the tensors sit behind a lock, held only to take
     /// shallow copies (no data is copied).
-    state: Mutex<State>,
+    state: Shared<State>,
 }
 
 #[derive(Default)]
@@ -38,14 +37,11 @@ struct State {
 }
 
 impl {{Type}} {
-    fn locked(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn fitted(&self) -> Result<(Tensor, Tensor)> {
-        let state = self.locked();
-        let (min, range) = state.fitted.as_ref().ok_or_else(|| PluginError::runtime("not fitted yet"))?;
-        Ok((min.shallow_clone(), range.shallow_clone()))
+        self.state.read(|state| match &state.fitted {
+            Some((min, range)) => Ok((min.shallow_clone(), range.shallow_clone())),
+            None => Err(PluginError::runtime("not fitted yet")),
+        })
     }
 }
 
@@ -56,20 +52,20 @@ impl Configurable for {{Type}} {
     type Config = {{Type}}Config;
 
     fn build(config: {{Type}}Config, _ctx: &Context) -> Result<Self> {
-        Ok(Self { epsilon: config.epsilon, state: Mutex::new(State::default()) })
+        Ok(Self { epsilon: config.epsilon, state: Shared::new(State::default()) })
     }
 }
 
 impl IncrementalPreprocessor for {{Type}} {
     fn begin_fit(&mut self) -> Result<()> {
-        self.locked().seen = None;
+        self.state.get_mut().seen = None;
         Ok(())
     }
 
     fn fit_batch(&mut self, features: &Tensor, _targets: &Tensor) -> Result<()> {
         let x = features.to_kind(Kind::Float);
         let (min, max) = (x.amin(0, true), x.amax(0, true));
-        let mut state = self.locked();
+        let state = self.state.get_mut();
         state.seen = Some(match state.seen.take() {
             Some((lo, hi)) => (lo.minimum(&min), hi.maximum(&max)),
             None => (min, max),
@@ -79,7 +75,7 @@ impl IncrementalPreprocessor for {{Type}} {
 
     fn end_fit(&mut self) -> Result<()> {
         let epsilon = self.epsilon;
-        let mut state = self.locked();
+        let state = self.state.get_mut();
         let (min, max) = state.seen.take().ok_or_else(|| PluginError::data("fit saw no samples"))?;
         let range = max - &min + epsilon;
         state.fitted = Some((min, range));
@@ -106,7 +102,7 @@ impl Preprocessor for {{Type}} {
         let find = |name: &str| state.iter().find(|(n, _)| n == name).map(|(_, t)| t.shallow_clone());
         match (find("min"), find("range")) {
             (Some(min), Some(range)) => {
-                self.locked().fitted = Some((min, range));
+                self.state.get_mut().fitted = Some((min, range));
                 Ok(())
             }
             _ => Err(PluginError::data("state needs `min` and `range`")),

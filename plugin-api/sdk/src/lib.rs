@@ -20,6 +20,7 @@ pub mod contract;
 pub mod convert;
 #[doc(hidden)]
 pub mod export;
+pub mod fitting;
 mod guard;
 pub mod harness;
 pub mod layout;

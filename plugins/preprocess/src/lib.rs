@@ -24,9 +24,8 @@ mod image;
 mod min_max;
 mod normalize;
 
-use std::sync::{Mutex, PoisonError};
-
 pub use categorical::{LabelEncode, LabelEncodeConfig, OneHot, OneHotConfig};
+pub(crate) use gymnos_plugin_sdk::fitting::Shared;
 use gymnos_plugin_sdk::{tch::Tensor, PluginError, Result};
 pub use image::{Flatten, FlattenConfig, Grayscale, GrayscaleConfig, Resize, ResizeConfig};
 pub use min_max::{MinMax, MinMaxConfig};
@@ -41,27 +40,6 @@ gymnos_plugin_sdk::export_plugin!(
     incremental_preprocessor(LabelEncode),
     incremental_preprocessor(OneHot),
 );
-
-/// Tensors held by a component whose `transform` runs on several threads at once. A
-/// `tch::Tensor` is `Send` but not `Sync`: each reader takes its own handle to the same storage
-/// (a shallow clone) under the lock, and computes outside it; the storage is only ever read.
-pub(crate) struct Shared<T>(Mutex<T>);
-
-impl<T> Shared<T> {
-    pub(crate) fn new(value: T) -> Self {
-        Self(Mutex::new(value))
-    }
-
-    /// Reads the value under the lock (keep `f` short: take shallow clones).
-    pub(crate) fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        f(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// The value, without locking: `&mut self` excludes every other user.
-    pub(crate) fn get_mut(&mut self) -> &mut T {
-        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
-    }
-}
 
 /// `{name} needs {expected}, got shape [..]`: the one-line error for features of a bad shape.
 pub(crate) fn bad_shape(name: &str, expected: &str, shape: &[i64]) -> PluginError {

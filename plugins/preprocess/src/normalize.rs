@@ -2,6 +2,7 @@
 
 use gymnos_plugin_sdk::{
     fit_whole,
+    fitting::Moments,
     tch::{Kind, Tensor},
     Config, Configurable, Context, IncrementalPreprocessor, PluginError, Preprocessor, Result,
 };
@@ -21,16 +22,6 @@ pub struct NormalizeConfig {
     /// Per-channel standard deviations to divide by, all above 0, used as given with `mean`
     /// (null: computed on the training split)
     pub std: Option<Vec<f64>>,
-}
-
-/// Per-channel moments of the samples seen so far (Chan et al.'s parallel update, in `f64`).
-struct Moments {
-    /// Values seen per channel.
-    count: i64,
-    /// `float64 [c]`.
-    mean: Tensor,
-    /// Sums of squared deviations from `mean`, `float64 [c]`.
-    m2: Tensor,
 }
 
 /// Normalizes each channel (dim 1) of `[n, c, ...]` features: `(x - mean[c]) / std[c]`. With
@@ -175,19 +166,7 @@ impl IncrementalPreprocessor for Normalize {
         check_finite(NAME, &x)?;
         let mean = x.mean_dim(1, false, Kind::Double);
         let m2 = (&x - mean.unsqueeze(1)).square().sum_dim_intlist(1, false, Kind::Double);
-        *running = Some(match running.take() {
-            None => Moments { count, mean, m2 },
-            Some(a) => {
-                let total = a.count + count;
-                let (na, nb, n) = (a.count as f64, count as f64, total as f64);
-                let delta = &mean - &a.mean;
-                Moments {
-                    count: total,
-                    mean: &a.mean + &delta * (nb / n),
-                    m2: a.m2 + m2 + delta.square() * (na * nb / n),
-                }
-            }
-        });
+        *running = Some(Moments::merged(running.take(), Moments { count, mean, m2 }));
         Ok(())
     }
 
@@ -197,7 +176,7 @@ impl IncrementalPreprocessor for Normalize {
         }
         let moments = self.running.get_mut().take().ok_or_else(|| batch_before_begin(NAME))?;
         let m = moments.ok_or_else(|| no_samples(NAME))?;
-        let std = (m.m2 / m.count as f64).sqrt();
+        let std = m.std();
         *self.fitted.get_mut() = Some((m.mean, std));
         Ok(())
     }

@@ -3,10 +3,9 @@
 //! Exports one component, `standardize` ([`Standardize`]), an incremental preprocessor (SDK 1.2):
 //! it fits batch by batch, so it also works on streaming data sets. State: `mean`, `std`.
 
-use std::sync::{Mutex, PoisonError};
-
 use gymnos_plugin_sdk::{
     fit_whole,
+    fitting::{Moments, Shared},
     tch::{Kind, Tensor},
     Config, Configurable, Context, IncrementalPreprocessor, PluginError, Preprocessor, Result,
 };
@@ -32,42 +31,19 @@ pub struct Standardize {
     per_feature: bool,
     epsilon: f64,
     /// Between `begin_fit` and `end_fit`: the moments so far (`None` before the first sample).
-    running: Shared<Option<Option<Moments>>>,
+    running: Shared<Option<Option<Running>>>,
     /// `(mean, std)`, shaped to broadcast over `[n, ...features]`; `None` until fitted.
     fitted: Shared<Option<(Tensor, Tensor)>>,
 }
 
-/// Tensors read by `transform` on several loader threads at once. A `tch::Tensor` is `Send` but
-/// not `Sync`: each reader takes its own handle to the same storage (a shallow clone) under the
-/// lock, and computes outside it; the storage is only ever read.
-struct Shared<T>(Mutex<T>);
-
-impl<T> Shared<T> {
-    fn new(value: T) -> Self {
-        Self(Mutex::new(value))
-    }
-
-    fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
-        f(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn get_mut(&mut self) -> &mut T {
-        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Moments of the samples seen so far, `float64`, shaped `[1, ...features]` (`per_feature`) or
-/// `[1]`.
-struct Moments {
+/// What the batches seen so far hold: their moments, `float64`, shaped `[1, ...features]`
+/// (`per_feature`) or `[1]`.
+struct Running {
     /// Samples seen (what the "at least 2 training samples" rule counts).
     samples: i64,
-    /// Values averaged per mean element.
-    count: i64,
     /// The features' shape, to check that batches agree.
     feature_shape: Vec<i64>,
-    mean: Tensor,
-    /// Sums of squared deviations from `mean`.
-    m2: Tensor,
+    moments: Moments,
 }
 
 impl Configurable for Standardize {
@@ -165,29 +141,22 @@ impl IncrementalPreprocessor for Standardize {
             return Ok(());
         }
         let x = features.to_kind(Kind::Double);
-        let (mean, m2, count) = if self.per_feature {
+        let batch = if self.per_feature {
             let mean = x.mean_dim(0, true, Kind::Double);
             let m2 = (&x - &mean).square().sum_dim_intlist(0, true, Kind::Double);
-            (mean, m2, samples)
+            Moments { count: samples, mean, m2 }
         } else {
             let mean = x.mean(Kind::Double).reshape([1]);
             let m2 = (&x - &mean).square().sum(Kind::Double).reshape([1]);
-            (mean, m2, x.numel() as i64)
+            Moments { count: x.numel() as i64, mean, m2 }
         };
         *running = Some(match running.take() {
-            None => Moments { samples, count, feature_shape: shape[1..].to_vec(), mean, m2 },
-            Some(a) => {
-                let total = a.count + count;
-                let (na, nb, n) = (a.count as f64, count as f64, total as f64);
-                let delta = &mean - &a.mean;
-                Moments {
-                    samples: a.samples + samples,
-                    count: total,
-                    feature_shape: a.feature_shape,
-                    mean: &a.mean + &delta * (nb / n),
-                    m2: a.m2 + m2 + delta.square() * (na * nb / n),
-                }
-            }
+            None => Running { samples, feature_shape: shape[1..].to_vec(), moments: batch },
+            Some(a) => Running {
+                samples: a.samples + samples,
+                feature_shape: a.feature_shape,
+                moments: a.moments.merge(batch),
+            },
         });
         Ok(())
     }
@@ -202,8 +171,8 @@ impl IncrementalPreprocessor for Standardize {
             Some(m) if m.samples >= 2 => m,
             _ => return Err(PluginError::data("standardize needs at least 2 training samples")),
         };
-        let std = (m.m2 / m.count as f64).sqrt();
-        *self.fitted.get_mut() = Some((m.mean.to_kind(Kind::Float), (std + self.epsilon).to_kind(Kind::Float)));
+        let std = m.moments.std();
+        *self.fitted.get_mut() = Some((m.moments.mean.to_kind(Kind::Float), (std + self.epsilon).to_kind(Kind::Float)));
         Ok(())
     }
 }
