@@ -1,8 +1,10 @@
 """What the benchmark scripts share: the repository root, failing in one line, running a child
-process with its output kept in a log, and describing the machine."""
+process with its output kept in a log, describing the machine, and writing the results."""
 
+import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -51,3 +53,17 @@ def machine(**extra):
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def write_report(path, report):
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"results written to {path}")
+
+
+def end_work(work, keep):
+    """Removes the work folder (experiments, logs, run records), unless asked to keep it."""
+    if keep:
+        print(f"work folder kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)

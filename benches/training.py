@@ -16,14 +16,13 @@ import glob
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from bench_common import ROOT, fail, machine as describe_machine, run_child
+from bench_common import ROOT, end_work, fail, machine as describe_machine, run_child, write_report
 HOST = os.path.join(ROOT, "target", "release", "gymnos-host")
 ENGINE = os.path.join(ROOT, "target", "release", "gymnos-engine")
 RAW = os.path.join(ROOT, "target", "release", "gymnos-bench-raw-tch")
@@ -350,13 +349,8 @@ def main():
             "ratios": ratios,
             "warnings": warnings,
         }
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"results written to {args.out}")
-    if args.keep:
-        print(f"work folder kept: {work}")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
+        write_report(args.out, report)
+    end_work(work, args.keep)
 
 
 if __name__ == "__main__":
