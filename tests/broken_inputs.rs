@@ -49,7 +49,7 @@ fn cases(sandbox: &Sandbox) -> Vec<(&'static str, String, Vec<&'static str>, Str
             "3 problems: experiment.name: duplicate key (line 1, column 17 and line 1, column 30); dataset: missing section; model: missing section".into(),
         ),
         ("unknown plugin", exp(set(wine(), "/model/plugin", json!("resnet9"))), vec![], "model.plugin: no model plugin named `resnet9` is installed (installed model plugins: cnn, linear, mlp, resnet, sequential)".into()),
-        ("unknown version", exp(set(wine(), "/model/plugin", json!("mlp@^3"))), vec![], "model.plugin: no installed version of model plugin `mlp` matches `^3` (installed: 1.0.0)".into()),
+        ("unknown version", exp(set(wine(), "/model/plugin", json!("mlp@^3"))), vec![], "model.plugin: no installed version of model plugin `mlp` matches `^3` (installed: 1.1.0)".into()),
         ("unknown key", exp(set(wine(), "/model/config", json!({ "hiden": [8] }))), vec![], "model.config.hiden: unknown key (accepted keys: hidden, activation, dropout) (mlp)".into()),
         ("value out of range", exp(set(wine(), "/model/config", json!({ "hidden": [0] }))), vec![], "model.config.hidden: item 0: 0 is not >= 1 (mlp)".into()),
         ("wrong type", exp(set(wine(), "/model/config", json!({ "dropout": "high" }))), vec![], "model.config.dropout: expected number, found a string (mlp)".into()),

@@ -230,7 +230,7 @@ fn a_run_is_recorded_in_mlflow_with_its_parameters_metrics_files_and_status() {
     // Tags: the run folder, and each plugin's exact version and library hash.
     assert_eq!(tag(run, "gymnos.run_dir"), dir.to_str());
     assert_eq!(tag(run, "gymnos.experiment"), Some("wine-mlflow"));
-    assert_eq!(tag(run, "gymnos.plugin.model"), Some("mlp@1.0.0"));
+    assert_eq!(tag(run, "gymnos.plugin.model"), Some("mlp@1.1.0"));
     assert_eq!(tag(run, "gymnos.plugin.model.sha256"), config["model"]["resolved"]["sha256"].as_str());
     assert_eq!(tag(run, "gymnos.plugin.dataset"), Some("csv@1.1.0"));
     assert_eq!(tag(run, "gymnos.plugin.preprocessors.0"), Some("standardize@1.1.0"));

@@ -134,7 +134,7 @@ fn validate_deep_names_the_layer_that_does_not_fit_and_the_shapes() {
         json!({ "plugin": "sequential", "config": { "layers": [conv(16, "same"), pool, pool, conv(8, "valid")] } });
     assert_eq!(
         deep_error("too-small", &fashion("too-small", model)),
-        "model `sequential@1.0.0` (model) failed in create: configuration error: layers[3] (conv2d): input [16, 1, 1] \
+        "model `sequential@1.1.0` (model) failed in create: configuration error: layers[3] (conv2d): input [16, 1, 1] \
          is smaller than the kernel 3x3"
     );
     let model = json!({ "plugin": "sequential", "config": { "layers": [
@@ -143,7 +143,7 @@ fn validate_deep_names_the_layer_that_does_not_fit_and_the_shapes() {
     ] } });
     assert_eq!(
         deep_error("residual", &fashion("residual", model)),
-        "model `sequential@1.0.0` (model) failed in create: configuration error: layers[1] (residual): its layers \
+        "model `sequential@1.1.0` (model) failed in create: configuration error: layers[1] (residual): its layers \
          turn [16, 28, 28] into [32, 14, 14]"
     );
     let model = json!({ "plugin": "sequential", "config": { "layers": [
@@ -152,7 +152,7 @@ fn validate_deep_names_the_layer_that_does_not_fit_and_the_shapes() {
     ] } });
     assert_eq!(
         deep_error("nested", &wine("nested", model)),
-        "model `sequential@1.0.0` (model) failed in create: configuration error: layers[1].layers[1] (conv2d): input \
+        "model `sequential@1.1.0` (model) failed in create: configuration error: layers[1].layers[1] (conv2d): input \
          [16] is not an image [channels, height, width]"
     );
 }

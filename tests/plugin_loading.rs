@@ -120,7 +120,7 @@ fn non_plugin_truncated_and_modified_libraries_are_clear_errors_and_leave_the_re
         "modified since install: `gymnos-host plugins verify` checks it; install the library again to restore it"
     );
     let err = resolve(&fresh.registry, &fresh.compat, None, &"mlp".parse().unwrap()).unwrap_err().to_string();
-    assert_eq!(err, "plugin `mlp@1.0.0` matches `*` but is not loadable: modified since install: `gymnos-host plugins verify` checks it; install the library again to restore it");
+    assert_eq!(err, "plugin `mlp@1.1.0` matches `*` but is not loadable: modified since install: `gymnos-host plugins verify` checks it; install the library again to restore it");
     assert_eq!(sandbox.registry_bytes().unwrap(), before);
 }
 

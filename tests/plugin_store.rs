@@ -30,7 +30,7 @@ fn a_bare_file_name_installs_that_file_not_a_library_of_the_same_name_on_the_lib
 
     let output = sandbox.command(&["plugins", "install", "libshadow.so"]).env("LD_LIBRARY_PATH", &elsewhere).output();
     let out = gymnos_tests::Run::of(output.unwrap());
-    assert_eq!(out.ok(), format!("installed model mlp@1.0.0 from {}\n", here.display()));
+    assert_eq!(out.ok(), format!("installed model mlp@1.1.0 from {}\n", here.display()));
     let rows = list_json(&sandbox);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["name"], "mlp");
@@ -73,15 +73,15 @@ fn a_registry_copied_without_its_store_is_repaired_by_install_and_kept_by_scan()
     assert_eq!(row["status"], "missing: the library file is gone; install the library again to restore it");
     // `plugins info` still shows what the registry recorded, and why it cannot be loaded now.
     let info = copy.host(&["plugins", "info", "mlp"]).ok().to_string();
-    assert!(info.starts_with("mlp 1.0.0 (model)\n"), "{info}");
-    assert!(info.contains(&format!("  library:   {} (gymnos-mlp 1.0.0)", stored.display())), "{info}");
+    assert!(info.starts_with("mlp 1.1.0 (model)\n"), "{info}");
+    assert!(info.contains(&format!("  library:   {} (gymnos-mlp 1.1.0)", stored.display())), "{info}");
     assert!(
         info.contains("  status:    missing: the library file is gone; install the library again to restore it"),
         "{info}"
     );
     assert!(info.contains("hidden      integer[]"), "the recorded configuration keys: {info}");
     let out = copy.host(&["plugins", "install", library("gymnos-mlp").to_str().unwrap()]);
-    assert!(out.ok().starts_with("restored model mlp@1.0.0 from "), "{}", out.stdout);
+    assert!(out.ok().starts_with("restored model mlp@1.1.0 from "), "{}", out.stdout);
     assert_eq!(sha256_of(&stored), mlp["sha256"].as_str().unwrap());
     assert!(list_json(&copy).iter().all(|r| r["loadable"] == true));
 }

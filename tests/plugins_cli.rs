@@ -45,9 +45,9 @@ fn installed_builtins_list_every_kind_as_loadable_with_versions() {
             expect("dataset", "synthetic", "1.0.0"),
             expect("model", "cnn", "1.2.0"),
             expect("model", "linear", "1.0.0"),
-            expect("model", "mlp", "1.0.0"),
+            expect("model", "mlp", "1.1.0"),
             expect("model", "resnet", "1.1.0"),
-            expect("model", "sequential", "1.0.0"),
+            expect("model", "sequential", "1.1.0"),
             expect("preprocessor", "flatten", "1.0.0"),
             expect("preprocessor", "grayscale", "1.0.0"),
             expect("preprocessor", "label-encode", "1.0.0"),
@@ -87,7 +87,7 @@ fn info_shows_configuration_keys_with_defaults() {
     let sandbox = Sandbox::new();
     sandbox.install_builtins();
     let text = sandbox.host(&["plugins", "info", "mlp"]).ok().to_string();
-    assert!(text.starts_with("mlp 1.0.0 (model)\n"), "{text}");
+    assert!(text.starts_with("mlp 1.1.0 (model)\n"), "{text}");
     assert!(
         text.contains(&format!("built for: plugin API {}, libtorch 2.11", gymnos_plugin_api::API_VERSION)),
         "{text}"
@@ -116,11 +116,11 @@ fn user_errors_are_one_line_and_leave_the_registry_untouched() {
         format!("error: no plugin named `nosuch` is installed (installed plugins: {})", builtin_names().join(", "))
     );
     let err = sandbox.host(&["plugins", "info", "mlp@^2"]).one_line_error().to_string();
-    assert_eq!(err, "error: no installed version of plugin `mlp` matches `^2` (installed: 1.0.0)");
+    assert_eq!(err, "error: no installed version of plugin `mlp` matches `^2` (installed: 1.1.0)");
     let err = sandbox.host(&["plugins", "info", "mlp@two"]).one_line_error().to_string();
     assert!(err.starts_with("error: `mlp@two` is not a plugin reference: "), "{err}");
     let err = sandbox.host(&["plugins", "remove", "mlp@9.9.9"]).one_line_error().to_string();
-    assert_eq!(err, "error: `mlp@9.9.9` is not installed (installed versions of `mlp`: 1.0.0)");
+    assert_eq!(err, "error: `mlp@9.9.9` is not installed (installed versions of `mlp`: 1.1.0)");
     let err = sandbox.host(&["plugins", "remove", "mlp"]).one_line_error().to_string();
     assert_eq!(err, "error: `mlp`: give the exact version to remove, as NAME@VERSION");
     let missing = sandbox.dir.path().join("nothing-here.so");
@@ -149,13 +149,13 @@ fn install_conflicts_replace_remove_and_scan() {
     let sandbox = Sandbox::new();
     sandbox.install_builtins();
 
-    // A different build of mlp 1.0.0 (here: the same library with bytes appended) conflicts.
+    // A different build of mlp 1.1.0 (here: the same library with bytes appended) conflicts.
     let rebuilt = sandbox.dir.path().join("libgymnos_mlp.so");
     let mut bytes = fs::read(library("gymnos-mlp")).unwrap();
     bytes.extend_from_slice(b"another build");
     fs::write(&rebuilt, bytes).unwrap();
     let err = sandbox.host(&["plugins", "install", rebuilt.to_str().unwrap()]).one_line_error().to_string();
-    assert!(err.contains("model `mlp@1.0.0` is already installed from another build"), "{err}");
+    assert!(err.contains("model `mlp@1.1.0` is already installed from another build"), "{err}");
     assert!(err.ends_with("pass --replace to replace it, or give the new build another version"), "{err}");
 
     // --replace swaps it in and deletes the old copy from the store.
@@ -172,7 +172,7 @@ fn install_conflicts_replace_remove_and_scan() {
     assert!(mlp[0]["library"].as_str().unwrap().contains("libgymnos_mlp-"), "{}", mlp[0]);
 
     // remove deletes the record and the stored file.
-    assert_eq!(sandbox.host(&["plugins", "remove", "mlp@1.0.0"]).ok(), "removed model mlp@1.0.0\n");
+    assert_eq!(sandbox.host(&["plugins", "remove", "mlp@1.1.0"]).ok(), "removed model mlp@1.1.0\n");
     assert_eq!(count(), builtin_library_count() - 1);
     assert!(list_json(&sandbox).iter().all(|r| r["name"] != "mlp"));
 

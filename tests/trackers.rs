@@ -176,7 +176,7 @@ fn tensorboard_and_csv_log_record_a_run_exactly() {
     assert_eq!(hparams["training.optimizer.name"], "adam");
     assert_eq!(hparams["training.epochs"], 8.0);
     assert_eq!(hparams["model.config.hidden"], "[16]");
-    assert_eq!(hparams["model.plugin"], "mlp@=1.0.0");
+    assert_eq!(hparams["model.plugin"], "mlp@=1.1.0");
     assert_eq!(hparams["preprocessors.0.config.per_feature"], true);
     assert_eq!(hparams["tracking.trackers.0.config.dir"], "tensorboard");
     assert_eq!(hparams["experiment.name"], "wine");

@@ -50,7 +50,7 @@ impl Configurable for Mlp {
             net = net
                 .add(nn::linear(&root / format!("fc{i}"), width, h, Default::default()))
                 .add_fn(act)
-                .add_fn_t(move |x, train| x.dropout(dropout, train));
+                .add_fn_t(move |x, train| gymnos_plugin_sdk::nn::dropout(x, dropout, train));
             width = h;
         }
         net = net.add(nn::linear(&root / "out", width, ctx.num_outputs, Default::default()));

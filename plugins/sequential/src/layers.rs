@@ -160,7 +160,7 @@ impl ModuleT for Op {
             }
             Op::GlobalAvgPool => x.mean_dim([2i64, 3].as_slice(), false, None),
             Op::BatchNorm(bn) => bn.forward_t(x, train),
-            Op::Dropout(rate) => x.dropout(*rate, train),
+            Op::Dropout(rate) => gymnos_plugin_sdk::nn::dropout(x, *rate, train),
             Op::Flatten => x.flatten(1, -1),
             Op::Relu => x.relu(),
             Op::Gelu => x.gelu("none"),
