@@ -6,7 +6,9 @@ with the training mean and standard deviation (one value for all pixels, as the 
 preprocessor does), a random permutation per epoch, batches gathered by `index_select`,
 cross-entropy, Adam (torch.optim.Adam, its default implementation for the device), the test split
 evaluated in batches of 1024. With --flip P each training image is flipped horizontally with
-probability P, inline on the training thread (the benchmark's --augment recipe).
+probability P, inline on the training thread (the benchmark's --augment recipe). With
+--precision bf16 the training forward pass runs under torch.autocast in bfloat16, the loss in
+float32, as the product's `training.precision: "bf16"`; evaluation stays float32 in both.
 
 The weights are initialised as tch initialises the plugins' (Kaiming-uniform with the ReLU gain
 for weights, uniform(+-1/sqrt(fan_in)) for linear biases, batch-norm scale uniform(0, 1)), not
@@ -123,6 +125,7 @@ def main():
     p.add_argument("--limit-batches", type=int, default=None, help="at most N training and N evaluation batches")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--flip", type=float, default=0.0, help="flip each training image horizontally with this probability, inline")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast the training forward pass")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -163,6 +166,7 @@ def main():
         threads=torch.get_num_threads(),
         optimizer="torch.optim.Adam",
         flip=args.flip,
+        precision=args.precision,
         parameters=sum(p.numel() for p in model.parameters()),
         train_samples=n,
         test_samples=test_x.shape[0],
@@ -186,7 +190,9 @@ def main():
                 mask = (torch.rand(length, device=device) < args.flip).view(length, 1, 1, 1)
                 x = torch.where(mask, x.flip(-1), x)
             optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+                out = model(x)
+            loss = F.cross_entropy(out.float(), y)
             loss.backward()
             optimizer.step()
             with torch.no_grad():

@@ -54,9 +54,15 @@ def parse_args():
     p.add_argument("--epochs", type=int, default=1, help="epochs per run (default 1)")
     p.add_argument("--warmup-epochs", type=int, default=0, help="first epochs of each run left out of its time (default 0)")
     p.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn (default both)")
-    p.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated subset of product,raw-tch,pytorch")
+    p.add_argument("--contenders", default=None, help="comma-separated subset of product,raw-tch,pytorch (default all three; product,pytorch with --precision bf16)")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for all three (default 2)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: all three on cuda:0")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: the product's training.precision bf16 against PyTorch under torch.autocast (raw-tch has no bf16 autocast: tch binds CUDA's float16 only)",
+    )
     p.add_argument("--limit-batches", type=int, default=None, help="train on N batches per epoch and test on N eval batches (smoke tests)")
     p.add_argument("--raw-optimizer", choices=["host", "tch"], default="host", help="raw-tch's Adam: the engine's update (host) or libtorch's (tch)")
     p.add_argument("--product-set", action="append", default=[], metavar="PATH=VALUE", help="extra `--set` for the product's run (repeatable)")
@@ -71,7 +77,11 @@ def parse_args():
     p.add_argument("--keep", action="store_true", help="keep the work folder (experiments, run records, logs)")
     args = p.parse_args()
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.contenders is None:
+        args.contenders = ",".join(c for c in CONTENDERS if args.precision == "fp32" or c != "raw-tch")
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    if args.precision == "bf16" and "raw-tch" in args.contenders:
+        fail("--precision bf16: raw-tch has no bf16 autocast (tch binds CUDA's float16 only); leave it out of --contenders")
     for m in args.models:
         if m not in MODELS:
             fail(f"--models: unknown model `{m}` (mlp, cnn)")
@@ -144,6 +154,7 @@ def write_experiment(work, model, args):
         "batch_size": BATCH_SIZE,
         "eval_batch_size": EVAL_BATCH_SIZE,
         "optimizer": {"name": "adam", "lr": LR},
+        "precision": args.precision,
         "lr_schedule": {"name": "constant"},
         "device": "cuda:0" if args.device == "cuda" else "cpu",
         # With no validation split the default monitor (val_loss) is refused; checkpoints are
@@ -223,13 +234,17 @@ def common_flags(model, args):
     return flags
 
 
+def baseline_flags(args):
+    return ["--precision", args.precision]
+
+
 def run_one(contender, work, model, repeat, args, env):
     if contender == "product":
         return run_product(work, model, repeat, args, env)
     if contender == "raw-tch":
         cmd = [RAW, *common_flags(model, args), "--optimizer", args.raw_optimizer]
     else:
-        cmd = [sys.executable, BASELINE, *common_flags(model, args)]
+        cmd = [sys.executable, BASELINE, *common_flags(model, args), *baseline_flags(args)]
     return run_json_contender(contender, cmd, work, model, repeat, env)
 
 
@@ -265,7 +280,7 @@ def main():
     work = tempfile.mkdtemp(prefix="gymnos-bench-training-")
     print(
         f"training benchmark: models {','.join(args.models)}, contenders {','.join(args.contenders)}, {args.repeats} repeat(s) "
-        f"of {args.epochs} epoch(s), device {args.device}, {args.threads} thread(s)"
+        f"of {args.epochs} epoch(s), device {args.device}, {args.precision}, {args.threads} thread(s)"
         + (f", {args.limit_batches} batch(es) per epoch" if args.limit_batches is not None else "")
         + (", augmented (random flip)" if args.augment else "")
         + f"; work folder {work}",
@@ -338,6 +353,7 @@ def main():
                 "batch_size": BATCH_SIZE,
                 "eval_batch_size": EVAL_BATCH_SIZE,
                 "optimizer": {"name": "adam", "lr": LR},
+                "precision": args.precision,
                 "raw_optimizer": args.raw_optimizer,
                 "product_set": args.product_set,
                 "seed": args.seed,

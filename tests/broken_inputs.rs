@@ -71,7 +71,7 @@ fn cases(sandbox: &Sandbox) -> Vec<(&'static str, String, Vec<&'static str>, Str
         ("section as a list", exp(set(wine(), "/training", json!([1, 2]))), vec![], "training: expected an object, found an array".into()),
         ("field of a tagged section", exp(set(wine(), "/training/optimizer", json!({ "name": "adam", "lr": "fast" }))), vec![], "training.optimizer.lr: expected a number, found a string".into()),
         ("unknown optimizer", exp(set(wine(), "/training/optimizer", json!({ "name": "lion", "lr": 0.1 }))), vec![], "training.optimizer.name: `lion` is not one of sgd, adam, adamw".into()),
-        ("fp16 on the CPU", exp(set(wine(), "/training/precision", json!("fp16"))), vec![], "training.precision: fp16 mixed precision needs a CUDA device; training.device is cpu".into()),
+        ("fp16 on the CPU", exp(set(wine(), "/training/precision", json!("fp16"))), vec![], "training.precision: fp16 mixed precision needs a CUDA device; training.device is cpu (bf16 runs on the CPU)".into()),
         ("a size that does not fit", exp(set(wine(), "/training/epochs", json!(99_999_999_999u64))), vec![], "training.epochs: 99999999999 is above the largest value allowed, 4294967295".into()),
         ("a negative size", exp(set(wine(), "/training/batch_size", json!(-4))), vec![], "training.batch_size: -4 is below the smallest value allowed, 0".into()),
         (

@@ -43,7 +43,7 @@ fn a_run_leaves_a_complete_record_and_predict_uses_it() {
     // training_config.json: the experiment exactly as run, plugins pinned to exact versions.
     let config = read_json(&dir.join("training_config.json"));
     assert_eq!(config["dataset"]["plugin"], "csv@=1.1.0");
-    assert_eq!(config["model"]["plugin"], "mlp@=1.0.0");
+    assert_eq!(config["model"]["plugin"], "mlp@=1.1.0");
     assert_eq!(config["model"]["resolved"]["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(config["model"]["config"]["activation"], "relu", "defaults are recorded");
     assert_eq!(config["training"]["epochs"], 8);
@@ -178,6 +178,33 @@ fn the_same_seed_gives_identical_metrics_and_overrides_apply() {
     let third = read_json(&sandbox.runs("wine")[2].join("metrics.json"));
     assert_eq!(third["epochs_completed"], 2);
     assert_ne!(deterministic(&third).0["train_loss"][0], a.0["train_loss"][0], "another seed, another run");
+}
+
+/// `training.precision: "bf16"` autocasts the forward pass on the CPU: the run learns, differs
+/// from the fp32 run (its matrix products round to bfloat16), and is as reproducible.
+#[test]
+fn bf16_mixed_precision_trains_on_the_cpu_and_is_reproducible() {
+    let sandbox = Sandbox::new();
+    sandbox.install_builtins();
+    let mut bf16 = wine("bf16");
+    bf16["training"]["device"] = json!("cpu");
+    bf16["training"]["precision"] = json!("bf16");
+    let mut fp32 = bf16.clone();
+    fp32["experiment"]["name"] = json!("fp32");
+    fp32["training"]["precision"] = json!("fp32");
+    let (bf16, fp32) = (sandbox.experiment("bf16", &bf16), sandbox.experiment("fp32", &fp32));
+    run(&sandbox, &bf16).ok();
+    run(&sandbox, &bf16).ok();
+    run(&sandbox, &fp32).ok();
+    let runs = sandbox.runs("bf16");
+    assert_eq!(read_json(&runs[0].join("training_config.json"))["training"]["precision"], "bf16");
+    let (a, b) = (read_json(&runs[0].join("metrics.json")), read_json(&runs[1].join("metrics.json")));
+    assert_eq!(deterministic(&a), deterministic(&b));
+    assert!(a["test"]["accuracy"].as_f64().unwrap() > 0.8, "{}", a["test"]);
+    let reference = read_json(&sandbox.runs("fp32")[0].join("metrics.json"));
+    let first_loss = |m: &Value| m["history"]["train_loss"][0].as_f64().unwrap();
+    assert_ne!(first_loss(&a), first_loss(&reference), "bf16 rounds the forward pass");
+    assert!((first_loss(&a) - first_loss(&reference)).abs() < 0.05, "{} vs {}", first_loss(&a), first_loss(&reference));
 }
 
 /// Fashion-MNIST's first 4000 test images through an MLP with random flips (so batches come
@@ -352,7 +379,7 @@ fn validate_reports_every_problem_with_its_path() {
 
     let valid = sandbox.experiment("valid", &wine("valid"));
     let out: Value = serde_json::from_str(sandbox.host(&["validate", valid.to_str().unwrap(), "--json"]).ok()).unwrap();
-    assert_eq!(out["resolved"]["model"]["plugin"], "mlp@=1.0.0");
+    assert_eq!(out["resolved"]["model"]["plugin"], "mlp@=1.1.0");
 
     let structure = sandbox.experiment(
         "structure",

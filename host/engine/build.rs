@@ -2,19 +2,22 @@ use std::{env, path::Path};
 
 fn main() {
     let torch = gymnos_plugin_build::link_libtorch();
-    compile_fused_optim(torch.lib_dir.parent().expect("the libtorch lib folder has a parent"));
+    compile_shim(torch.lib_dir.parent().expect("the libtorch lib folder has a parent"));
 }
 
-/// Builds csrc/fused_optim.cpp, the C ABI over libtorch's fused optimizer kernels (which tch
-/// does not bind), against the headers of the same libtorch the engine links.
-fn compile_fused_optim(root: &Path) {
-    const SHIM: &str = "csrc/fused_optim.cpp";
-    println!("cargo:rerun-if-changed={SHIM}");
+/// Builds the C ABI over what libtorch has and tch does not bind (csrc/: the fused optimizer
+/// kernels, autocast for any device and dtype) against the headers of the libtorch the engine
+/// links.
+fn compile_shim(root: &Path) {
+    const SOURCES: [&str; 2] = ["csrc/fused_optim.cpp", "csrc/autocast.cpp"];
+    for file in SOURCES.iter().chain(&["csrc/shim.h"]) {
+        println!("cargo:rerun-if-changed={file}");
+    }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let include = root.join("include");
     assert!(
         include.join("ATen/ops/_fused_adamw.h").is_file(),
-        "libtorch headers not found under {} (the fused optimizer shim needs them)",
+        "libtorch headers not found under {} (the engine's C++ shim needs them)",
         include.display()
     );
     // Must match the ABI libtorch was built with, or std::string-taking symbols do not link.
@@ -22,7 +25,7 @@ fn compile_fused_optim(root: &Path) {
     cc::Build::new()
         .cpp(true)
         .std("c++17")
-        .file(SHIM)
+        .files(SOURCES)
         // As system headers: libtorch's own warnings are not ours to see.
         .flag(format!("-isystem{}", include.display()))
         .flag(format!("-isystem{}", include.join("torch/csrc/api/include").display()))
@@ -30,5 +33,5 @@ fn compile_fused_optim(root: &Path) {
         .opt_level(2)
         .warnings(true)
         .extra_warnings(false)
-        .compile("gymnos_fused_optim");
+        .compile("gymnos_engine_shim");
 }

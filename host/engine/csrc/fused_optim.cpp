@@ -2,19 +2,17 @@
 // `at::_fused_adamw_`), which tch does not bind, behind a C ABI for host/engine/src/fused.rs.
 //
 // Tensors arrive as arrays of `at::Tensor*` (a tch `Tensor` is a pointer to a heap
-// `at::Tensor`). No C++ exception may unwind into Rust: every entry point catches everything,
-// copies the message into `err` and returns non-zero.
+// `at::Tensor`); errors go back as shim.h says.
+
+#include "shim.h"
 
 #include <ATen/core/Tensor.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/_fused_adam.h>
 #include <ATen/ops/_fused_adamw.h>
 #include <ATen/ops/_fused_sgd.h>
-#include <c10/util/Exception.h>
 
 #include <cstddef>
-#include <cstring>
-#include <exception>
 #include <vector>
 
 namespace {
@@ -56,33 +54,15 @@ void check_params(const std::vector<at::Tensor>& params) {
   }
 }
 
-void write_error(const char* msg, char* err, size_t err_len) {
-  if (err == nullptr || err_len == 0) {
-    return;
-  }
-  size_t n = std::strlen(msg);
-  if (n >= err_len) {
-    n = err_len - 1;
-  }
-  std::memcpy(err, msg, n);
-  err[n] = '\0';
-}
-
+// The parameters are leaves that require grad: in-place updates must not be recorded.
 template <typename F>
-int guarded(F&& f, char* err, size_t err_len) {
-  try {
-    // The parameters are leaves that require grad: in-place updates must not be recorded.
-    at::NoGradGuard no_grad;
-    f();
-    return 0;
-  } catch (const c10::Error& e) {
-    write_error(e.what_without_backtrace(), err, err_len);
-  } catch (const std::exception& e) {
-    write_error(e.what(), err, err_len);
-  } catch (...) {
-    write_error("unknown C++ exception", err, err_len);
-  }
-  return 1;
+int guarded_without_grad(F&& f, char* err, size_t err_len) {
+  return gymnos_shim::guarded(
+      [&] {
+        at::NoGradGuard no_grad;
+        f();
+      },
+      err, err_len);
 }
 
 }  // namespace
@@ -94,7 +74,7 @@ extern "C" {
 int gymnos_fused_sgd(const at::Tensor* const* params, const at::Tensor* const* grads,
                      const at::Tensor* const* bufs, size_t n, double weight_decay, double momentum, double lr,
                      int nesterov, int is_first_step, char* err, size_t err_len) {
-  return guarded(
+  return guarded_without_grad(
       [&] {
         auto p = gather(params, n);
         auto g = gather(grads, n);
@@ -119,7 +99,7 @@ int gymnos_fused_adam(const at::Tensor* const* params, const at::Tensor* const* 
                       const at::Tensor* const* exp_avgs, const at::Tensor* const* exp_avg_sqs,
                       const at::Tensor* const* state_steps, size_t n, double lr, double beta1, double beta2,
                       double weight_decay, double eps, int decoupled, char* err, size_t err_len) {
-  return guarded(
+  return guarded_without_grad(
       [&] {
         auto p = gather(params, n);
         auto g = gather(grads, n);
@@ -143,6 +123,19 @@ int gymnos_fused_adam(const at::Tensor* const* params, const at::Tensor* const* 
         } else {
           at::_fused_adam_(p, g, m, v, max_exp_avg_sqs, s, lr, beta1, beta2, weight_decay, eps,
                            /*amsgrad=*/false, /*maximize=*/false);
+        }
+      },
+      err, err_len);
+}
+
+// Drops each parameter's gradient, as PyTorch's `zero_grad(set_to_none=True)`: the next
+// backward pass stores its gradient instead of adding it to zeros, one pass less over each.
+int gymnos_drop_grads(const at::Tensor* const* params, size_t n, char* err, size_t err_len) {
+  return gymnos_shim::guarded(
+      [&] {
+        for (size_t i = 0; i < n; ++i) {
+          TORCH_CHECK(params[i] != nullptr && params[i]->defined(), "parameter ", i, " is undefined");
+          params[i]->mutable_grad().reset();
         }
       },
       err, err_len);

@@ -1,22 +1,19 @@
 //! Safe wrappers over libtorch's fused multi-tensor optimizer kernels (`at::_fused_sgd_`,
 //! `at::_fused_adam_`, `at::_fused_adamw_`): one call updates every parameter of a
 //! device/dtype group, where the per-parameter code issues ~10 tch ops per tensor. tch does not
-//! bind them, so csrc/fused_optim.cpp (built by build.rs) exposes them through a C ABI.
+//! bind them, nor dropping a gradient, so csrc/fused_optim.cpp (built by build.rs) exposes them
+//! through a C ABI.
 
-use std::{
-    ffi::{c_char, c_double, c_int, CStr},
-    os::raw::c_void,
-};
+use std::ffi::{c_char, c_double, c_int};
 
 use tch::Tensor;
+
+use crate::shim::{self, ptrs, AtTensor};
 
 /// A C++ exception raised by libtorch (or by the shim's own checks), as text.
 #[derive(Debug, thiserror::Error)]
 #[error("fused optimizer kernel failed: {0}")]
 pub struct FusedError(pub String);
-
-/// `at::Tensor*`, as tch's `C_tensor` pointers are (torch-sys: `typedef torch::Tensor *tensor`).
-type AtTensor = *const c_void;
 
 extern "C" {
     fn gymnos_fused_sgd(
@@ -49,12 +46,8 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
-}
 
-const ERR_LEN: usize = 2048;
-
-fn ptrs(tensors: &[&Tensor]) -> Vec<AtTensor> {
-    tensors.iter().map(|t| t.as_ptr().cast()).collect()
+    fn gymnos_drop_grads(params: *const AtTensor, n: usize, err: *mut c_char, err_len: usize) -> c_int;
 }
 
 fn same_len(n: usize, lists: &[(&str, usize)]) -> Result<(), FusedError> {
@@ -66,12 +59,13 @@ fn same_len(n: usize, lists: &[(&str, usize)]) -> Result<(), FusedError> {
     Ok(())
 }
 
-fn result(code: c_int, err: &[u8; ERR_LEN]) -> Result<(), FusedError> {
-    if code == 0 {
-        return Ok(());
-    }
-    let msg = CStr::from_bytes_until_nul(err).map_or_else(|_| "(no message)".into(), |c| c.to_string_lossy());
-    Err(FusedError(msg.into_owned()))
+/// Drops the gradients of `params` (PyTorch's `zero_grad(set_to_none=True)`), which tch cannot:
+/// the next backward pass stores each gradient rather than adding it to a zeroed one.
+pub fn drop_grads(params: &[&Tensor]) -> Result<(), FusedError> {
+    let params = ptrs(params);
+    // SAFETY: every pointer is a live `at::Tensor` borrowed for the call; `err` is the buffer
+    // `shim::call` provides.
+    shim::call(|err, len| unsafe { gymnos_drop_grads(params.as_ptr(), params.len(), err, len) }).map_err(FusedError)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -109,14 +103,13 @@ pub fn sgd(
     same_len(n, &[("gradients", grads.len())])?;
     same_len(n_bufs, &[("momentum buffers", bufs.len())])?;
     let (p, g, b) = (ptrs(params), ptrs(grads), ptrs(bufs));
-    let mut err = [0u8; ERR_LEN];
     // SAFETY: every array holds `n` pointers (checked above; `bufs` is not read when momentum
     // is 0) to live `at::Tensor`s owned by the borrowed tch tensors, which outlive the call. The
     // shim only copies those handles, checks shapes, dtypes, devices and contiguity before the
     // kernel touches any data, and catches every C++ exception. The tensors' storage is libtorch
     // heap memory that Rust does not own, updated in place as tch's own in-place ops do. `err`
-    // is a writable buffer of `ERR_LEN` bytes that the shim NUL-terminates.
-    let code = unsafe {
+    // is the writable buffer of `len` bytes `shim::call` provides.
+    shim::call(|err, len| unsafe {
         gymnos_fused_sgd(
             p.as_ptr(),
             g.as_ptr(),
@@ -127,11 +120,11 @@ pub fn sgd(
             lr,
             c_int::from(nesterov),
             c_int::from(is_first_step),
-            err.as_mut_ptr().cast(),
-            ERR_LEN,
+            err,
+            len,
         )
-    };
-    result(code, &err)
+    })
+    .map_err(FusedError)
 }
 
 /// Adam or AdamW with PyTorch's bias correction for the step number in each `state_steps`
@@ -157,11 +150,10 @@ pub fn adam(
         ],
     )?;
     let (p, g, m, v, s) = (ptrs(params), ptrs(grads), ptrs(exp_avgs), ptrs(exp_avg_sqs), ptrs(state_steps));
-    let mut err = [0u8; ERR_LEN];
     // SAFETY: as in `sgd`: five arrays of `n` pointers (checked above) to live `at::Tensor`s
     // that outlive the call, validated by the shim before any data is read, exceptions caught
-    // there, and `err` writable for `ERR_LEN` bytes.
-    let code = unsafe {
+    // there, and `err` writable for `len` bytes.
+    shim::call(|err, len| unsafe {
         gymnos_fused_adam(
             p.as_ptr(),
             g.as_ptr(),
@@ -175,9 +167,9 @@ pub fn adam(
             weight_decay,
             eps,
             c_int::from(decoupled),
-            err.as_mut_ptr().cast(),
-            ERR_LEN,
+            err,
+            len,
         )
-    };
-    result(code, &err)
+    })
+    .map_err(FusedError)
 }

@@ -1,6 +1,7 @@
 //! `gymnos-engine`: carries out `gymnos-host run`, `resume`, `predict` and `validate --deep`
 //! (`gymnos-host` starts it with the same arguments). This is the only binary that links libtorch.
 
+mod autocast;
 mod callbacks;
 mod checkpoint;
 mod commands;
@@ -15,6 +16,7 @@ mod optim;
 mod predict;
 mod progress;
 mod session;
+mod shim;
 mod train;
 
 use std::{path::PathBuf, process::ExitCode};

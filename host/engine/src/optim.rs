@@ -49,9 +49,15 @@ impl Optimizer {
         Self { settings, params, steps: 0, step_tensors: Vec::new(), reference_only: false }
     }
 
+    /// Clears the gradients before a step's backward pass: drops them, so that backward stores
+    /// fresh ones (a parameter it does not reach then has none and is not updated, as in
+    /// PyTorch); zeroes them if the shim cannot.
     pub fn zero_grad(&mut self) {
-        for p in &mut self.params {
-            p.value.zero_grad();
+        let params: Vec<&Tensor> = self.params.iter().map(|p| &p.value).collect();
+        if fused::drop_grads(&params).is_err() {
+            for p in &mut self.params {
+                p.value.zero_grad();
+            }
         }
     }
 
@@ -376,6 +382,32 @@ mod tests {
             assert!((w.double_value(&[0]) - 3.0).abs() < 0.1, "{settings:?}: {}", w.double_value(&[0]));
             assert_eq!(opt.state().len(), if matches!(settings, Settings::Sgd(_)) { 1 } else { 2 });
         }
+    }
+
+    /// Gradients are dropped, not zeroed: each backward pass stores its own, laid out like
+    /// its parameter, and a parameter it does not reach is left alone by the step.
+    #[test]
+    fn zero_grad_drops_the_gradients() {
+        let settings = Settings::Sgd(SgdSettings { lr: 0.1, momentum: 0.0, nesterov: false, weight_decay: 0.0 });
+        let used = gymnos_plugin_sdk::layout::to_channels_last(&Tensor::ones([2, 3, 2, 2], (Kind::Float, Device::Cpu)))
+            .set_requires_grad(true);
+        let unused = Tensor::ones([4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let mut opt = Optimizer::new(
+            settings,
+            vec![("used".into(), used.shallow_clone()), ("unused".into(), unused.shallow_clone())],
+        );
+        for _ in 0..2 {
+            (&used * 2.0).sum(Kind::Float).backward();
+            unused.sum(Kind::Float).backward();
+            opt.zero_grad();
+            assert!(!used.grad().defined() && !unused.grad().defined());
+            (&used * 3.0).sum(Kind::Float).backward();
+            let grad = used.grad();
+            assert!(grad.equal(&Tensor::full([2, 3, 2, 2], 3.0, (Kind::Float, Device::Cpu))), "not accumulated");
+            assert_eq!(grad.stride(), used.stride());
+            opt.step(0.1);
+        }
+        assert!(unused.equal(&Tensor::ones([4], (Kind::Float, Device::Cpu))), "a parameter without a gradient moved");
     }
 
     fn all_settings() -> Vec<Settings> {

@@ -196,6 +196,11 @@ impl Session<'_> {
         let count: i64 = parameters.iter().map(|(_, t)| t.numel() as i64).sum();
         tracing::info!("{}: {} parameter tensors, {count} parameters", self.resolved.model().label(), parameters.len());
 
+        if settings.precision == Precision::Fp16 && !device.is_cuda() {
+            tracing::warn!(
+                "training.precision fp16 needs CUDA; on {device:?} the run trains in fp32 (bf16 runs on the CPU)"
+            );
+        }
         let learner = Learner {
             model,
             optimizer: Optimizer::new(settings.optimizer.clone(), parameters),

@@ -18,6 +18,7 @@ use gymnos_plugin_api::{rng::derive_seed, DatasetInfo, Task};
 use tch::{Device, Kind, Tensor};
 
 use crate::{
+    autocast::{autocast, LowPrecision},
     callbacks::{scheduled_lr, CallbackState},
     checkpoint::{self, Checkpoint, CheckpointState},
     components::{Augmentors, IndexedDataset, Model, Preprocessors, Trackers},
@@ -96,9 +97,19 @@ impl Learner {
     }
 
     fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
+        match self.autocast_dtype() {
+            Some(dtype) => autocast(self.device, dtype, || self.model.forward(x, true))?,
+            None => self.model.forward(x, true),
+        }
+    }
+
+    /// The dtype the training forward pass autocasts to: fp16 on CUDA only (elsewhere it
+    /// trains in fp32, as it always has), bf16 on any device.
+    pub fn autocast_dtype(&self) -> Option<LowPrecision> {
         match self.precision {
-            Precision::Fp16 => tch::autocast(true, || self.model.forward(x, true)),
-            Precision::Fp32 => self.model.forward(x, true),
+            Precision::Fp32 => None,
+            Precision::Fp16 => self.device.is_cuda().then_some(LowPrecision::Float16),
+            Precision::Bf16 => Some(LowPrecision::BFloat16),
         }
     }
 }

@@ -277,6 +277,10 @@ pub enum Precision {
     /// Mixed precision: CUDA autocast (float16 kernels, float32 weights) with dynamic loss
     /// scaling. CUDA only.
     Fp16,
+    /// Mixed precision: autocast to bfloat16 (matrix products and convolutions in bfloat16,
+    /// float32 weights), no loss scaling (bfloat16 keeps float32's range). CUDA and the CPU,
+    /// where CPUs with bfloat16 instructions (AVX-512 BF16, AMX) run it much faster.
+    Bf16,
 }
 
 impl Precision {
@@ -285,6 +289,7 @@ impl Precision {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Fp16 => "fp16",
+            Precision::Bf16 => "bf16",
         }
     }
 }

@@ -143,10 +143,10 @@ pub fn check(exp: &Experiment, experiment_dir: &Path, problems: &mut Vec<Problem
     }
     match parse_device(&t.device) {
         Err(e) => check(false, "training.device", e),
-        Ok(Some(gymnos_plugin_api::DeviceSpec::Cpu)) if t.precision != Precision::Fp32 => check(
+        Ok(Some(gymnos_plugin_api::DeviceSpec::Cpu)) if t.precision == Precision::Fp16 => check(
             false,
             "training.precision",
-            format!("{} mixed precision needs a CUDA device; training.device is cpu", t.precision.name()),
+            "fp16 mixed precision needs a CUDA device; training.device is cpu (bf16 runs on the CPU)".into(),
         ),
         Ok(_) => {}
     }

@@ -314,7 +314,7 @@ mod tests {
             "training.lr_schedule.name: `exponential` is not one of constant, step, cosine",
             "training.optimizer.lr: expected a number, found a string",
             "training.optimizer.momentun: unknown field (fields: lr, momentum, name, nesterov, weight_decay)",
-            "training.precision: `fp64` is not one of fp32, fp16",
+            "training.precision: `fp64` is not one of fp32, fp16, bf16",
         ]);
         assert_eq!(problems(json!([1, 2])), ["$: expected an object, found an array"]);
         assert_eq!(
