@@ -1,6 +1,7 @@
 //! `gymnos-engine`: carries out `gymnos-host run`, `resume`, `predict` and `validate --deep`
 //! (`gymnos-host` starts it with the same arguments). This is the only binary that links libtorch.
 
+mod allocator;
 mod autocast;
 mod callbacks;
 mod checkpoint;
@@ -45,6 +46,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     let cli = Cli::parse();
     let no_progress = match &cli.command {
         Command::Run(a) => a.no_progress,
