@@ -1,5 +1,6 @@
 """What the benchmark scripts share: the repository root, failing in one line, running a child
-process with its output kept in a log, describing the machine, and writing the results."""
+process with its output kept in a log, sampling GPU utilisation meanwhile, describing the
+machine, and writing the results."""
 
 import json
 import os
@@ -29,6 +30,40 @@ def run_child(cmd, log_path, env):
             tail = log.read()[-3000:]
         fail(f"`{' '.join(cmd)}` exited with {proc.returncode} (log kept: {log_path}); its output ends with:\n{tail}")
     return proc.stdout, wall
+
+
+class GpuUtilisation:
+    """Samples the utilisation of GPU 0 (percent of time a kernel ran) with `nvidia-smi` every
+    100 ms while the `with` block runs. `summary()`: the mean over every sample (start-up
+    included) and over the samples where the GPU was in use, or None when disabled or without
+    nvidia-smi."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled and shutil.which("nvidia-smi") is not None
+        self.samples = []
+
+    def __enter__(self):
+        if self.enabled:
+            cmd = ["nvidia-smi", "-i", "0", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "100"]
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.proc.terminate()
+            out, _ = self.proc.communicate()
+            self.samples = [int(line) for line in out.split() if line.strip().isdigit()]
+        return False
+
+    def summary(self):
+        if not self.samples:
+            return None
+        busy = [s for s in self.samples if s > 0]
+        return {
+            "mean_percent": sum(self.samples) / len(self.samples),
+            "busy_mean_percent": sum(busy) / len(busy) if busy else 0.0,
+            "samples": len(self.samples),
+        }
 
 
 def machine(**extra):

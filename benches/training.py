@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from bench_common import ROOT, end_work, fail, machine as describe_machine, run_child, write_report
+from bench_common import ROOT, GpuUtilisation, end_work, fail, machine as describe_machine, run_child, write_report
 HOST = os.path.join(ROOT, "target", "release", "gymnos-host")
 ENGINE = os.path.join(ROOT, "target", "release", "gymnos-engine")
 RAW = os.path.join(ROOT, "target", "release", "gymnos-bench-raw-tch")
@@ -239,13 +239,17 @@ def baseline_flags(args):
 
 
 def run_one(contender, work, model, repeat, args, env):
-    if contender == "product":
-        return run_product(work, model, repeat, args, env)
-    if contender == "raw-tch":
-        cmd = [RAW, *common_flags(model, args), "--optimizer", args.raw_optimizer]
-    else:
-        cmd = [sys.executable, BASELINE, *common_flags(model, args), *baseline_flags(args)]
-    return run_json_contender(contender, cmd, work, model, repeat, env)
+    with GpuUtilisation(enabled=args.device == "cuda") as gpu:
+        if contender == "product":
+            result = run_product(work, model, repeat, args, env)
+        else:
+            if contender == "raw-tch":
+                cmd = [RAW, *common_flags(model, args), "--optimizer", args.raw_optimizer]
+            else:
+                cmd = [sys.executable, BASELINE, *common_flags(model, args), *baseline_flags(args)]
+            result = run_json_contender(contender, cmd, work, model, repeat, env)
+    result["gpu_utilisation"] = gpu.summary()
+    return result
 
 
 def summarize(runs, args):
@@ -263,6 +267,8 @@ def summarize(runs, args):
         "test_accuracy": statistics.median(accuracies),
         "test_accuracy_per_run": accuracies,
         "threads": sorted({r["threads"] for r in runs if r["threads"] is not None}),
+        # Of the GPU while it was in use, median over the repeats; None on the CPU.
+        "gpu_busy_percent": statistics.median(busy) if (busy := [r["gpu_utilisation"]["busy_mean_percent"] for r in runs if r["gpu_utilisation"]]) else None,
         "runs": runs,
     }
 
@@ -295,7 +301,9 @@ def main():
                 mean = statistics.fmean(result["epoch_seconds"][args.warmup_epochs :])
                 print(
                     f"  repeat {repeat + 1}/{args.repeats} {model:<4} {contender:<8} {mean:9.3f} s/epoch  "
-                    f"test acc {result['test_accuracy']:.4f}  ({result['wall_seconds']:.1f} s wall)",
+                    f"test acc {result['test_accuracy']:.4f}  ({result['wall_seconds']:.1f} s wall"
+                    + (f", GPU busy {result['gpu_utilisation']['busy_mean_percent']:.0f} %" if result["gpu_utilisation"] else "")
+                    + ")",
                     flush=True,
                 )
 
@@ -321,14 +329,19 @@ def main():
             note = " (expected with --limit-batches: a few batches train little)" if args.limit_batches is not None else ""
             warnings.append(f"{model}: test accuracies differ by more than {ACCURACY_TOLERANCE * 100:.0f} points: {shown}{note}")
 
+    gpu = any(r["gpu_busy_percent"] is not None for r in results)
     header = f"{'model':<5} {'contender':<9} {'epoch s (median)':>16} {'spread (min-max)':>19} {'samples/s':>10} {'test acc':>8}"
+    header += f" {'GPU busy %':>10}" if gpu else ""
     print()
     print(header)
     print("-" * len(header))
     for r in results:
         spread = f"{r['epoch_seconds_min']:.3f}-{r['epoch_seconds_max']:.3f}"
         sps = f"{r['samples_per_second']:.0f}" if r["samples_per_second"] else "-"
-        print(f"{r['model']:<5} {r['contender']:<9} {r['epoch_seconds_median']:16.3f} {spread:>19} {sps:>10} {r['test_accuracy']:8.4f}")
+        line = f"{r['model']:<5} {r['contender']:<9} {r['epoch_seconds_median']:16.3f} {spread:>19} {sps:>10} {r['test_accuracy']:8.4f}"
+        if gpu:
+            line += f" {r['gpu_busy_percent']:10.0f}" if r["gpu_busy_percent"] is not None else f" {'-':>10}"
+        print(line)
     print()
     header = f"{'model':<5} {'product/raw-tch':>15} {'product/pytorch':>15} {'raw-tch/pytorch':>15}"
     print(header)
