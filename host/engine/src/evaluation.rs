@@ -11,6 +11,8 @@ use gymnos_host::{
 use gymnos_plugin_api::Task;
 use tch::{Device, Kind, Reduction, Tensor};
 
+use gymnos_plugin_sdk::fitting::Moments;
+
 use crate::{
     components::Model,
     data::{batch_ranges, BatchSource},
@@ -125,53 +127,109 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// The model's report on a split, in eval mode without autograd.
+    /// The model's report on a split, in eval mode without autograd. What it keeps between
+    /// batches does not grow with the split (see [`Tally`]).
     pub fn evaluate(&self, model: &mut Model, split: Box<dyn BatchSource>) -> Result<EvaluationReport> {
         let loader = Loader::new(split, self.device, false, self.loader, 0);
-        let (mut outputs, mut targets) = (Vec::new(), Vec::new());
+        let mut tally = Tally::new(self.task, self.class_names.len() as i64, self.device);
         std::thread::scope(|scope| -> Result<()> {
             for batch in loader.in_order(scope) {
                 let batch = batch?;
                 if batch.is_empty() {
                     continue; // every sample was skipped by the data set, as configured
                 }
-                // Kept on the device: one copy to the CPU at the end, not one per batch.
-                outputs.push(tch::no_grad(|| model.forward(&batch.x, false))?.to_kind(Kind::Float));
-                targets.push(batch.y);
+                let output = tch::no_grad(|| model.forward(&batch.x, false))?.to_kind(Kind::Float);
+                tally.add(self.loss, &output, &batch.y);
             }
             Ok(())
         })?;
-        let (outputs, targets) = match outputs.is_empty() {
-            true => (Tensor::zeros([0, 0], (Kind::Float, Device::Cpu)), Tensor::zeros([0], (Kind::Int64, Device::Cpu))),
-            false => (Tensor::cat(&outputs, 0).to_device(Device::Cpu), Tensor::cat(&targets, 0).to_device(Device::Cpu)),
-        };
-        let loss = match outputs.size()[0] {
-            0 => f64::NAN,
-            _ => self.loss.compute(&outputs, &targets).double_value(&[]),
-        };
-        Ok(match self.task {
-            Task::Classification => {
-                let labels = if targets.is_floating_point() { targets.argmax(1, false) } else { targets };
-                EvaluationReport::Classification(classification_report(&outputs, &labels, &self.class_names, loss))
-            }
-            Task::Regression => EvaluationReport::Regression(regression_report(&outputs, &targets, loss)),
-        })
+        Ok(tally.report(&self.class_names))
     }
 }
 
-pub fn classification_report(
-    logits: &Tensor,
-    targets: &Tensor,
-    class_names: &[String],
-    loss: f64,
-) -> ClassificationReport {
-    let k = class_names.len() as i64;
-    let predicted = logits.argmax(1, false);
-    let counts = (targets * k + &predicted).bincount(None::<Tensor>, k * k).view([k, k]);
-    let confusion: Vec<Vec<i64>> = (0..k).map(|i| Vec::<i64>::try_from(&counts.get(i)).unwrap_or_default()).collect();
+/// What an evaluation keeps between batches: sums of a fixed size, on the device and read once
+/// at the end (no sync per batch).
+pub struct Tally {
+    samples: i64,
+    /// Σ batch loss × batch size, float64.
+    loss_sum: Tensor,
+    sums: Sums,
+}
+
+enum Sums {
+    /// `confusion[true * k + predicted]`, int64.
+    Classification { classes: i64, confusion: Tensor },
+    /// Σ squared and Σ absolute errors over every output (float64), and the targets' moments
+    /// per output, for R².
+    Regression { squared_error: Tensor, absolute_error: Tensor, targets: Option<Moments> },
+}
+
+impl Tally {
+    pub fn new(task: Task, classes: i64, device: Device) -> Self {
+        let zero = || Tensor::zeros([], (Kind::Double, device));
+        let sums = match task {
+            Task::Classification => {
+                Sums::Classification { classes, confusion: Tensor::zeros([classes * classes], (Kind::Int64, device)) }
+            }
+            Task::Regression => Sums::Regression { squared_error: zero(), absolute_error: zero(), targets: None },
+        };
+        Self { samples: 0, loss_sum: zero(), sums }
+    }
+
+    /// One batch's outputs (float32 `[n, k]`) against its targets.
+    pub fn add(&mut self, loss: LossFn, output: &Tensor, target: &Tensor) {
+        let n = target.size()[0];
+        self.samples += n;
+        self.loss_sum += loss.compute(output, target).to_kind(Kind::Double) * n as f64;
+        match &mut self.sums {
+            Sums::Classification { classes, confusion } => {
+                let labels = if target.is_floating_point() { target.argmax(1, false) } else { target.shallow_clone() };
+                let cells = labels * *classes + output.argmax(1, false);
+                *confusion += cells.bincount(None::<Tensor>, *classes * *classes);
+            }
+            Sums::Regression { squared_error, absolute_error, targets } => {
+                let error = output.to_kind(Kind::Double) - target.to_kind(Kind::Double);
+                *squared_error += error.square().sum(Kind::Double);
+                *absolute_error += error.abs().sum(Kind::Double);
+                *targets = Some(Moments::merged(targets.take(), Moments::of_rows(target)));
+            }
+        }
+    }
+
+    pub fn report(self, class_names: &[String]) -> EvaluationReport {
+        let loss = match self.samples {
+            0 => f64::NAN,
+            n => self.loss_sum.double_value(&[]) / n as f64,
+        };
+        match self.sums {
+            Sums::Classification { classes, confusion } => {
+                let confusion = confusion.to_device(Device::Cpu).view([classes, classes]);
+                let rows = (0..classes).map(|i| Vec::<i64>::try_from(&confusion.get(i)).unwrap_or_default()).collect();
+                EvaluationReport::Classification(classification_report(rows, class_names, loss))
+            }
+            Sums::Regression { squared_error, absolute_error, targets } => {
+                let values = targets.as_ref().map_or(0, |t| t.count * t.mean.numel() as i64).max(1) as f64;
+                let mse = squared_error.double_value(&[]) / values;
+                let mae = absolute_error.double_value(&[]) / values;
+                // The targets' variance around each output's mean, averaged over the outputs.
+                let variance = targets.map_or(0.0, |t| t.m2.sum(Kind::Double).double_value(&[]) / values);
+                EvaluationReport::Regression(RegressionReport {
+                    loss,
+                    mse,
+                    mae,
+                    r2: if variance > 0.0 { 1.0 - mse / variance } else { 0.0 },
+                })
+            }
+        }
+    }
+}
+
+/// Accuracy, per-class precision, recall and F1, and macro F1 from `confusion[true][predicted]`.
+fn classification_report(confusion: Vec<Vec<i64>>, class_names: &[String], loss: f64) -> ClassificationReport {
+    let k = class_names.len();
     let total: i64 = confusion.iter().flatten().sum();
-    let correct: i64 = (0..k as usize).map(|i| confusion[i][i]).sum();
-    let per_class: Vec<ClassMetrics> = (0..k as usize)
+    let correct: i64 = (0..k).map(|i| confusion[i][i]).sum();
+    let per_class: Vec<ClassMetrics> = (0..k)
         .map(|c| {
             let tp = confusion[c][c] as f64;
             let predicted_c: i64 = confusion.iter().map(|row| row[c]).sum();
@@ -191,40 +249,70 @@ pub fn classification_report(
     }
 }
 
-pub fn regression_report(predictions: &Tensor, targets: &Tensor, loss: f64) -> RegressionReport {
-    let p = predictions.to_kind(Kind::Double);
-    let t = targets.to_kind(Kind::Double);
-    let mse = (&p - &t).square().mean(Kind::Double).double_value(&[]);
-    let mae = (&p - &t).abs().mean(Kind::Double).double_value(&[]);
-    let variance = (&t - t.mean_dim(0, true, Kind::Double)).square().mean(Kind::Double).double_value(&[]);
-    RegressionReport { loss, mse, mae, r2: if variance > 0.0 { 1.0 - mse / variance } else { 0.0 } }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn tally(task: Task, classes: i64, batches: &[(Tensor, Tensor)], names: &[String]) -> EvaluationReport {
+        let loss = if task == Task::Classification { LossFn::CrossEntropy } else { LossFn::Mse };
+        let mut tally = Tally::new(task, classes, Device::Cpu);
+        for (output, target) in batches {
+            tally.add(loss, output, target);
+        }
+        tally.report(names)
+    }
+
     #[test]
-    fn classification_report_counts_by_hand() {
+    fn classification_counts_by_hand_over_batches() {
         // true: 0 0 1 1 2; predicted: 0 1 1 1 0
         let logits = Tensor::from_slice(&[9.0f32, 0., 0., 0., 9., 0., 0., 9., 0., 0., 9., 0., 9., 0., 0.]).view([5, 3]);
         let targets = Tensor::from_slice(&[0i64, 0, 1, 1, 2]);
         let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        let r = classification_report(&logits, &targets, &names, 0.0);
+        let batches =
+            [(logits.narrow(0, 0, 2), targets.narrow(0, 0, 2)), (logits.narrow(0, 2, 3), targets.narrow(0, 2, 3))];
+        let EvaluationReport::Classification(r) = tally(Task::Classification, 3, &batches, &names) else { panic!() };
         assert_eq!(r.confusion_matrix, vec![vec![1, 1, 0], vec![0, 2, 0], vec![1, 0, 0]]);
         assert!((r.accuracy - 0.6).abs() < 1e-12);
         assert!((r.per_class[1].precision - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!((r.per_class[1].recall, r.per_class[2].f1, r.per_class[0].support), (1.0, 0.0, 2));
+        let whole = logits.cross_entropy_for_logits(&targets).double_value(&[]);
+        assert!((r.loss - whole).abs() < 1e-6, "{} vs {whole}", r.loss);
     }
 
     #[test]
-    fn regression_report_by_hand() {
-        let r = regression_report(
-            &Tensor::from_slice(&[1.0f32, 2.0, 4.0]).view([3, 1]),
-            &Tensor::from_slice(&[1.0f32, 3.0, 5.0]).view([3, 1]),
-            0.0,
-        );
+    fn regression_by_hand_over_batches() {
+        let predictions = Tensor::from_slice(&[1.0f32, 2.0, 4.0]).view([3, 1]);
+        let targets = Tensor::from_slice(&[1.0f32, 3.0, 5.0]).view([3, 1]);
+        let batches = [
+            (predictions.narrow(0, 0, 1), targets.narrow(0, 0, 1)),
+            (predictions.narrow(0, 1, 2), targets.narrow(0, 1, 2)),
+        ];
+        let EvaluationReport::Regression(r) = tally(Task::Regression, 0, &batches, &[]) else { panic!() };
         assert!((r.mse - 2.0 / 3.0).abs() < 1e-9 && (r.mae - 2.0 / 3.0).abs() < 1e-9);
+        assert!((r.loss - 2.0 / 3.0).abs() < 1e-7);
         assert!((r.r2 - (1.0 - (2.0 / 3.0) / (8.0 / 3.0))).abs() < 1e-9);
+        // Two outputs: R² against each output's own mean.
+        let p = Tensor::from_slice(&[0.0f32, 10.0, 2.0, 12.0, 4.0, 14.0]).view([3, 2]);
+        let t = Tensor::from_slice(&[1.0f32, 10.0, 2.0, 13.0, 3.0, 16.0]).view([3, 2]);
+        let EvaluationReport::Regression(r) = tally(
+            Task::Regression,
+            0,
+            &[(p.narrow(0, 0, 2), t.narrow(0, 0, 2)), (p.narrow(0, 2, 1), t.narrow(0, 2, 1))],
+            &[],
+        ) else {
+            panic!()
+        };
+        let mse = (1.0 + 0.0 + 0.0 + 1.0 + 1.0 + 4.0) / 6.0;
+        let variance = ((1.0 + 0.0 + 1.0) + (9.0 + 0.0 + 9.0)) / 6.0;
+        assert!((r.mse - mse).abs() < 1e-9 && (r.r2 - (1.0 - mse / variance)).abs() < 1e-9, "{r:?}");
+    }
+
+    #[test]
+    fn nothing_evaluated_gives_a_nan_loss() {
+        let EvaluationReport::Classification(r) = tally(Task::Classification, 2, &[], &["a".into(), "b".into()]) else {
+            panic!()
+        };
+        assert!(r.loss.is_nan());
+        assert_eq!((r.accuracy, r.confusion_matrix), (0.0, vec![vec![0, 0], vec![0, 0]]));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// State that `transform` reads on several loader threads at once. A `tch::Tensor` is `Send`
 /// but not `Sync`: each reader takes its own handle to the same storage (a shallow clone) under
@@ -38,6 +38,14 @@ pub struct Moments {
 }
 
 impl Moments {
+    /// The moments of `values` (`[n, ...]`) over its first dimension, in float64: `mean` and
+    /// `m2` have the shape of one row (SDK 1.3).
+    pub fn of_rows(values: &Tensor) -> Moments {
+        let mean = values.mean_dim(0, false, Kind::Double);
+        let m2 = (values.to_kind(Kind::Double) - &mean).square().sum_dim_intlist(0, false, Kind::Double);
+        Moments { count: values.size()[0], mean, m2 }
+    }
+
     /// These moments and those of another set of values, as one.
     pub fn merge(self, other: Moments) -> Moments {
         let total = self.count + other.count;
@@ -66,23 +74,17 @@ impl Moments {
 
 #[cfg(test)]
 mod tests {
-    use tch::{Device, Kind};
+    use tch::Device;
 
     use super::*;
-
-    fn of(values: &Tensor) -> Moments {
-        let mean = values.mean_dim(0, false, Kind::Double);
-        let m2 = (values - &mean).square().sum_dim_intlist(0, false, Kind::Double);
-        Moments { count: values.size()[0], mean, m2 }
-    }
 
     #[test]
     fn merged_batches_give_the_moments_of_the_whole() {
         let x = (Tensor::randn([101, 3], (Kind::Double, Device::Cpu)) * 7.0 + 1e4).to_kind(Kind::Double);
-        let whole = of(&x);
+        let whole = Moments::of_rows(&x);
         let batched = [0, 13, 50, 51, 101]
             .windows(2)
-            .map(|w| of(&x.narrow(0, w[0], w[1] - w[0])))
+            .map(|w| Moments::of_rows(&x.narrow(0, w[0], w[1] - w[0])))
             .fold(None, |acc, batch| Some(Moments::merged(acc, batch)))
             .unwrap();
         assert_eq!(batched.count, 101);
