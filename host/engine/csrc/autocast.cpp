@@ -48,4 +48,16 @@ int gymnos_autocast_exit(int cuda, int was_enabled, int was_dtype, char* err, si
       err, err_len);
 }
 
+// The current autocast state of the CPU (`cuda` 0) or CUDA: whether it is on, and its dtype. A
+// thread-local flag, readable without a GPU (the tests check the CUDA path with it).
+int gymnos_autocast_state(int cuda, int* enabled, int* dtype, char* err, size_t err_len) {
+  return gymnos_shim::guarded(
+      [&] {
+        const at::DeviceType type = device_type(cuda);
+        *enabled = at::autocast::is_autocast_enabled(type) ? 1 : 0;
+        *dtype = static_cast<int>(at::autocast::get_autocast_dtype(type));
+      },
+      err, err_len);
+}
+
 }  // extern "C"

@@ -24,6 +24,14 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
+    #[cfg(test)]
+    fn gymnos_autocast_state(
+        cuda: c_int,
+        enabled: *mut c_int,
+        dtype: *mut c_int,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
 }
 
 /// The dtype autocast runs eligible operations (matrix products, convolutions) in.
@@ -117,6 +125,30 @@ mod tests {
         y.to_kind(Kind::Float).sum(Kind::Float).backward();
         assert_eq!(w.grad().kind(), Kind::Float);
         assert!(w.grad().equal(&Tensor::full([8, 3], 2.0, (Kind::Float, Device::Cpu))));
+    }
+
+    /// Whether autocast is on for the CPU or CUDA, and its dtype (libtorch's `ScalarType` code).
+    fn state(cuda: bool) -> (bool, c_int) {
+        let (mut enabled, mut dtype) = (0, 0);
+        // SAFETY: two writable integers; `err` is the buffer `shim::call` provides.
+        shim::call(|err, len| unsafe { gymnos_autocast_state(c_int::from(cuda), &mut enabled, &mut dtype, err, len) })
+            .unwrap();
+        (enabled != 0, dtype)
+    }
+
+    /// The CUDA path cannot run here without a GPU, but the state it sets can be read: CUDA's
+    /// autocast on in the dtype asked for, the CPU's untouched, and both restored after.
+    #[test]
+    fn a_cuda_region_sets_cudas_state_only() {
+        const HALF: c_int = 5;
+        const BFLOAT16: c_int = 15;
+        let (cpu_before, cuda_before) = (state(false), state(true));
+        assert!(!cuda_before.0);
+        for (dtype, code) in [(LowPrecision::BFloat16, BFLOAT16), (LowPrecision::Float16, HALF)] {
+            let inside = autocast(Device::Cuda(0), dtype, || (state(true), state(false))).unwrap();
+            assert_eq!(inside, ((true, code), cpu_before));
+            assert_eq!((state(false), state(true)), (cpu_before, cuda_before));
+        }
     }
 
     #[test]
