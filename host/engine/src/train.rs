@@ -105,7 +105,7 @@ impl Learner {
 
     /// The dtype the training forward pass autocasts to: fp16 on CUDA only (elsewhere it
     /// trains in fp32, as it always has), bf16 on any device.
-    pub fn autocast_dtype(&self) -> Option<LowPrecision> {
+    fn autocast_dtype(&self) -> Option<LowPrecision> {
         match self.precision {
             Precision::Fp32 => None,
             Precision::Fp16 => self.device.is_cuda().then_some(LowPrecision::Float16),

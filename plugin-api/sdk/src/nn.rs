@@ -3,9 +3,10 @@
 //! libtorch draws a dropout mask on the CPU one Mersenne Twister number per element, on one
 //! thread: for the MLP of the benchmarks (128 × 256 activations) that is 18 % of a training
 //! step (BENCHMARKS.md). [`dropout`] draws one seed from libtorch's generator per call, so a
-//! run stays a function of its seed, and expands it with a keyed 32-bit hash of each element's index, written straight into
-//! the mask's memory in vectorised loops: about ten times faster. Elsewhere (a GPU, where libtorch's
-//! fused kernel is the fast one, and other dtypes) it is libtorch's dropout.
+//! run stays a function of its seed, and expands it with a keyed 32-bit hash of each element's
+//! index, written straight into the mask's memory in a vectorised loop: about ten times faster.
+//! Elsewhere (a GPU, where libtorch's fused kernel is the fast one, and other dtypes) it is
+//! libtorch's dropout.
 
 use gymnos_plugin_api::rng::SplitMix64;
 use tch::{Device, Kind, Tensor};
