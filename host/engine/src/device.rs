@@ -31,6 +31,16 @@ fn proc_field(file: &str, key: &str) -> Option<String> {
     Some(line.split_once(':')?.1.trim().to_string())
 }
 
+/// Whether the CPU has bfloat16 instructions (AVX-512 BF16 or AMX), which libtorch's bf16
+/// autocast needs to be fast; without them it emulates bfloat16. None when unknown.
+pub fn cpu_has_bf16() -> Option<bool> {
+    proc_field("/proc/cpuinfo", "flags").map(|flags| has_bf16_flag(&flags))
+}
+
+fn has_bf16_flag(flags: &str) -> bool {
+    flags.split_whitespace().any(|f| f == "avx512_bf16" || f == "amx_bf16")
+}
+
 /// GPU names from nvidia-smi, when it is there (libtorch's C API does not expose them).
 fn gpu_names() -> Vec<String> {
     std::process::Command::new("nvidia-smi")
@@ -72,6 +82,13 @@ mod tests {
         let built: Vec<&str> = env!("GYMNOS_LIBTORCH_VERSION").split('.').take(2).collect();
         let accepted: Vec<&str> = gymnos_host::compat::LIBTORCH_VERSION.split('.').take(2).collect();
         assert_eq!(built, accepted, "compat::LIBTORCH_VERSION must name the libtorch the set-up installs");
+    }
+
+    #[test]
+    fn bfloat16_instructions_are_read_from_the_cpu_flags() {
+        assert!(super::has_bf16_flag("fpu sse2 avx512f avx512_bf16 avx512_vnni"));
+        assert!(super::has_bf16_flag("fpu amx_bf16 amx_tile"));
+        assert!(!super::has_bf16_flag("fpu sse2 avx2 avx512f avx512_vnni"));
     }
 
     #[test]

@@ -201,6 +201,11 @@ impl Session<'_> {
                 "training.precision fp16 needs CUDA; on {device:?} the run trains in fp32 (bf16 runs on the CPU)"
             );
         }
+        if settings.precision == Precision::Bf16 && !device.is_cuda() && device::cpu_has_bf16() == Some(false) {
+            tracing::warn!(
+                "training.precision bf16: this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16); libtorch emulates them and the run may be slower than in fp32"
+            );
+        }
         let learner = Learner {
             model,
             optimizer: Optimizer::new(settings.optimizer.clone(), parameters),
