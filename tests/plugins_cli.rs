@@ -41,7 +41,7 @@ fn installed_builtins_list_every_kind_as_loadable_with_versions() {
             expect("data_augmentor", "random-rotation", "1.0.0"),
             expect("dataset", "csv", "1.1.0"),
             expect("dataset", "idx", "1.0.0"),
-            expect("dataset", "image-folder", "1.0.0"),
+            expect("dataset", "image-folder", "1.1.0"),
             expect("dataset", "synthetic", "1.0.0"),
             expect("model", "cnn", "1.2.0"),
             expect("model", "linear", "1.0.0"),

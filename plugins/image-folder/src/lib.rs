@@ -15,6 +15,8 @@
 //! Without `height` and `width`, every image must have the size of the first image of the
 //! first class (checked up front for the first image of each class, and for every image when it
 //! is read); with them, each image is resized to that size (bilinear, the triangle filter).
+//! Since 1.1 an image is first turned upright as its EXIF orientation says (photos from cameras
+//! and phones), and its size is the upright one.
 //!
 //! An image that cannot be read (missing permissions, not a PNG or JPEG, truncated or corrupt,
 //! of the wrong size) stops the run with an error naming the file, or, with `on_error` =
@@ -39,7 +41,7 @@ use gymnos_plugin_sdk::{
     tch::{Kind, Tensor},
     Config, Configurable, Context, DataPart, DatasetInfo, Description, IndexedDataset, PluginError, Result,
 };
-use image::{imageops::FilterType, DynamicImage, ImageFormat, ImageReader};
+use image::{imageops::FilterType, metadata::Orientation, DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use walkdir::WalkDir;
 
 /// Extensions a configuration may list: the formats this plugin decodes.
@@ -209,10 +211,26 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     sos.is_some_and(|at| bytes[at..].windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
-/// The size of an image, from its header.
+/// The decoder of an image and the turn its EXIF orientation asks for (cameras store a photo
+/// as the sensor saw it and record how to turn it upright). Unreadable EXIF data is ignored:
+/// the pixels are what matters.
+fn decoder<'b>(path: &Path, bytes: &'b [u8], format: ImageFormat) -> Result<(impl ImageDecoder + 'b, Orientation)> {
+    let mut decoder =
+        ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(|e| corrupt(path, format, e))?;
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    Ok((decoder, orientation))
+}
+
+/// The size of an image upright, from its header.
 fn dimensions(path: &Path) -> Result<(u32, u32)> {
     let (bytes, format) = open(path)?;
-    ImageReader::with_format(Cursor::new(&bytes), format).into_dimensions().map_err(|e| corrupt(path, format, e))
+    let (decoder, orientation) = decoder(path, &bytes, format)?;
+    let (w, h) = decoder.dimensions();
+    let quarter_turn = matches!(
+        orientation,
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    );
+    Ok(if quarter_turn { (h, w) } else { (w, h) })
 }
 
 impl ImageFolder {
@@ -242,8 +260,9 @@ impl ImageFolder {
         if format == ImageFormat::Jpeg && !jpeg_is_complete(&bytes) {
             return Err(corrupt(path, format, "the data ends before the end-of-image marker"));
         }
-        let image =
-            ImageReader::with_format(Cursor::new(&bytes), format).decode().map_err(|e| corrupt(path, format, e))?;
+        let (decoder, orientation) = decoder(path, &bytes, format)?;
+        let mut image = DynamicImage::from_decoder(decoder).map_err(|e| corrupt(path, format, e))?;
+        image.apply_orientation(orientation);
         let (w, h) = (image.width(), image.height());
         let (th, tw) = self.size;
         if !self.resize && (w, h) != (tw, th) {

@@ -399,3 +399,42 @@ fn read_inputs_takes_a_file_a_folder_or_a_list() {
         format!("I/O error: {}: No such file or directory (os error 2)", missing.display())
     );
 }
+
+/// A JPEG whose EXIF orientation tag says `orientation` (little-endian TIFF, one IFD entry).
+fn jpeg_with_orientation(path: &Path, image: &RgbImage, orientation: u16) {
+    use image::{codecs::jpeg::JpegEncoder, ImageEncoder};
+    let mut exif = b"II*\0".to_vec();
+    exif.extend(8u32.to_le_bytes()); // the first IFD follows the header
+    exif.extend(1u16.to_le_bytes()); // one entry: Orientation (0x0112), SHORT, count 1
+    exif.extend([0x12, 0x01, 3, 0, 1, 0, 0, 0]);
+    exif.extend(orientation.to_le_bytes());
+    exif.extend([0, 0, 0, 0, 0, 0]); // value padding, then no next IFD
+    let mut bytes = Vec::new();
+    let mut encoder = JpegEncoder::new_with_quality(&mut bytes, 100);
+    encoder.set_exif_metadata(exif).unwrap();
+    encoder.write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::Rgb8).unwrap();
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn jpegs_are_turned_upright_as_their_exif_orientation_says() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16 wide, 8 high as stored: its left half black, its right half white. Orientation 6 says
+    // "turn 90° clockwise": upright it is 8 wide and 16 high, black on top.
+    let stored = RgbImage::from_fn(16, 8, |x, _| if x < 8 { Rgb([0, 0, 0]) } else { Rgb([255, 255, 255]) });
+    jpeg_with_orientation(&dir.path().join("a/turned.jpg"), &stored, 6);
+    jpeg_with_orientation(
+        &dir.path().join("b/as-stored.jpg"),
+        &RgbImage::from_fn(8, 16, |_, y| Rgb([if y < 8 { 0 } else { 255 }; 3])),
+        1,
+    );
+    let d = dataset(json!({ "root": dir.path(), "color": "grayscale" })).unwrap();
+    let (x, _) = read(&d, DataPart::Samples, &[0, 1]);
+    assert_eq!(x.size(), [2, 1, 16, 8], "sized upright, and the same size as an upright image");
+    for sample in 0..2 {
+        let image = x.get(sample).get(0);
+        let (top, bottom) = (image.narrow(0, 0, 6).mean(Kind::Float), image.narrow(0, 10, 6).mean(Kind::Float));
+        assert!(top.double_value(&[]) < 0.05 && bottom.double_value(&[]) > 0.95, "sample {sample}: {image}");
+    }
+}
