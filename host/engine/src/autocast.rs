@@ -48,9 +48,9 @@ pub struct AutocastError(String);
 /// Runs `f` with autocast on for `device`'s type in `dtype`, and restores the previous state
 /// afterwards, also when `f` panics.
 pub fn autocast<T>(device: Device, dtype: LowPrecision, f: impl FnOnce() -> T) -> Result<T, AutocastError> {
-    let region = Region::enter(device.is_cuda(), dtype)?;
+    let mut region = Region::enter(device.is_cuda(), dtype)?;
     let out = f();
-    region.exit()?;
+    region.close()?;
     Ok(out)
 }
 
@@ -81,10 +81,6 @@ impl Region {
         // SAFETY: plain integers in; `err` is the buffer `shim::call` provides.
         shim::call(|err, len| unsafe { gymnos_autocast_exit(self.cuda, self.was_enabled, self.was_dtype, err, len) })
             .map_err(AutocastError)
-    }
-
-    fn exit(mut self) -> Result<(), AutocastError> {
-        self.close()
     }
 }
 

@@ -58,6 +58,16 @@ impl LossFn {
     }
 }
 
+/// The class index of each target: hard labels as they are, soft ones (probability rows from a
+/// mixing augmentor) by their most probable class.
+fn class_indices(target: &Tensor) -> Tensor {
+    if target.is_floating_point() {
+        target.argmax(1, false)
+    } else {
+        target.shallow_clone()
+    }
+}
+
 /// Sums over an epoch kept on the device, read once at the end (no sync per batch).
 pub struct Running {
     loss_sum: Tensor,
@@ -79,8 +89,7 @@ impl Running {
         tch::no_grad(|| {
             self.loss_sum += loss.to_kind(Kind::Double) * n as f64;
             if classification {
-                let labels = if target.is_floating_point() { target.argmax(1, false) } else { target.shallow_clone() };
-                self.correct += output.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64);
+                self.correct += output.argmax(1, false).eq_tensor(&class_indices(target)).sum(Kind::Int64);
             }
         });
         self.samples += n;
@@ -183,15 +192,15 @@ impl Tally {
         self.loss_sum += loss.compute(output, target).to_kind(Kind::Double) * n as f64;
         match &mut self.sums {
             Sums::Classification { classes, confusion } => {
-                let labels = if target.is_floating_point() { target.argmax(1, false) } else { target.shallow_clone() };
-                let cells = labels * *classes + output.argmax(1, false);
+                let cells = class_indices(target) * *classes + output.argmax(1, false);
                 *confusion += cells.bincount(None::<Tensor>, *classes * *classes);
             }
             Sums::Regression { squared_error, absolute_error, targets } => {
-                let error = output.to_kind(Kind::Double) - target.to_kind(Kind::Double);
+                let target = target.to_kind(Kind::Double);
+                let error = output.to_kind(Kind::Double) - &target;
                 *squared_error += error.square().sum(Kind::Double);
                 *absolute_error += error.abs().sum(Kind::Double);
-                *targets = Some(Moments::merged(targets.take(), Moments::of_rows(target)));
+                *targets = Some(Moments::merged(targets.take(), Moments::of_rows(&target)));
             }
         }
     }
