@@ -4,7 +4,7 @@
 use std::{fs, path::PathBuf};
 
 use gymnos_host::{
-    registry::Registry, resolve::resolve, HostCompat, LoadError, ManagerError, PluginManager, PluginRef,
+    plugin_ref::find_installed, registry::Registry, HostCompat, LoadError, ManagerError, PluginManager, PluginRef,
 };
 use gymnos_plugin_api::{
     abi_stable::std_types::{RStr, RVec},
@@ -119,7 +119,7 @@ fn non_plugin_truncated_and_modified_libraries_are_clear_errors_and_leave_the_re
         status,
         "modified since install: `gymnos-host plugins verify` checks it; install the library again to restore it"
     );
-    let err = resolve(&fresh.registry, &fresh.compat, None, &"mlp".parse().unwrap()).unwrap_err().to_string();
+    let err = find_installed(&fresh.registry, &fresh.compat, None, &"mlp".parse().unwrap()).unwrap_err().to_string();
     assert_eq!(err, "plugin `mlp@1.1.0` matches `*` but is not loadable: modified since install: `gymnos-host plugins verify` checks it; install the library again to restore it");
     assert_eq!(sandbox.registry_bytes().unwrap(), before);
 }
@@ -173,7 +173,7 @@ fn two_installed_versions_resolve_as_semver_says() {
     manager.install(&[library("gymnos-fixture-versioned-v1"), library("gymnos-fixture-versioned-v2")], false).unwrap();
     let pick = |req: &str| {
         let reference: PluginRef = req.parse().unwrap();
-        resolve(&manager.registry, &manager.compat, Some(gymnos_plugin_api::ComponentKind::Tracker), &reference)
+        find_installed(&manager.registry, &manager.compat, Some(gymnos_plugin_api::ComponentKind::Tracker), &reference)
             .map(|(_, c)| c.version.to_string())
     };
     assert_eq!(pick("versioned@^1").unwrap(), "1.2.0");
@@ -191,7 +191,7 @@ fn two_installed_versions_resolve_as_semver_says() {
 
     // Each version's library is loadable on its own, and reports its own version.
     for (req, version) in [("versioned@^1", "1.2.0"), ("versioned@2", "2.0.0")] {
-        let (record, _) = resolve(&manager.registry, &manager.compat, None, &req.parse().unwrap()).unwrap();
+        let (record, _) = find_installed(&manager.registry, &manager.compat, None, &req.parse().unwrap()).unwrap();
         let lib = manager.load_installed(record).unwrap();
         assert_eq!(lib.components[0].version.as_str(), version);
     }

@@ -1,4 +1,4 @@
-//! The `tensorboard` and `csv-log` trackers, end to end: a real run, its event files read with
+//! The `tensorboard` and `csv` trackers, end to end: a real run, its event files read with
 //! TensorBoard's own loader (`support/read_tfevents.py`, in the set-up's `.venv`), its CSV
 //! tables, each compared value by value with the run's `metrics.json`.
 
@@ -95,9 +95,9 @@ fn read_csv(path: &Path) -> Vec<Vec<String>> {
 }
 
 #[test]
-fn tensorboard_and_csv_log_record_a_run_exactly() {
+fn tensorboard_and_csv_record_a_run_exactly() {
     let sandbox = sandbox();
-    let trackers = json!([{ "plugin": "tensorboard" }, { "plugin": "csv-log" }, { "plugin": "jsonl" }]);
+    let trackers = json!([{ "plugin": "tensorboard" }, { "plugin": "csv" }, { "plugin": "jsonl" }]);
     let dir = run(&sandbox, "wine", &wine("wine", json!({ "trackers": trackers, "log_every_n_steps": 5 })));
     let metrics = read_json(&dir.join("metrics.json"));
     assert_eq!(metrics["status"], "completed");
@@ -195,7 +195,7 @@ fn tensorboard_and_csv_log_record_a_run_exactly() {
     assert_eq!(hp["metrics"], json!(want_metrics));
     assert_eq!(hp["status"], "STATUS_SUCCESS");
 
-    // csv-log: epochs.csv, one row per epoch, every cell the history's value exactly.
+    // csv: epochs.csv, one row per epoch, every cell the history's value exactly.
     let table = read_csv(&dir.join("epochs.csv"));
     let mut columns: Vec<&str> = history.keys().map(String::as_str).collect();
     columns.sort();
@@ -231,7 +231,7 @@ fn without_parameters_no_hyperparameters_are_written_and_folders_are_configurabl
     let sandbox = sandbox();
     let trackers = json!([
         { "plugin": "tensorboard", "config": { "dir": "logs/tb" } },
-        { "plugin": "csv-log", "config": { "file": "tables/e.csv", "test_file": "tables/t.csv" } }
+        { "plugin": "csv", "config": { "file": "tables/e.csv", "test_file": "tables/t.csv" } }
     ]);
     let mut exp = wine("quiet", json!({ "trackers": trackers, "log_params": false }));
     exp["training"]["epochs"] = json!(2);
@@ -251,7 +251,8 @@ fn without_parameters_no_hyperparameters_are_written_and_folders_are_configurabl
 }
 
 /// Ctrl-C after the first checkpoint, then `resume`: the resumed session adds an event file to
-/// the same folder, the session's status is the resumed session's, and the tables continue.
+/// the same folder, the session's status is the resumed session's, and the tables continue. The
+/// csv tracker is named by its old name, `csv-log`, which still finds it.
 #[test]
 fn an_interrupted_run_resumes_into_the_same_files() {
     let sandbox = sandbox();
@@ -324,7 +325,7 @@ fn an_interrupted_run_resumes_into_the_same_files() {
 #[test]
 fn a_folder_leaving_the_run_folder_is_refused_before_anything_runs() {
     let sandbox = sandbox();
-    for (plugin, key) in [("tensorboard", "dir"), ("csv-log", "file"), ("csv-log", "test_file")] {
+    for (plugin, key) in [("tensorboard", "dir"), ("csv", "file"), ("csv", "test_file")] {
         let exp = wine("escape", json!({ "trackers": [{ "plugin": plugin, "config": { key: "../../x" } }] }));
         let path = sandbox.experiment("escape", &exp);
         let err = sandbox.host(&["validate", path.to_str().unwrap()]).one_line_error().to_string();
@@ -337,4 +338,24 @@ fn a_folder_leaving_the_run_folder_is_refused_before_anything_runs() {
         );
     }
     assert!(sandbox.runs("escape").is_empty());
+}
+
+#[test]
+fn the_csv_tracker_s_old_name_still_finds_it_with_a_warning_and_the_record_has_the_new_one() {
+    let sandbox = sandbox();
+    let exp = wine("renamed", json!({ "trackers": [{ "plugin": "csv-log@^1" }] }));
+    let path = sandbox.experiment("renamed", &exp);
+    let validated = sandbox.host(&["validate", path.to_str().unwrap()]);
+    validated.ok();
+    assert!(
+        validated.stderr.contains("`csv-log` is deprecated: the plugin is now called `csv`"),
+        "{}",
+        validated.stderr
+    );
+    let mut short = exp.clone();
+    short["training"]["epochs"] = json!(1);
+    let dir = run(&sandbox, "renamed", &short);
+    let config = read_json(&dir.join("training_config.json"));
+    assert_eq!(config["tracking"]["trackers"][0]["plugin"], "csv@=1.1.0");
+    assert_eq!(read_csv(&dir.join("epochs.csv")).len(), 2);
 }

@@ -31,6 +31,43 @@ pub struct RunArgs {
     /// Records the run as trial N of a sweep (set by `gymnos-host sweep`).
     #[arg(long, hide = true, value_name = "SWEEP:N", value_parser = parse_sweep_trial)]
     pub sweep_trial: Option<SweepTrial>,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
+}
+
+/// How a run is spread over processes (data-parallel training).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ParallelArgs {
+    /// Train data-parallel in N processes on this machine: one GPU each (NCCL), or on the CPU
+    /// the cores split between them (Gloo). `training.batch_size` is the global batch.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub nproc_per_node: Option<u32>,
+    /// Take part in a data-parallel run whose processes a launcher started: torchrun's variables
+    /// (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), or Slurm's
+    /// under srun (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NODEID, SLURM_JOB_NODELIST).
+    #[arg(long, conflicts_with = "nproc_per_node")]
+    pub distributed: bool,
+    /// Seconds a process waits for the others (to start, and in every collective) before the
+    /// run fails naming the process that stopped or hangs.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub dist_timeout: u64,
+    /// The communication backend: nccl (CUDA tensors) or gloo (CPU, or CUDA through the host).
+    /// Default: nccl when training on CUDA, else gloo.
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub dist_backend: Option<DistBackend>,
+}
+
+impl ParallelArgs {
+    /// Whether this process is one of several.
+    pub fn enabled(&self) -> bool {
+        self.distributed || self.nproc_per_node.is_some_and(|n| n > 1)
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DistBackend {
+    Gloo,
+    Nccl,
 }
 
 fn parse_sweep_trial(text: &str) -> Result<SweepTrial, String> {
@@ -70,6 +107,8 @@ pub struct ResumeArgs {
     /// Stops again at the end of this epoch (a sweep's early stopping).
     #[arg(long, hide = true, value_name = "EPOCH")]
     pub stop_after_epoch: Option<u32>,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -559,13 +559,17 @@ mod tests {
         let (_dir, path) = registry_with_a_shared_name();
         let registry = Registry::load(&path).unwrap();
         let reference = "csv".parse().unwrap();
-        let err = crate::resolve::resolve(&registry, &HostCompat::default(), None, &reference).unwrap_err();
+        let err = crate::plugin_ref::find_installed(&registry, &HostCompat::default(), None, &reference).unwrap_err();
         assert_eq!(
             err.to_string(),
             "`csv` names installed plugins of several kinds (dataset, tracker); say which with --kind"
         );
-        let by_kind =
-            crate::resolve::resolve(&registry, &HostCompat::default(), Some(ComponentKind::Tracker), &reference);
+        let by_kind = crate::plugin_ref::find_installed(
+            &registry,
+            &HostCompat::default(),
+            Some(ComponentKind::Tracker),
+            &reference,
+        );
         assert!(by_kind.unwrap_err().to_string().contains("not loadable"), "resolved among trackers only");
     }
 }

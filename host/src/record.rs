@@ -45,6 +45,9 @@ pub enum RunStatus {
     /// Stopped at the end of an epoch, as asked (a sweep's early stopping); `resume` continues
     /// it.
     Paused,
+    /// Checkpointed where it stood and stopped at a cluster's notice (SIGUSR1 before a
+    /// preemption or the time limit); `resume` continues at the next step.
+    Preempted,
 }
 
 impl RunStatus {
@@ -55,6 +58,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
             RunStatus::Paused => "paused",
+            RunStatus::Preempted => "preempted",
         }
     }
 }
@@ -71,6 +75,24 @@ impl std::fmt::Display for RunStatus {
 pub enum TaskName {
     Classification,
     Regression,
+}
+
+impl From<gymnos_plugin_api::Task> for TaskName {
+    fn from(task: gymnos_plugin_api::Task) -> Self {
+        match task {
+            gymnos_plugin_api::Task::Classification => TaskName::Classification,
+            gymnos_plugin_api::Task::Regression => TaskName::Regression,
+        }
+    }
+}
+
+impl From<TaskName> for gymnos_plugin_api::Task {
+    fn from(task: TaskName) -> Self {
+        match task {
+            TaskName::Classification => gymnos_plugin_api::Task::Classification,
+            TaskName::Regression => gymnos_plugin_api::Task::Regression,
+        }
+    }
 }
 
 /// How the run reached its samples.
@@ -188,6 +210,22 @@ pub struct Hardware {
     pub os: String,
 }
 
+/// How a data-parallel run is spread over processes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DistributedRun {
+    /// Processes (ranks) of the latest session.
+    pub world_size: u32,
+    pub nodes: u32,
+    /// `gloo` or `nccl`.
+    pub backend: String,
+    /// The host of each rank.
+    pub hosts: Vec<String>,
+    pub launcher: crate::distributed::Launcher,
+    /// The world size of every session of the run, in order (a resumed run may change it).
+    #[serde(default)]
+    pub world_sizes: Vec<u32>,
+}
+
 /// The sweep a run is a trial of.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SweepTrial {
@@ -230,6 +268,9 @@ pub struct RunSummary {
     pub tracker_errors: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepTrial>,
+    /// How the run was spread over processes (absent when it ran in one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<DistributedRun>,
 }
 
 impl RunSummary {
@@ -310,6 +351,21 @@ pub fn now() -> String {
 pub fn record_death(run_dir: &Path, reason: &str) -> Result<bool, RecordError> {
     let mut summary = RunSummary::load(run_dir)?;
     if summary.status != RunStatus::Running {
+        return Ok(false);
+    }
+    summary.status = RunStatus::Failed;
+    summary.error = Some(reason.to_string());
+    summary.finished_at = Some(now());
+    summary.save(run_dir)?;
+    Ok(true)
+}
+
+/// Records why a run failed when its own process could not say it best (a data-parallel rank
+/// that died of a signal): a run still running or already failed is marked failed with
+/// `reason`. Its last checkpoint is untouched.
+pub fn record_failure(run_dir: &Path, reason: &str) -> Result<bool, RecordError> {
+    let mut summary = RunSummary::load(run_dir)?;
+    if !matches!(summary.status, RunStatus::Running | RunStatus::Failed) {
         return Ok(false);
     }
     summary.status = RunStatus::Failed;

@@ -33,9 +33,18 @@ pub enum ScaffoldError {
     StreamingKind(ComponentKind),
 }
 
-/// The SDK version a generated crate asks for: this host's plugin API minor (`"1.2"`), which
-/// any later 1.y SDK satisfies.
+/// The SDK version a generated crate asks for: the SDK's major.minor of this source tree (the
+/// templates use what it adds, `LoadedData` since 1.4), which any later 1.y SDK satisfies. A test
+/// keeps it equal to `plugin-api/sdk/Cargo.toml`.
+const SDK_REQUIREMENT: &str = "1.4";
+
 fn sdk_requirement() -> String {
+    SDK_REQUIREMENT.to_string()
+}
+
+/// The build helper a generated crate asks for: this host's plugin API minor (`"1.2"`), the
+/// helper's version.
+fn build_requirement() -> String {
     format!("{}.{}", gymnos_plugin_api::API_VERSION.major, gymnos_plugin_api::API_VERSION.minor)
 }
 
@@ -138,6 +147,7 @@ pub fn new_plugin(
             .replace("{{Type}}", &type_name(name))
             .replace("{{kind}}", kind.as_str())
             .replace("{{sdk_req}}", &sdk_requirement())
+            .replace("{{build_req}}", &build_requirement())
             .replace("{{libtorch}}", &toml_string(&absolute(&toolchain.libtorch)))
             .replace("{{root}}", &root.to_string_lossy())
             .replace("{{guide}}", &root.join("docs/writing-plugins.md").to_string_lossy());
@@ -216,9 +226,10 @@ mod tests {
         let err = new_plugin(ComponentKind::Model, true, "my_model", &tree.path().join("m"), &toolchain).unwrap_err();
         assert_eq!(err.to_string(), "--streaming applies to dataset plugins only, not to a model");
         let manifest = std::fs::read_to_string(dir.join("model/Cargo.toml")).unwrap();
-        let sdk = format!("{}.{}", gymnos_plugin_api::API_VERSION.major, gymnos_plugin_api::API_VERSION.minor);
+        let api = format!("{}.{}", gymnos_plugin_api::API_VERSION.major, gymnos_plugin_api::API_VERSION.minor);
+        let sdk = SDK_REQUIREMENT;
         assert!(manifest.contains(&format!("\n[dependencies]\ngymnos-plugin-sdk = \"{sdk}\"\n")), "{manifest}");
-        assert!(manifest.contains(&format!("\n[build-dependencies]\ngymnos-plugin-build = \"{sdk}\"\n")), "{manifest}");
+        assert!(manifest.contains(&format!("\n[build-dependencies]\ngymnos-plugin-build = \"{api}\"\n")), "{manifest}");
         assert_eq!(manifest.matches("[patch.crates-io]").count(), 1, "{manifest}");
         let quoted = |folder: &str| toml_string(&root.join(folder));
         assert!(quoted("plugin-api/sdk").ends_with("/gymnos \\\"src\\\"/plugin-api/sdk\""));
@@ -238,5 +249,17 @@ mod tests {
         assert!(config.contains(&format!("LIBTORCH = {}\n", quoted(".venv/libtorch"))), "{config}");
         let dataset = std::fs::read_to_string(dir.join("dataset/src/lib.rs")).unwrap();
         assert!(dataset.contains("fn load(&mut self)") && dataset.contains("fn read_inputs("), "{dataset}");
+    }
+}
+
+#[cfg(test)]
+mod sdk_version_tests {
+    #[test]
+    fn the_sdk_requirement_is_the_sdk_s_major_minor() {
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api/sdk/Cargo.toml");
+        let text = std::fs::read_to_string(manifest).unwrap();
+        let version = text.lines().find_map(|l| l.strip_prefix("version = ")).unwrap().trim_matches('"');
+        let major_minor: Vec<&str> = version.split('.').take(2).collect();
+        assert_eq!(super::SDK_REQUIREMENT, major_minor.join("."));
     }
 }

@@ -141,4 +141,17 @@ int gymnos_drop_grads(const at::Tensor* const* params, size_t n, char* err, size
       err, err_len);
 }
 
+// Gives `param` the gradient `grad` (a data-parallel rank whose batch did not reach a parameter
+// that other ranks' did: it takes their reduced gradient).
+int gymnos_set_grad(const at::Tensor* param, const at::Tensor* grad, char* err, size_t err_len) {
+  return gymnos_shim::guarded(
+      [&] {
+        TORCH_CHECK(param != nullptr && param->defined() && grad != nullptr && grad->defined(), "undefined tensor");
+        TORCH_CHECK(param->sizes() == grad->sizes(), "gradient of shape ", grad->sizes(), " for a parameter of ",
+                    param->sizes());
+        param->mutable_grad() = *grad;
+      },
+      err, err_len);
+}
+
 }  // extern "C"

@@ -28,7 +28,7 @@ const CHECKPOINT_FORMAT_1: &str = "gymnos-checkpoint-1";
 const MODEL_FORMAT: &str = "gymnos-model-1";
 
 /// A safetensors file's string metadata.
-type Metadata = HashMap<String, String>;
+pub type Metadata = HashMap<String, String>;
 
 fn dtype(kind: Kind) -> Result<Dtype> {
     Ok(match kind {
@@ -72,6 +72,26 @@ pub struct CheckpointState {
     pub loss_scaler: Option<LossScaler>,
     /// The run's per-epoch metrics so far (`metrics.json`'s `history`).
     pub history: BTreeMap<String, Vec<f64>>,
+    /// Where training stood within epoch `epoch + 1` (0-based `epoch`), when the checkpoint was
+    /// taken in the middle of it (a preemption); none at an epoch's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<EpochPosition>,
+}
+
+/// How far an epoch had come: its steps done and its running sums, so that the rest of it
+/// gives the epoch's metrics as if it had not stopped. The random generators' states go with
+/// the checkpoint's tensors (`rng.<rank>`, `rng.cuda.<rank>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochPosition {
+    /// Global training batches done.
+    pub steps: usize,
+    pub loss_sum: f64,
+    pub correct: i64,
+    pub samples: i64,
+    pub train_seconds: f64,
+    pub data_wait_seconds: f64,
+    /// The processes the run had when the checkpoint was taken (their generators' states).
+    pub world_size: u32,
 }
 
 /// A checkpoint: the model (`model.*`), fitted preprocessors (`preprocessors.<i>.*`) and
@@ -133,6 +153,12 @@ pub fn load_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
 
 /// Writes `tensors` and `metadata` to `path` through a temporary file in the same folder.
 fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<()> {
+    let bytes = serialize(tensors, Some(metadata)).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    write_atomically(path, &bytes)
+}
+
+/// `tensors` as the bytes of a safetensors file (copied to the CPU, contiguous).
+pub fn serialize(tensors: &[(String, Tensor)], metadata: Option<Metadata>) -> Result<Vec<u8>> {
     let mut owned = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.to_device(Device::Cpu).contiguous();
@@ -146,17 +172,21 @@ fn save(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, Str
         .iter()
         .map(|(name, dt, shape, bytes)| Ok((name.clone(), TensorView::new(*dt, shape.clone(), bytes)?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    write_atomically(path, &bytes)
+    Ok(safetensors::serialize(views, metadata)?)
 }
 
 /// Reads every tensor (on the CPU) and the metadata.
 fn load(path: &Path) -> Result<(Vec<(String, Tensor)>, Metadata)> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let bad = |e: safetensors::SafeTensorError| anyhow!("{}: not a valid safetensors file: {e}", path.display());
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
+    deserialize(&bytes).with_context(|| path.display().to_string())
+}
+
+/// The tensors (on the CPU, sorted by name) and metadata of a safetensors file's bytes.
+pub fn deserialize(bytes: &[u8]) -> Result<(Vec<(String, Tensor)>, Metadata)> {
+    let bad = |e: safetensors::SafeTensorError| anyhow!("not a valid safetensors file: {e}");
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(bad)?;
     let metadata = meta.metadata().clone().unwrap_or_default();
-    let file = SafeTensors::deserialize(&bytes).map_err(bad)?;
+    let file = SafeTensors::deserialize(bytes).map_err(bad)?;
     let mut tensors = Vec::new();
     for (name, view) in file.tensors() {
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
@@ -191,6 +221,7 @@ mod tests {
             callbacks: CallbackState::new(&Callbacks::default()),
             loss_scaler: Some(LossScaler::new()),
             history: BTreeMap::from([("train_loss".to_string(), vec![0.9, 0.5, 0.25])]),
+            position: None,
         }
     }
 
@@ -209,7 +240,7 @@ mod tests {
         assert!(back.tensors[0].1.equal(&a) && back.tensors[1].1.equal(&b));
         assert_eq!(serde_json::to_value(&back.state).unwrap(), serde_json::to_value(state()).unwrap());
         std::fs::write(&path, b"garbage").unwrap();
-        assert!(Checkpoint::load(&path).err().unwrap().to_string().contains("not a valid safetensors file"));
+        assert!(format!("{:#}", Checkpoint::load(&path).err().unwrap()).contains("not a valid safetensors file"));
     }
 
     #[test]

@@ -1,11 +1,23 @@
-//! The engine's commands: `run`, `resume` and `validate --deep` (`predict` is in predict.rs).
+//! The engine's commands over the library: `run`, `resume` and `validate --deep` (`predict` is
+//! the library's `predict`). Each resolves the experiment, prepares a session (everything that
+//! can refuse the run happens before its folder exists), attaches the run's observers and turns
+//! the [`Outcome`] into the command's last line and exit code.
 
 use std::{
     path::{Path, PathBuf},
-    sync::{atomic::AtomicBool, Arc},
+    process::ExitCode,
 };
 
 use anyhow::{Context, Result};
+use gymnos_engine::{
+    checkpoint::Checkpoint,
+    logging::LogFile,
+    observers::{
+        Checkpointer, ExecutionLog, PauseAfter, PreemptOnSignal, ProgressDisplay, RecordWriter, ReportWriter,
+        StopOnSignal, TrackerHost,
+    },
+    Event, Observer, Observers, Outcome, Session,
+};
 use gymnos_host::{
     cli_args::{ResumeArgs, RunArgs, ValidateArgs, RUN_DIR_FILE_ENV},
     experiment::{self, Experiment, ResolvedExperiment},
@@ -13,58 +25,62 @@ use gymnos_host::{
     record::{self, RunStatus, RunSummary},
     PluginManager,
 };
-
-use crate::{
-    logging::LogFile,
-    session::{Session, Start},
-};
+use gymnos_plugin_api::ComponentKind;
 
 /// Loads and validates an experiment: everything that can be refused is refused here, before
 /// a run folder exists.
-fn resolve(manager: &PluginManager, file: &Path, exp: &Experiment) -> Result<ResolvedExperiment> {
+pub fn resolve(manager: &PluginManager, file: &Path, exp: &Experiment) -> Result<ResolvedExperiment> {
     Ok(experiment::validate(file, exp, &manager.registry, &manager.compat)?)
 }
 
-pub fn run(registry: &Path, args: RunArgs, log: &LogFile, bars: Option<indicatif::MultiProgress>) -> Result<()> {
+/// The progress bars' owner, when bars are drawn.
+pub type Bars = Option<indicatif::MultiProgress>;
+
+/// The experiment of `run`, with its overrides, resolved against the registry.
+pub fn load_and_resolve(manager: &PluginManager, args: &RunArgs) -> Result<ResolvedExperiment> {
     let mut exp = experiment::load(&args.file, &args.overrides)?;
     if let Some(root) = &args.output_root {
         exp.experiment.output_root = Some(std::path::absolute(root)?.to_string_lossy().into_owned());
     }
-    let manager = PluginManager::open(registry)?;
-    let resolved = resolve(&manager, &args.file, &exp)?;
-    // A CUDA device this machine lacks is refused before anything loads.
-    crate::device::select(&resolved.experiment.training.device).with_context(|| args.file.display().to_string())?;
-    let root = experiment::output_root(&resolved.experiment.experiment, &experiment::experiment_dir(&args.file));
-    let config = resolved.experiment.clone();
-    // Called by the session once everything up to the first epoch has worked.
-    let create_run_dir = || -> Result<PathBuf> {
-        let run_dir = record::create_run_dir(&root, &config.experiment.name)?;
-        announce_run_dir(&run_dir)?;
-        log.attach(&run_dir.join(record::LOG))
-            .with_context(|| format!("{}: cannot write the log", run_dir.display()))?;
-        tracing::info!("run folder: {}", run_dir.display());
-        record::write_json(&run_dir.join(record::TRAINING_CONFIG), &config)?;
-        Ok(run_dir)
-    };
-    session(
-        &manager,
-        resolved,
-        bars,
-        args.stop_after_epoch,
-        Start::Fresh { experiment_file: &args.file, create_run_dir: &create_run_dir, sweep: args.sweep_trial.clone() },
-    )
+    resolve(manager, &args.file, &exp)
 }
 
-/// Tells the supervising `gymnos-host` where the run is, so it can record the engine's death.
-fn announce_run_dir(run_dir: &Path) -> Result<()> {
-    if let Some(file) = std::env::var_os(RUN_DIR_FILE_ENV) {
-        std::fs::write(&file, run_dir.as_os_str().as_encoded_bytes())
-            .with_context(|| format!("{}: cannot write", Path::new(&file).display()))?;
+/// The run's folder, made once everything that can refuse the run has passed: the log goes
+/// there from now on, and `training_config.json` records the resolved experiment.
+pub fn create_run_folder(session: &Session<'_>, file: &Path, log: &LogFile) -> Result<PathBuf> {
+    let config = &session.resolved().experiment;
+    let root = experiment::output_root(&config.experiment, &experiment::experiment_dir(file));
+    let run_dir = record::create_run_dir(&root, &config.experiment.name)?;
+    announce_run_dir(&run_dir)?;
+    log.attach(&run_dir.join(record::LOG)).with_context(|| format!("{}: cannot write the log", run_dir.display()))?;
+    tracing::info!("run folder: {}", run_dir.display());
+    record::write_json(&run_dir.join(record::TRAINING_CONFIG), config)?;
+    Ok(run_dir)
+}
+
+pub fn run(registry: &Path, args: RunArgs, log: &LogFile, bars: Bars) -> Result<ExitCode> {
+    if args.parallel.enabled() {
+        return crate::ranks::run(registry, args, log, bars);
     }
-    Ok(())
+    let manager = PluginManager::open(registry)?;
+    let resolved = load_and_resolve(&manager, &args)?;
+    let in_file = || args.file.display().to_string();
+    let session = Session::new(&manager, resolved).with_context(in_file)?;
+    let prepared = session.prepare(None).with_context(in_file)?;
+    let run_dir = create_run_folder(&session, &args.file, log)?;
+    let record = RecordWriter::fresh(run_dir.clone(), args.sweep_trial.clone());
+    let observers = attach(&session, &run_dir, record, None, bars, args.stop_after_epoch);
+    let outcome = match observers {
+        Ok(mut observers) => session.train(prepared, &mut observers),
+        Err(outcome) => outcome,
+    };
+    finish(&run_dir, outcome)
 }
 
-pub fn resume(registry: &Path, args: ResumeArgs, log: &LogFile, bars: Option<indicatif::MultiProgress>) -> Result<()> {
+pub fn resume(registry: &Path, args: ResumeArgs, log: &LogFile, bars: Bars) -> Result<ExitCode> {
+    if args.parallel.enabled() {
+        return crate::ranks::resume(registry, args, log, bars);
+    }
     let run_dir = std::path::absolute(&args.run_dir)?;
     record::check_run_dir(&run_dir)?;
     if RunSummary::load(&run_dir)?.status == RunStatus::Completed {
@@ -78,61 +94,156 @@ pub fn resume(registry: &Path, args: ResumeArgs, log: &LogFile, bars: Option<ind
     let resolved = resolve(&manager, &config, &exp)?;
     log.attach(&run_dir.join(record::LOG)).with_context(|| format!("{}: cannot write the log", run_dir.display()))?;
     tracing::info!("resuming {}", run_dir.display());
-    session(&manager, resolved, bars, args.stop_after_epoch, Start::Resume { run_dir })
+    let checkpoint = last_checkpoint(&run_dir)?;
+    let record = RecordWriter::resumed(run_dir.clone())?;
+    let session = match Session::new(&manager, resolved) {
+        Ok(session) => session,
+        Err(e) => return finish(&run_dir, end_without_training(record, Outcome::Failed(e))),
+    };
+    let outcome = match session.prepare(Some(checkpoint)) {
+        // The run exists: its record says why it could not continue.
+        Err(e) => end_without_training(record, Outcome::Failed(e)),
+        Ok(prepared) => {
+            let resumed_at = prepared.start.resumed.as_ref().map(|r| r.epoch);
+            match attach(&session, &run_dir, record, resumed_at, bars, args.stop_after_epoch) {
+                Ok(mut observers) => session.train(prepared, &mut observers),
+                Err(outcome) => outcome,
+            }
+        }
+    };
+    finish(&run_dir, outcome)
 }
 
-fn stop_flag() -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing the Ctrl-C handler")?;
-    }
-    Ok(stop)
-}
-
-fn session(
-    manager: &PluginManager,
-    resolved: ResolvedExperiment,
-    bars: Option<indicatif::MultiProgress>,
+/// The observers of a training command, in the order they see each event: the record first
+/// (a tracker that uploads it at the end sees it final), the checkpoints, the trackers, the
+/// report, the log, the progress bars and the controls. Trackers that cannot be created end the
+/// run, recorded as failed.
+pub fn attach(
+    session: &Session<'_>,
+    run_dir: &Path,
+    record: RecordWriter,
+    resumed_at: Option<u32>,
+    bars: Bars,
     stop_after_epoch: Option<u32>,
-    start: Start<'_>,
-) -> Result<()> {
-    let session = Session { manager, stop: stop_flag()?, resolved, bars, stop_after_epoch };
-    let run_dir = session.execute(start)?;
-    let summary = RunSummary::load(&run_dir)?;
-    outln!("{}", run_dir.display());
-    if let Some(test) = &summary.test {
-        let line: Vec<String> = test.headline().iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-        outln!("test: {}", line.join(", "));
+) -> Result<Observers, Outcome> {
+    let exp = &session.resolved().experiment;
+    let plugins: Vec<_> = session.resolved().of_kind(ComponentKind::Tracker).collect();
+    let created = session.factory(Some(run_dir)).trackers(&plugins).and_then(|trackers| {
+        let params =
+            (exp.tracking.log_params && resumed_at.is_none()).then(|| serde_json::to_value(exp)).transpose()?;
+        Ok(TrackerHost::new(
+            trackers,
+            &exp.experiment.name,
+            run_dir,
+            resumed_at,
+            params,
+            exp.tracking.log_every_n_steps,
+        ))
+    });
+    let trackers = match created {
+        Ok(trackers) => trackers,
+        Err(e) => return Err(end_without_training(record, Outcome::Failed(e))),
+    };
+    let controls = StopOnSignal::install().and_then(|stop| Ok((stop, PreemptOnSignal::install()?)));
+    let (stop, preempt) = match controls {
+        Ok(controls) => controls,
+        Err(e) => return Err(end_without_training(record, Outcome::Failed(e))),
+    };
+    let mut observers = Observers::new()
+        .with(record)
+        .with(Checkpointer::new(run_dir.to_path_buf()))
+        .with(trackers)
+        .with(ReportWriter::new(run_dir.to_path_buf()))
+        .with(ExecutionLog)
+        .with(ProgressDisplay::new(bars))
+        .with(stop)
+        .with(preempt);
+    if let Some(epoch) = stop_after_epoch {
+        observers.push(PauseAfter(epoch));
+    }
+    Ok(observers)
+}
+
+/// Records an outcome reached before training started (the run folder exists).
+pub fn end_without_training(mut record: RecordWriter, outcome: Outcome) -> Outcome {
+    match record.on_event(&Event::RunEnded(&outcome)) {
+        Err(e) if !matches!(outcome, Outcome::Failed(_)) => Outcome::Failed(e),
+        _ => outcome,
+    }
+}
+
+/// Tells the supervising `gymnos-host` where the run is, so it can record the engine's death.
+fn announce_run_dir(run_dir: &Path) -> Result<()> {
+    if let Some(file) = std::env::var_os(RUN_DIR_FILE_ENV) {
+        std::fs::write(&file, run_dir.as_os_str().as_encoded_bytes())
+            .with_context(|| format!("{}: cannot write", Path::new(&file).display()))?;
     }
     Ok(())
+}
+
+pub fn last_checkpoint(run_dir: &Path) -> Result<Checkpoint> {
+    let path = run_dir.join(record::CHECKPOINTS).join(record::LAST);
+    if !path.is_file() {
+        anyhow::bail!(
+            "{}: no checkpoint to resume from (the run stopped before its first checkpoint); start it again with `gymnos-host run`",
+            path.display()
+        );
+    }
+    Checkpoint::load(&path)
+}
+
+/// The command's last lines and exit code: the run folder and the test's figures on stdout; a
+/// run that stopped before its end says how to continue it; 130 (the shells' code for Ctrl-C)
+/// for an interrupted run.
+pub fn finish(run_dir: &Path, outcome: Outcome) -> Result<ExitCode> {
+    let message = outcome.message(run_dir);
+    match outcome {
+        Outcome::Failed(e) => Err(e.context(format!("run {}", run_dir.display()))),
+        Outcome::Interrupted { .. } => {
+            crate::print_error(&format!("run {}: {}", run_dir.display(), message.unwrap_or_default()));
+            Ok(ExitCode::from(outcome.exit_code()))
+        }
+        Outcome::Preempted { .. } => {
+            tracing::info!("{}", message.unwrap_or_default());
+            outln!("{}", run_dir.display());
+            Ok(ExitCode::from(outcome.exit_code()))
+        }
+        Outcome::Paused { .. } | Outcome::Completed | Outcome::Stopped { .. } => {
+            if let Some(message) = message {
+                tracing::info!("{message}");
+            }
+            outln!("{}", run_dir.display());
+            if let Some(test) = &RunSummary::load(run_dir)?.test {
+                let line: Vec<String> = test.headline().iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                outln!("test: {}", line.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// `validate --deep`: the settings and plugins as `validate` checks them, then everything up
 /// to the first epoch (what `run` does before it creates the run folder) and one training
 /// step. Writes nothing.
-pub fn validate_deep(registry: &Path, args: ValidateArgs) -> Result<()> {
+pub fn validate_deep(registry: &Path, args: ValidateArgs) -> Result<ExitCode> {
     let exp = experiment::load(&args.file, &args.overrides)?;
     let manager = PluginManager::open(registry)?;
     let resolved = resolve(&manager, &args.file, &exp)?;
-    let session = Session {
-        manager: &manager,
-        stop: Arc::new(AtomicBool::new(false)),
-        resolved,
-        bars: None,
-        stop_after_epoch: None,
-    };
-    let mut summary = RunSummary::default();
     let in_file = || args.file.display().to_string();
-    let mut trainer = session.prepare(&mut summary, None).with_context(in_file)?;
-    let loss = trainer.try_one_step().with_context(in_file)?;
-    let speed = args.measure_data.map(|batches| trainer.measure_data(batches)).transpose().with_context(in_file)?;
-    let data = summary.data.as_ref().expect("prepare describes the data");
+    let session = Session::new(&manager, resolved).with_context(in_file)?;
+    let mut prepared = session.prepare(None).with_context(in_file)?;
+    let loss = prepared.trainer.try_one_step().with_context(in_file)?;
+    let speed =
+        args.measure_data.map(|batches| prepared.trainer.measure_data(batches)).transpose().with_context(in_file)?;
+    let data = &prepared.start.data;
     if args.json {
+        let elapsed: std::collections::BTreeMap<&str, f64> =
+            prepared.start.stage_seconds.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let report = serde_json::json!({
             "valid": true,
             "data": data,
             "first_loss": loss,
-            "elapsed_seconds": summary.elapsed_seconds,
+            "elapsed_seconds": elapsed,
             "data_pipeline": speed,
         });
         outln!("{}", serde_json::to_string_pretty(&report)?);
@@ -157,5 +268,5 @@ pub fn validate_deep(registry: &Path, args: ValidateArgs) -> Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

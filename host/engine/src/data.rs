@@ -1,4 +1,4 @@
-//! The samples of a run: features and targets ([`Examples`]), where a split's samples come from
+//! The samples of a run: features and targets ([`Samples`]), where a split's samples come from
 //! ([`BatchSource`]: in memory, or read by index from a streaming data set), the reproducible
 //! split into train, validation and test, and the batch ranges an epoch walks.
 
@@ -8,12 +8,12 @@ use gymnos_plugin_api::rng::{derive_seed, mix64, SplitMix64};
 use tch::{Device, Tensor};
 
 /// Features and targets, samples along dim 0: a split, or a batch of one.
-pub struct Examples {
+pub struct Samples {
     pub x: Tensor,
     pub y: Tensor,
 }
 
-impl Examples {
+impl Samples {
     pub fn len(&self) -> i64 {
         self.x.size()[0]
     }
@@ -22,16 +22,16 @@ impl Examples {
         self.len() == 0
     }
 
-    pub fn select(&self, indices: &Tensor) -> Examples {
-        Examples { x: self.x.index_select(0, indices), y: self.y.index_select(0, indices) }
+    pub fn select(&self, indices: &Tensor) -> Samples {
+        Samples { x: self.x.index_select(0, indices), y: self.y.index_select(0, indices) }
     }
 
-    pub fn narrow(&self, start: i64, len: i64) -> Examples {
-        Examples { x: self.x.narrow(0, start, len), y: self.y.narrow(0, start, len) }
+    pub fn narrow(&self, start: i64, len: i64) -> Samples {
+        Samples { x: self.x.narrow(0, start, len), y: self.y.narrow(0, start, len) }
     }
 
-    pub fn to_device(&self, device: Device) -> Examples {
-        Examples { x: self.x.to_device(device), y: self.y.to_device(device) }
+    pub fn to_device(&self, device: Device) -> Samples {
+        Samples { x: self.x.to_device(device), y: self.y.to_device(device) }
     }
 
     /// Bytes the features and targets take.
@@ -40,8 +40,8 @@ impl Examples {
         size(&self.x) + size(&self.y)
     }
 
-    pub fn shallow_clone(&self) -> Examples {
-        Examples { x: self.x.shallow_clone(), y: self.y.shallow_clone() }
+    pub fn shallow_clone(&self) -> Samples {
+        Samples { x: self.x.shallow_clone(), y: self.y.shallow_clone() }
     }
 }
 
@@ -57,25 +57,25 @@ pub trait BatchSource: Send {
 
     /// The samples at `positions` (each below `len`), on the CPU, ready for the model. A
     /// streaming data set that skips unreadable samples may return fewer.
-    fn gather(&self, positions: &[i64]) -> Result<Examples>;
+    fn gather(&self, positions: &[i64]) -> Result<Samples>;
 
     /// The whole split, when it is in memory.
-    fn in_memory(&self) -> Option<&Examples>;
+    fn in_memory(&self) -> Option<&Samples>;
 
     /// Another handle on the same samples (no copy), for another thread.
     fn fork(&self) -> Box<dyn BatchSource>;
 }
 
-impl BatchSource for Examples {
+impl BatchSource for Samples {
     fn len(&self) -> i64 {
-        Examples::len(self)
+        Samples::len(self)
     }
 
-    fn gather(&self, positions: &[i64]) -> Result<Examples> {
+    fn gather(&self, positions: &[i64]) -> Result<Samples> {
         Ok(self.select(&Tensor::from_slice(positions)))
     }
 
-    fn in_memory(&self) -> Option<&Examples> {
+    fn in_memory(&self) -> Option<&Samples> {
         Some(self)
     }
 
@@ -213,12 +213,12 @@ pub fn split_indices(
 
 /// The splits of a data set in memory (see [`split_indices`]).
 pub fn split(
-    all: Examples,
-    shipped_test: Option<Examples>,
+    all: Samples,
+    shipped_test: Option<Samples>,
     fractions: &SplitFractions,
     shuffle: bool,
     seed: u64,
-) -> Result<(Examples, Examples, Examples)> {
+) -> Result<(Samples, Samples, Samples)> {
     let indices = split_indices(all.len() as usize, shipped_test.is_some(), fractions, shuffle, seed)?;
     let take = |order: &[i64]| all.select(&Tensor::from_slice(order));
     let test = match shipped_test {
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn split_is_reproducible_and_uses_the_shipped_test_split() {
-        let all = Examples {
+        let all = Samples {
             x: Tensor::arange(100, (Kind::Float, Device::Cpu)).view([100, 1]),
             y: Tensor::arange(100, (Kind::Int64, Device::Cpu)),
         };
@@ -300,7 +300,7 @@ mod tests {
         assert_eq!(Vec::<i64>::try_from(&a.1.y).unwrap(), indices.val);
         let every: Tensor = Tensor::cat(&[&a.0.y, &a.1.y, &a.2.y], 0).sort(0, false).0;
         assert!(every.equal(&all.y));
-        let shipped = Examples {
+        let shipped = Samples {
             x: Tensor::zeros([5, 1], (Kind::Float, Device::Cpu)),
             y: Tensor::zeros([5], (Kind::Int64, Device::Cpu)),
         };

@@ -1,28 +1,60 @@
 //! Choosing the device, and describing the machine for the run record.
 
 use anyhow::{bail, Result};
-use gymnos_host::experiment::parse_device;
-use gymnos_host::record::Hardware;
+use gymnos_host::{experiment::DeviceSetting, record::Hardware};
 use gymnos_plugin_api::DeviceSpec;
 use tch::{Cuda, Device};
 
-/// Resolves `training.device` (already syntax-checked) to a device that exists here.
-pub fn select(setting: &str) -> Result<(Device, DeviceSpec)> {
-    let spec = match parse_device(setting).map_err(anyhow::Error::msg)? {
+/// The device a run trains on, as libtorch and as plugins name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub device: Device,
+    pub spec: DeviceSpec,
+}
+
+/// Resolves `training.device` to a device that exists here.
+pub fn select(setting: DeviceSetting) -> Result<Placement> {
+    let spec = match setting.spec() {
         None if Cuda::is_available() => DeviceSpec::Cuda(0),
         None => DeviceSpec::Cpu,
         Some(spec) => spec,
     };
     match spec {
-        DeviceSpec::Cpu => Ok((Device::Cpu, spec)),
+        DeviceSpec::Cpu => Ok(Placement { device: Device::Cpu, spec }),
         DeviceSpec::Cuda(i) => {
             let count = Cuda::device_count();
             if (i as i64) >= count {
                 bail!("training.device: `{setting}` asks for CUDA device {i}, but CUDA reports {count} device(s) here");
             }
-            Ok((Device::Cuda(i as usize), spec))
+            Ok(Placement { device: Device::Cuda(i as usize), spec })
         }
     }
+}
+
+/// The device of local rank `local_rank` of a data-parallel run: `auto` and `cuda` take that
+/// rank's GPU (ranks share GPUs round-robin when a node has fewer than its processes), `cpu`
+/// stays the CPU, and `cuda:N`, one GPU for every process, is refused.
+pub fn select_for_rank(setting: DeviceSetting, local_rank: u32) -> Result<Placement> {
+    let cuda = match setting {
+        DeviceSetting::Cpu => false,
+        DeviceSetting::Auto => Cuda::is_available(),
+        DeviceSetting::Cuda(None) => true,
+        DeviceSetting::Cuda(Some(_)) => bail!(
+            "training.device: `{setting}` names one GPU for every process of a data-parallel run; use `cuda` or `auto` and each process takes the GPU of its local rank"
+        ),
+    };
+    if !cuda {
+        return Ok(Placement { device: Device::Cpu, spec: DeviceSpec::Cpu });
+    }
+    let count = Cuda::device_count();
+    if count == 0 {
+        bail!("training.device: `{setting}` asks for CUDA, but CUDA reports no device here");
+    }
+    let index = local_rank as i64 % count;
+    if local_rank as i64 >= count {
+        tracing::warn!("local rank {local_rank} shares CUDA device {index}: this node has {count} GPU(s)");
+    }
+    Ok(Placement { device: Device::Cuda(index as usize), spec: DeviceSpec::Cuda(index as u32) })
 }
 
 fn proc_field(file: &str, key: &str) -> Option<String> {
@@ -94,7 +126,8 @@ mod tests {
     #[test]
     fn a_cuda_device_this_machine_lacks_is_refused_naming_the_setting() {
         let count = tch::Cuda::device_count();
-        let err = super::select(&format!("cuda:{count}")).unwrap_err().to_string();
+        let setting = gymnos_host::experiment::DeviceSetting::Cuda(Some(count as u32));
+        let err = super::select(setting).unwrap_err().to_string();
         assert_eq!(
             err,
             format!(

@@ -16,6 +16,7 @@ use gymnos_plugin_sdk::fitting::Moments;
 use crate::{
     components::Model,
     data::{batch_ranges, BatchSource},
+    distributed::DataParallel,
     loader::{Loader, LoaderSettings},
 };
 
@@ -84,6 +85,20 @@ impl Running {
         }
     }
 
+    /// The sums of an epoch that stopped in the middle (a preemption), to continue from.
+    pub fn restored(device: Device, loss_sum: f64, correct: i64, samples: i64) -> Self {
+        Self {
+            loss_sum: Tensor::from(loss_sum).to_device(device),
+            correct: Tensor::from(correct).to_device(device),
+            samples,
+        }
+    }
+
+    /// The sums so far: Σ loss × batch size, correct predictions, samples.
+    pub fn sums(&self) -> (f64, i64, i64) {
+        (self.loss_sum.double_value(&[]), self.correct.int64_value(&[]), self.samples)
+    }
+
     pub fn add(&mut self, loss: &Tensor, output: &Tensor, target: &Tensor, classification: bool) {
         let n = target.size()[0];
         tch::no_grad(|| {
@@ -101,6 +116,17 @@ impl Running {
 
     pub fn accuracy(&self) -> f64 {
         self.correct.int64_value(&[]) as f64 / self.samples.max(1) as f64
+    }
+
+    /// The sums over every rank's samples (a data-parallel run), in place.
+    pub fn reduce(&mut self, dp: &DataParallel) -> Result<()> {
+        let mut sums = [self.loss_sum.double_value(&[]), self.correct.int64_value(&[]) as f64, self.samples as f64];
+        dp.sum_values(&mut sums)?;
+        let device = self.loss_sum.device();
+        self.loss_sum = Tensor::from(sums[0]).to_device(device);
+        self.correct = Tensor::from(sums[1] as i64).to_device(device);
+        self.samples = sums[2] as i64;
+        Ok(())
     }
 }
 
@@ -133,6 +159,11 @@ pub struct Evaluation {
     pub loss: LossFn,
     pub task: Task,
     pub class_names: Vec<String>,
+    /// The model's outputs per sample (the classes, in classification).
+    pub outputs: i64,
+    /// In a data-parallel run each rank evaluates every `size`-th batch and the sums are
+    /// reduced, so that the report is the whole split's.
+    pub parallel: Option<std::rc::Rc<DataParallel>>,
 }
 
 impl Evaluation {
@@ -140,7 +171,7 @@ impl Evaluation {
     /// batches does not grow with the split (see [`Tally`]).
     pub fn evaluate(&self, model: &mut Model, split: Box<dyn BatchSource>) -> Result<EvaluationReport> {
         let loader = Loader::new(split, self.device, false, self.loader, 0);
-        let mut tally = Tally::new(self.task, self.class_names.len() as i64, self.device);
+        let mut tally = Tally::new(self.task, self.outputs, self.device);
         std::thread::scope(|scope| -> Result<()> {
             for batch in loader.in_order(scope) {
                 let batch = batch?;
@@ -152,6 +183,9 @@ impl Evaluation {
             }
             Ok(())
         })?;
+        if let Some(dp) = &self.parallel {
+            tally.reduce(dp)?;
+        }
         Ok(tally.report(&self.class_names))
     }
 }
@@ -169,18 +203,22 @@ enum Sums {
     /// `confusion[true * k + predicted]`, int64.
     Classification { classes: i64, confusion: Tensor },
     /// Σ squared and Σ absolute errors over every output (float64), and the targets' moments
-    /// per output, for R².
-    Regression { squared_error: Tensor, absolute_error: Tensor, targets: Option<Moments> },
+    /// per output (of `outputs`), for R².
+    Regression { squared_error: Tensor, absolute_error: Tensor, targets: Option<Moments>, outputs: i64 },
 }
 
 impl Tally {
-    pub fn new(task: Task, classes: i64, device: Device) -> Self {
+    /// `outputs`: the classes (classification) or the values per sample (regression).
+    pub fn new(task: Task, outputs: i64, device: Device) -> Self {
         let zero = || Tensor::zeros([], (Kind::Double, device));
         let sums = match task {
-            Task::Classification => {
-                Sums::Classification { classes, confusion: Tensor::zeros([classes * classes], (Kind::Int64, device)) }
+            Task::Classification => Sums::Classification {
+                classes: outputs,
+                confusion: Tensor::zeros([outputs * outputs], (Kind::Int64, device)),
+            },
+            Task::Regression => {
+                Sums::Regression { squared_error: zero(), absolute_error: zero(), targets: None, outputs }
             }
-            Task::Regression => Sums::Regression { squared_error: zero(), absolute_error: zero(), targets: None },
         };
         Self { samples: 0, loss_sum: zero(), sums }
     }
@@ -195,7 +233,7 @@ impl Tally {
                 let cells = class_indices(target) * *classes + output.argmax(1, false);
                 *confusion += cells.bincount(None::<Tensor>, *classes * *classes);
             }
-            Sums::Regression { squared_error, absolute_error, targets } => {
+            Sums::Regression { squared_error, absolute_error, targets, .. } => {
                 let target = target.to_kind(Kind::Double);
                 let error = output.to_kind(Kind::Double) - &target;
                 *squared_error += error.square().sum(Kind::Double);
@@ -203,6 +241,35 @@ impl Tally {
                 *targets = Some(Moments::merged(targets.take(), Moments::of_rows(&target)));
             }
         }
+    }
+
+    /// The sums over every rank's batches (a data-parallel run), in place: counts and sums
+    /// add; the targets' moments merge in rank order.
+    pub fn reduce(&mut self, dp: &DataParallel) -> Result<()> {
+        let mut head = [self.samples as f64, self.loss_sum.double_value(&[])];
+        dp.sum_values(&mut head)?;
+        self.samples = head[0] as i64;
+        self.loss_sum = Tensor::from(head[1]).to_device(self.loss_sum.device());
+        match &mut self.sums {
+            Sums::Classification { confusion, .. } => {
+                let mut counts: Vec<f64> = Vec::<i64>::try_from(&confusion.to_device(Device::Cpu))
+                    .map_err(|e| anyhow::anyhow!("reading the confusion matrix: {e}"))?
+                    .into_iter()
+                    .map(|c| c as f64)
+                    .collect();
+                dp.sum_values(&mut counts)?;
+                let counts: Vec<i64> = counts.into_iter().map(|c| c as i64).collect();
+                *confusion = Tensor::from_slice(&counts).to_device(confusion.device());
+            }
+            Sums::Regression { squared_error, absolute_error, targets, outputs } => {
+                let mut errors = [squared_error.double_value(&[]), absolute_error.double_value(&[])];
+                dp.sum_values(&mut errors)?;
+                *squared_error = Tensor::from(errors[0]).to_device(squared_error.device());
+                *absolute_error = Tensor::from(errors[1]).to_device(absolute_error.device());
+                *targets = gather_moments(targets.take(), *outputs, dp)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn report(self, class_names: &[String]) -> EvaluationReport {
@@ -216,7 +283,7 @@ impl Tally {
                 let rows = (0..classes).map(|i| Vec::<i64>::try_from(&confusion.get(i)).unwrap_or_default()).collect();
                 EvaluationReport::Classification(classification_report(rows, class_names, loss))
             }
-            Sums::Regression { squared_error, absolute_error, targets } => {
+            Sums::Regression { squared_error, absolute_error, targets, .. } => {
                 let values = targets.as_ref().map_or(0, |t| t.count * t.mean.numel() as i64).max(1) as f64;
                 let mse = squared_error.double_value(&[]) / values;
                 let mae = absolute_error.double_value(&[]) / values;
@@ -231,6 +298,33 @@ impl Tally {
             }
         }
     }
+}
+
+/// Every rank's targets' moments merged in rank order (a rank that saw none adds nothing).
+fn gather_moments(mine: Option<Moments>, outputs: i64, dp: &DataParallel) -> Result<Option<Moments>> {
+    // [count, mean..., m2...] in float64, the same length on every rank.
+    let packed = match &mine {
+        Some(m) => Tensor::cat(
+            &[
+                Tensor::from_slice(&[m.count as f64]),
+                m.mean.reshape([-1]).to_device(Device::Cpu),
+                m.m2.reshape([-1]).to_device(Device::Cpu),
+            ],
+            0,
+        ),
+        None => Tensor::zeros([1 + 2 * outputs], (Kind::Double, Device::Cpu)),
+    };
+    let device = mine.as_ref().map_or(Device::Cpu, |m| m.mean.device());
+    let mut merged = None;
+    for part in dp.gather(&packed)? {
+        let count = part.double_value(&[0]) as i64;
+        if count > 0 {
+            let mean = part.narrow(0, 1, outputs).to_device(device);
+            let m2 = part.narrow(0, 1 + outputs, outputs).to_device(device);
+            merged = Some(Moments::merged(merged, Moments { count, mean, m2 }));
+        }
+    }
+    Ok(merged)
 }
 
 /// Accuracy, per-class precision, recall and F1, and macro F1 from `confusion[true][predicted]`.

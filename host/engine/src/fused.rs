@@ -48,6 +48,8 @@ extern "C" {
     ) -> c_int;
 
     fn gymnos_drop_grads(params: *const AtTensor, n: usize, err: *mut c_char, err_len: usize) -> c_int;
+
+    fn gymnos_set_grad(param: AtTensor, grad: AtTensor, err: *mut c_char, err_len: usize) -> c_int;
 }
 
 fn same_len(n: usize, lists: &[(&str, usize)]) -> Result<(), FusedError> {
@@ -66,6 +68,14 @@ pub fn drop_grads(params: &[&Tensor]) -> Result<(), FusedError> {
     // SAFETY: every pointer is a live `at::Tensor` borrowed for the call; `err` is the buffer
     // `shim::call` provides.
     shim::call(|err, len| unsafe { gymnos_drop_grads(params.as_ptr(), params.len(), err, len) }).map_err(FusedError)
+}
+
+/// Gives `param` the gradient `grad` (tch has no setter for a tensor's gradient).
+pub fn set_grad(param: &Tensor, grad: &Tensor) -> Result<(), FusedError> {
+    // SAFETY: both pointers are live `at::Tensor`s borrowed for the call; the shim checks their
+    // shapes and stores a reference to `grad`'s storage in `param`'s gradient slot.
+    shim::call(|err, len| unsafe { gymnos_set_grad(param.as_ptr().cast(), grad.as_ptr().cast(), err, len) })
+        .map_err(FusedError)
 }
 
 #[derive(Clone, Copy, Debug)]

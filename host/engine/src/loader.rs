@@ -25,16 +25,33 @@ use anyhow::{anyhow, Result};
 use gymnos_plugin_api::rng::derive_seed;
 use tch::{Device, Tensor};
 
-use crate::data::{batch_ranges, permutation, BatchSource, Examples, Order, Shuffle};
+use crate::data::{batch_ranges, permutation, BatchSource, Order, Samples, Shuffle};
 
 /// What a worker applies to each batch it gathers: the batch and its seed in, the batch out.
 pub trait BatchTransform: Sync {
-    fn apply(&self, batch: Examples, seed: u64) -> Result<Examples>;
+    fn apply(&self, batch: Samples, seed: u64) -> Result<Samples>;
 }
 
-impl<F: Fn(Examples, u64) -> Result<Examples> + Sync> BatchTransform for F {
-    fn apply(&self, batch: Examples, seed: u64) -> Result<Examples> {
+impl<F: Fn(Samples, u64) -> Result<Samples> + Sync> BatchTransform for F {
+    fn apply(&self, batch: Samples, seed: u64) -> Result<Samples> {
         self(batch, seed)
+    }
+}
+
+/// This process's part of every pass in a data-parallel run: rank `rank` of `size`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: u32,
+    pub size: u32,
+}
+
+impl Shard {
+    /// This rank's contiguous slice of a global batch `(start, len)`: the ranks' slices differ in
+    /// length by at most one sample and together are the batch.
+    pub fn slice(self, (start, len): (i64, i64)) -> (i64, i64) {
+        let (r, w) = (self.rank as i64, self.size as i64);
+        let (from, to) = (len * r / w, len * (r + 1) / w);
+        (start + from, to - from)
     }
 }
 
@@ -50,13 +67,33 @@ pub struct LoaderSettings {
     pub device_cache_bytes: i64,
     /// At most this many batches per pass.
     pub limit: Option<u32>,
+    /// In a data-parallel run, the rank's part: a slice of every training batch, every
+    /// `size`-th evaluation batch.
+    pub shard: Option<Shard>,
+}
+
+/// The seeds of the training batches' augmentation.
+#[derive(Clone, Copy)]
+struct AugmentSeeds {
+    seed: u64,
+    shard: Option<Shard>,
+}
+
+impl AugmentSeeds {
+    /// Batch `i` of `epoch` (and, in a data-parallel run, the rank: each augments its own slice).
+    fn of(self, epoch: u32, i: usize) -> u64 {
+        match self.shard {
+            None => derive_seed(self.seed, "augment", &[epoch as u64, i as u64]),
+            Some(shard) => derive_seed(self.seed, "augment", &[epoch as u64, i as u64, shard.rank as u64]),
+        }
+    }
 }
 
 /// Makes the batches of each pass over one split.
 pub struct Loader {
     source: Box<dyn BatchSource>,
     /// The split on the device, when it is kept there.
-    resident: Option<Examples>,
+    resident: Option<Samples>,
     device: Device,
     settings: LoaderSettings,
     seed: u64,
@@ -64,9 +101,9 @@ pub struct Loader {
 
 /// One pass's batches, in order, on the device; dropping it stops the workers.
 pub enum EpochBatches {
-    Resident { data: Examples, order: Tensor, ranges: std::vec::IntoIter<(i64, i64)> },
-    Slices { data: Examples, ranges: std::vec::IntoIter<(i64, i64)>, device: Device },
-    Workers { receivers: Vec<Receiver<Result<Examples>>>, next: usize, total: usize, device: Device },
+    Resident { data: Samples, order: Tensor, ranges: std::vec::IntoIter<(i64, i64)> },
+    Slices { data: Samples, ranges: std::vec::IntoIter<(i64, i64)>, device: Device },
+    Workers { receivers: Vec<Receiver<Result<Samples>>>, next: usize, total: usize, device: Device },
 }
 
 impl Loader {
@@ -96,12 +133,44 @@ impl Loader {
         self.source.len()
     }
 
+    /// Training batches per epoch (global batches, in a data-parallel run).
     pub fn num_batches(&self) -> usize {
         self.ranges(true).len()
     }
 
+    /// The length of every global training batch of an epoch (each rank trains on a slice of
+    /// it in a data-parallel run).
+    pub fn global_batch_lengths(&self) -> Vec<i64> {
+        let ranges = batch_ranges(self.source.len(), self.settings.batch_size, true, self.settings.limit);
+        let kept = self.ranges(true).len();
+        ranges.into_iter().take(kept).map(|r| r.1).collect()
+    }
+
+    /// This process's ranges of a pass: in training one per global batch (its slice of it), in
+    /// evaluation the whole batches it takes.
     fn ranges(&self, training: bool) -> Vec<(i64, i64)> {
-        batch_ranges(self.source.len(), self.settings.batch_size, training, self.settings.limit)
+        let ranges = batch_ranges(self.source.len(), self.settings.batch_size, training, self.settings.limit);
+        match (self.settings.shard, training) {
+            (None, _) => ranges,
+            (Some(shard), true) => {
+                let mut ranges = ranges;
+                // Every rank trains on at least two samples of every batch (batch
+                // normalisation cannot train on one): a trailing batch too small for that is
+                // dropped, as a lone trailing sample is in one process.
+                if ranges.last().is_some_and(|r| r.1 < 2 * shard.size as i64) && ranges.len() > 1 {
+                    ranges.pop();
+                }
+                ranges.into_iter().map(|r| shard.slice(r)).collect()
+            }
+            (Some(shard), false) => {
+                let mine = |(i, _): &(usize, (i64, i64))| i % shard.size as usize == shard.rank as usize;
+                ranges.into_iter().enumerate().filter(mine).map(|(_, r)| r).collect()
+            }
+        }
+    }
+
+    fn augment_seeds(&self) -> AugmentSeeds {
+        AugmentSeeds { seed: self.seed, shard: self.settings.shard }
     }
 
     /// Starts training epoch `epoch`: shuffles with a seed derived from it and, on the worker
@@ -113,20 +182,33 @@ impl Loader {
         transform: Option<&'env dyn BatchTransform>,
         scope: &'scope std::thread::Scope<'scope, 'env>,
     ) -> EpochBatches {
+        self.epoch_from(epoch, 0, transform, scope)
+    }
+
+    /// [`Loader::epoch`] from batch `skip` on: the batches an epoch stopped in the middle (a
+    /// preemption) still has to make, the same as they would have been.
+    pub fn epoch_from<'scope, 'env>(
+        &'env self,
+        epoch: u32,
+        skip: usize,
+        transform: Option<&'env dyn BatchTransform>,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+    ) -> EpochBatches {
         let seed = derive_seed(self.seed, "epoch", &[epoch as u64]);
-        let ranges = self.ranges(true);
+        let mut ranges = self.ranges(true);
         // A streamed split is shuffled per index, holding no list of its (maybe billions of)
         // positions; a split in memory keeps the Fisher-Yates order of earlier releases.
         if !self.is_in_memory() {
             let order = Order::Shuffled(Shuffle::new(self.source.len() as u64, seed));
-            return self.workers(order, ranges, Some((epoch, transform)), scope);
+            return self.workers(order, ranges, skip, Some((epoch, transform)), scope);
         }
         let order = permutation(self.source.len() as usize, seed);
         if let Some(data) = &self.resident {
             let order = Tensor::from_slice(&order).to_device(self.device);
+            ranges.drain(..skip.min(ranges.len()));
             return EpochBatches::Resident { data: data.shallow_clone(), order, ranges: ranges.into_iter() };
         }
-        self.workers(Order::Listed(Arc::new(order)), ranges, Some((epoch, transform)), scope)
+        self.workers(Order::Listed(Arc::new(order)), ranges, skip, Some((epoch, transform)), scope)
     }
 
     /// Starts a pass over the split in order, untransformed, every sample (up to the limit) in
@@ -140,20 +222,21 @@ impl Loader {
                 device: self.device,
             };
         }
-        self.workers(Order::Identity, ranges, None, scope)
+        self.workers(Order::Identity, ranges, 0, None, scope)
     }
 
-    /// Starts the worker threads of one pass: batch `i` takes the samples at
-    /// `order[ranges[i]]` and, in training, the transform seeded by the epoch and `i`.
+    /// Starts the worker threads of one pass from batch `skip` on: batch `i` takes the samples
+    /// at `order[ranges[i]]` and, in training, the transform seeded by the epoch and `i`.
     fn workers<'scope, 'env>(
         &'env self,
         order: Order,
         ranges: Vec<(i64, i64)>,
+        skip: usize,
         training: Option<(u32, Option<&'env dyn BatchTransform>)>,
         scope: &'scope std::thread::Scope<'scope, 'env>,
     ) -> EpochBatches {
         let workers = self.settings.workers.max(1);
-        let total = ranges.len();
+        let total = ranges.len().saturating_sub(skip);
         let per_worker = (self.settings.prefetch / workers).max(1);
         let ranges = Arc::new(ranges);
         let mut receivers = Vec::with_capacity(workers);
@@ -163,19 +246,17 @@ impl Loader {
             let source = self.source.fork();
             let order = order.clone();
             let ranges = ranges.clone();
-            let (seed, device) = (self.seed, self.device);
+            let (seeds, device) = (self.augment_seeds(), self.device);
             scope.spawn(move || {
-                for (i, &(start, len)) in ranges.iter().enumerate().skip(w).step_by(workers) {
+                for (i, &(start, len)) in ranges.iter().enumerate().skip(skip + w).step_by(workers) {
                     let positions: Vec<i64> = (start..start + len).map(|j| order.at(j)).collect();
                     let batch = source.gather(&positions);
                     let result = match (batch, training) {
-                        (Ok(batch), Some((epoch, Some(f)))) if !batch.is_empty() => {
-                            f.apply(batch, derive_seed(seed, "augment", &[epoch as u64, i as u64]))
-                        }
+                        (Ok(batch), Some((epoch, Some(f)))) if !batch.is_empty() => f.apply(batch, seeds.of(epoch, i)),
                         (batch, _) => batch,
                     };
                     let result = result.map(|b| match device.is_cuda() {
-                        true => Examples { x: b.x.pin_memory(device), y: b.y.pin_memory(device) },
+                        true => Samples { x: b.x.pin_memory(device), y: b.y.pin_memory(device) },
                         false => b,
                     });
                     let failed = result.is_err();
@@ -190,7 +271,7 @@ impl Loader {
 }
 
 impl Iterator for EpochBatches {
-    type Item = Result<Examples>;
+    type Item = Result<Samples>;
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
@@ -209,7 +290,7 @@ impl Iterator for EpochBatches {
                 let received = receivers[*next % receivers.len()].recv();
                 *next += 1;
                 Some(match received {
-                    Ok(Ok(batch)) => Ok(Examples {
+                    Ok(Ok(batch)) => Ok(Samples {
                         x: batch.x.to_device_(*device, batch.x.kind(), true, false),
                         y: batch.y.to_device_(*device, batch.y.kind(), true, false),
                     }),
@@ -229,28 +310,28 @@ mod tests {
     use super::*;
     use tch::Kind;
 
-    fn examples(n: i64) -> Examples {
-        Examples {
+    fn samples(n: i64) -> Samples {
+        Samples {
             x: Tensor::arange(n, (Kind::Float, Device::Cpu)).view([n, 1]),
             y: Tensor::arange(n, (Kind::Int64, Device::Cpu)),
         }
     }
 
     fn data(n: i64) -> Box<dyn BatchSource> {
-        Box::new(examples(n))
+        Box::new(samples(n))
     }
 
     /// The same samples, gathered as a streaming data set's are (no whole split in memory).
-    struct Streamed(Examples);
+    struct Streamed(Samples);
 
     impl BatchSource for Streamed {
         fn len(&self) -> i64 {
             self.0.len()
         }
-        fn gather(&self, positions: &[i64]) -> Result<Examples> {
+        fn gather(&self, positions: &[i64]) -> Result<Samples> {
             self.0.gather(positions)
         }
-        fn in_memory(&self) -> Option<&Examples> {
+        fn in_memory(&self) -> Option<&Samples> {
             None
         }
         fn fork(&self) -> Box<dyn BatchSource> {
@@ -259,7 +340,7 @@ mod tests {
     }
 
     fn settings(workers: usize) -> LoaderSettings {
-        LoaderSettings { batch_size: 8, workers, prefetch: 4, device_cache_bytes: 0, limit: None }
+        LoaderSettings { batch_size: 8, workers, prefetch: 4, device_cache_bytes: 0, limit: None, shard: None }
     }
 
     /// Each batch's targets, and the seed its transform got (added to the features).
@@ -272,16 +353,15 @@ mod tests {
         })
     }
 
-    fn mark_seed(b: Examples, seed: u64) -> Result<Examples> {
-        Ok(Examples { x: &b.x * 0.0 + (seed % 1000) as f64, y: b.y })
+    fn mark_seed(b: Samples, seed: u64) -> Result<Samples> {
+        Ok(Samples { x: &b.x * 0.0 + (seed % 1000) as f64, y: b.y })
     }
 
     #[test]
     fn batches_and_their_seeds_do_not_depend_on_the_number_of_workers() {
         let one = Loader::new(data(100), Device::Cpu, true, settings(1), 7);
         let four = Loader::new(data(100), Device::Cpu, true, settings(4), 7);
-        let streamed =
-            |workers| Loader::new(Box::new(Streamed(examples(100))), Device::Cpu, true, settings(workers), 7);
+        let streamed = |workers| Loader::new(Box::new(Streamed(samples(100))), Device::Cpu, true, settings(workers), 7);
         assert!(!streamed(1).is_in_memory());
         let a: Vec<_> = run_epoch(&one, 3, &mark_seed).into_iter().map(Result::unwrap).collect();
         let b: Vec<_> = run_epoch(&four, 3, &mark_seed).into_iter().map(Result::unwrap).collect();
@@ -306,7 +386,7 @@ mod tests {
     fn a_failing_transform_ends_the_epoch_with_its_error() {
         let loader = Loader::new(data(100), Device::Cpu, true, settings(3), 7);
         let calls = std::sync::atomic::AtomicUsize::new(0);
-        let failing = |b: Examples, _seed: u64| {
+        let failing = |b: Samples, _seed: u64| {
             if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 2 {
                 anyhow::bail!("bad batch")
             }
@@ -324,19 +404,19 @@ mod tests {
         let loader = Loader::new(data(100), Device::Cpu, false, resident, 7);
         assert!(loader.is_device_resident());
         assert_eq!(loader.num_batches(), 2);
-        let batches: Vec<Examples> =
+        let batches: Vec<Samples> =
             std::thread::scope(|scope| loader.epoch(0, None, scope).map(Result::unwrap).collect());
-        assert_eq!(batches.iter().map(Examples::len).collect::<Vec<_>>(), vec![8, 8]);
+        assert_eq!(batches.iter().map(Samples::len).collect::<Vec<_>>(), vec![8, 8]);
     }
 
     #[test]
     fn an_in_order_pass_gives_every_sample_in_order_in_memory_or_streamed() {
         let every = LoaderSettings { batch_size: 8, limit: None, ..settings(2) };
-        for source in [data(21), Box::new(Streamed(examples(21))) as Box<dyn BatchSource>] {
+        for source in [data(21), Box::new(Streamed(samples(21))) as Box<dyn BatchSource>] {
             let loader = Loader::new(source, Device::Cpu, false, every, 7);
-            let batches: Vec<Examples> =
+            let batches: Vec<Samples> =
                 std::thread::scope(|scope| loader.in_order(scope).map(Result::unwrap).collect());
-            assert_eq!(batches.iter().map(Examples::len).collect::<Vec<_>>(), vec![8, 8, 5]);
+            assert_eq!(batches.iter().map(Samples::len).collect::<Vec<_>>(), vec![8, 8, 5]);
             let ys: Vec<i64> = batches.iter().flat_map(|b| Vec::<i64>::try_from(&b.y).unwrap()).collect();
             assert_eq!(ys, (0..21).collect::<Vec<i64>>());
         }

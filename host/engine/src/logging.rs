@@ -63,14 +63,36 @@ impl<'a> MakeWriter<'a> for LogFile {
     }
 }
 
+/// How much goes to stderr (the execution log always has the stages and epochs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Warnings and errors only (the ranks of a data-parallel run other than 0).
+    Quiet,
+    Normal,
+    Debug,
+    Trace,
+}
+
+impl From<u8> for Verbosity {
+    /// The count of `-v` flags.
+    fn from(count: u8) -> Self {
+        match count {
+            0 => Verbosity::Normal,
+            1 => Verbosity::Debug,
+            _ => Verbosity::Trace,
+        }
+    }
+}
+
 /// Installs the subscriber; returns the execution log to attach once the run folder exists.
-pub fn init(verbose: u8, progress: Option<indicatif::MultiProgress>) -> LogFile {
+pub fn init(verbosity: Verbosity, progress: Option<indicatif::MultiProgress>) -> LogFile {
     let file = LogFile::default();
-    let file_level = if verbose > 0 { "debug" } else { "info" };
-    let stderr_level = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+    let file_level = if matches!(verbosity, Verbosity::Debug | Verbosity::Trace) { "debug" } else { "info" };
+    let stderr_level = match verbosity {
+        Verbosity::Quiet => "warn",
+        Verbosity::Normal => "info",
+        Verbosity::Debug => "debug",
+        Verbosity::Trace => "trace",
     };
     let stderr_filter = EnvFilter::try_from_env("GYMNOS_LOG")
         .unwrap_or_else(|_| EnvFilter::new(stderr_level))

@@ -1,28 +1,14 @@
 //! `gymnos-engine`: carries out `gymnos-host run`, `resume`, `predict` and `validate --deep`
-//! (`gymnos-host` starts it with the same arguments). This is the only binary that links libtorch.
+//! (`gymnos-host` starts it with the same arguments) over the `gymnos_engine` library. This is
+//! the only binary that links libtorch.
 
-mod allocator;
-mod autocast;
-mod callbacks;
-mod checkpoint;
 mod commands;
-mod components;
-mod data;
-mod device;
-mod evaluation;
-mod fused;
-mod loader;
-mod logging;
-mod optim;
-mod predict;
-mod progress;
-mod session;
-mod shim;
-mod train;
+mod ranks;
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+use gymnos_engine::{logging, observers::Progress};
 use gymnos_host::cli_args::{PredictArgs, ResumeArgs, RunArgs, ValidateArgs};
 
 #[derive(Parser, Debug)]
@@ -45,34 +31,46 @@ enum Command {
     Validate(ValidateArgs),
 }
 
+/// The user's one line about what went wrong: libtorch's C++ backtrace and line breaks removed.
+pub fn print_error(text: &str) {
+    let line = text.split("\nException raised from").next().unwrap_or_default();
+    eprintln!("error: {}", line.lines().collect::<Vec<_>>().join(" "));
+}
+
 fn main() -> ExitCode {
-    allocator::keep_freed_memory();
+    gymnos_engine::keep_freed_memory();
     let cli = Cli::parse();
-    let no_progress = match &cli.command {
-        Command::Run(a) => a.no_progress,
-        Command::Resume(a) => a.no_progress,
-        Command::Predict(_) | Command::Validate(_) => true,
+    // The ranks of a data-parallel run other than 0 draw no bars and say only what goes wrong
+    // on stderr (their log goes to the run folder).
+    let other_rank = match &cli.command {
+        Command::Run(a) if a.parallel.enabled() => ranks::world().is_ok_and(|w| w.rank > 0),
+        Command::Resume(a) if a.parallel.enabled() => ranks::world().is_ok_and(|w| w.rank > 0),
+        _ => false,
     };
-    let bars = progress::Progress::terminal(no_progress);
-    let log = logging::init(cli.verbose, bars.clone());
+    let no_progress = other_rank
+        || match &cli.command {
+            Command::Run(a) => a.no_progress,
+            Command::Resume(a) => a.no_progress,
+            Command::Predict(_) | Command::Validate(_) => true,
+        };
+    let bars = Progress::terminal(no_progress);
+    let log = logging::init(
+        if other_rank { logging::Verbosity::Quiet } else { logging::Verbosity::from(cli.verbose) },
+        bars.clone(),
+    );
     gymnos_host::terminal::one_line_panic_hook();
     let registry = cli.registry.unwrap_or_else(|| PathBuf::from("registry.json"));
     let outcome = std::panic::catch_unwind(move || match cli.command {
         Command::Run(args) => commands::run(&registry, args, &log, bars),
         Command::Resume(args) => commands::resume(&registry, args, &log, bars),
-        Command::Predict(args) => predict::predict(&registry, args),
+        Command::Predict(args) => gymnos_engine::predict::predict(&registry, args).map(|()| ExitCode::SUCCESS),
         Command::Validate(args) => commands::validate_deep(&registry, args),
     });
     match outcome {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(code)) => code,
         Ok(Err(e)) => {
-            // One line, whatever a cause carried (libtorch appends its C++ backtrace).
-            let text = format!("{e:#}");
-            let line = text.split("\nException raised from").next().unwrap_or_default();
-            eprintln!("error: {}", line.lines().collect::<Vec<_>>().join(" "));
-            // 130: the shells' code for "ended by Ctrl-C".
-            let interrupted = e.chain().any(|c| c.downcast_ref::<train::Interrupted>().is_some());
-            ExitCode::from(if interrupted { 130 } else { 1 })
+            print_error(&format!("{e:#}"));
+            ExitCode::FAILURE
         }
         Err(_) => ExitCode::from(101),
     }

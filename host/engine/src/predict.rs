@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use gymnos_host::{
     cli_args::{PredictArgs, PredictFormat},
     experiment,
-    record::{self, RunSummary, TaskName},
+    record::{self, RunSummary},
     terminal, PluginManager,
 };
 use gymnos_plugin_api::{ComponentKind, Task};
@@ -33,19 +33,16 @@ pub fn predict(registry: &Path, args: PredictArgs) -> Result<()> {
     }
     let data =
         RunSummary::load(run_dir)?.data.with_context(|| format!("{}: no data description", run_dir.display()))?;
-    let task = match data.task {
-        TaskName::Classification => Task::Classification,
-        TaskName::Regression => Task::Regression,
-    };
+    let task = Task::from(data.task);
 
     let config = run_dir.join(record::TRAINING_CONFIG);
     let exp = experiment::load(&config, &[])?;
     let manager = PluginManager::open(registry)?;
     let resolved = experiment::validate(&config, &exp, &manager.registry, &manager.compat)?;
-    let (device, device_spec) = device::select(&exp.training.device)?;
+    let placement = device::select(exp.training.device)?;
     let factory = ComponentFactory {
         manager: &manager,
-        device: device_spec,
+        device: placement.spec,
         seed: exp.experiment.seed,
         base_dir: &resolved.base_dir,
         output_dir: None,
@@ -62,7 +59,7 @@ pub fn predict(registry: &Path, args: PredictArgs) -> Result<()> {
     let mut model = factory.model(resolved.model(), &shape)?;
     model.load_state(checkpoint::with_prefix(&tensors, "model."))?;
 
-    let out = forward_in_batches(&mut model, &x, exp.training.eval_batch_size as i64, device, None)?;
+    let out = forward_in_batches(&mut model, &x, exp.training.eval_batch_size as i64, placement.device, None)?;
     let rows = to_rows(&out.to_kind(Kind::Double), task, &data.class_names)?;
     let format = args.format.unwrap_or(match args.output.as_ref().and_then(|p| p.extension()) {
         Some(ext) if ext == "csv" => PredictFormat::Csv,

@@ -1,159 +1,140 @@
-//! A session: one `run` or `resume` of a resolved experiment, stage by stage in run order —
-//! `load_plugins`, `load_dataset`, `split`, `preprocess`, `build_model` (and the checkpoint's
-//! restore when resuming), then the trainer's `train`, `test` and `save_model`. Each stage is a
-//! `tracing` span (its duration lands in `execution.log`) and is timed into `metrics.json`.
+//! A session: one `run` or `resume` of a resolved experiment, stage by stage in run order.
+//! [`Session::prepare`] runs the stages up to the first epoch — `load_plugins`, `load_dataset`,
+//! `split`, `preprocess`, `build_model` (and the checkpoint's restore when resuming) — and
+//! writes nothing, so that a run refused there leaves no run folder. [`Session::train`] then
+//! runs `train`, `test` and `save_model` with the run's observers and returns the
+//! [`Outcome`]. Each stage is a `tracing` span (its duration lands in `execution.log`) and is
+//! timed into `metrics.json`.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::{atomic::AtomicBool, Arc},
-    time::Instant,
-};
+use std::{path::Path, rc::Rc, sync::Arc, time::Instant};
 
 use anyhow::{bail, Context, Result};
 use gymnos_host::{
     experiment::{Precision, ResolvedExperiment},
-    record::{self, DataDescription, DataMode, RunStatus, RunSummary, SweepTrial, TaskName},
+    record::{DataDescription, DataMode, DistributedRun},
     PluginManager,
 };
-use gymnos_plugin_api::{rng::derive_seed, ComponentKind, DataPart, DatasetInfo, DeviceSpec, Task};
-use serde_json::json;
+use gymnos_plugin_api::{rng::derive_seed, ComponentKind, DataPart, DatasetInfo};
 
 use crate::{
     callbacks::CallbackState,
-    checkpoint::Checkpoint,
+    checkpoint::{self, Checkpoint},
     components::{
-        ComponentFactory, DataSet, Dataset, IndexedDataset, ModelShape, Preprocessors, StreamedSplit, Trackers,
+        ComponentFactory, DatasetForm, IndexedDataset, ModelShape, Preprocessors, StreamedSplit, WholeDataset,
     },
     data::{split, split_sizes, BatchSource, Order, Shuffle, Splits},
-    device,
+    device::{self, Placement},
+    distributed::{DataParallel, Fingerprint},
     evaluation::LossFn,
+    events::{Event, Observers, Resumed, RunStart},
+    learner::{seed_torch, Learner, Replicas},
     loader::{Loader, LoaderSettings},
     optim::{LossScaler, Optimizer},
-    progress::Progress,
-    train::{seed_torch, Interrupted, Learner, Paused, Trainer},
+    outcome::Outcome,
+    trainer::Trainer,
 };
 
-/// Where a session starts.
-pub enum Start<'a> {
-    /// A new run. `create_run_dir` makes its folder once everything up to the first epoch has
-    /// worked, so that a run refused by its data, its components or its model leaves none.
-    Fresh {
-        experiment_file: &'a Path,
-        create_run_dir: &'a dyn Fn() -> Result<PathBuf>,
-        /// The sweep the run is a trial of, for its record.
-        sweep: Option<SweepTrial>,
-    },
-    /// The run in this folder, from its `checkpoints/last.safetensors`.
-    Resume { run_dir: PathBuf },
-}
+/// The store key of rank 0's fitted preprocessors.
+const FITTED_PREPROCESSORS: &str = "fitted-preprocessors";
 
-impl Start<'_> {
-    fn is_resume(&self) -> bool {
-        matches!(self, Start::Resume { .. })
+/// The stages' durations, in the order they ran.
+#[derive(Default)]
+pub struct Stages(pub Vec<(String, f64)>);
+
+impl Stages {
+    /// Runs stage `name` inside a tracing span of the same name and times it.
+    pub fn run<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let (result, seconds) = timed(name, f);
+        match self.0.iter_mut().find(|(n, _)| n == name) {
+            Some((_, total)) => *total += seconds,
+            None => self.0.push((name.to_string(), seconds)),
+        }
+        result
     }
 }
 
-pub struct Session<'a> {
-    pub manager: &'a PluginManager,
-    /// Set by SIGINT/SIGTERM.
-    pub stop: Arc<AtomicBool>,
-    pub resolved: ResolvedExperiment,
-    pub bars: Option<indicatif::MultiProgress>,
-    /// Stop, checkpointed, at the end of this epoch (a sweep's early stopping).
-    pub stop_after_epoch: Option<u32>,
-}
-
-/// Times a stage into `summary` inside a tracing span of the same name.
-pub fn stage<T>(summary: &mut RunSummary, name: &str, f: impl FnOnce(&mut RunSummary) -> Result<T>) -> Result<T> {
+/// Runs `f` as stage `name`: a tracing span, its start and end in the log. Returns its result
+/// and seconds.
+fn timed<T>(name: &str, f: impl FnOnce() -> Result<T>) -> (Result<T>, f64) {
     let span = tracing::info_span!("stage", stage = name);
     let _entered = span.enter();
     let started = Instant::now();
     tracing::info!("{name}: started");
-    let result = f(summary);
+    let result = f();
     let seconds = started.elapsed().as_secs_f64();
-    summary.add_elapsed(name, seconds);
     match &result {
         Ok(_) => tracing::info!("{name}: done in {seconds:.2}s"),
         // The user gets the error once, as the command's last line; the log keeps it too.
         Err(e) => tracing::error!(target: "log_only", "{name}: failed after {seconds:.2}s: {e:#}"),
     }
-    result
+    (result, seconds)
 }
 
-pub fn task_name(task: Task) -> TaskName {
-    match task {
-        Task::Classification => TaskName::Classification,
-        Task::Regression => TaskName::Regression,
+/// A run of one resolved experiment on this machine (in a data-parallel run, this rank's part).
+pub struct Session<'a> {
+    manager: &'a PluginManager,
+    resolved: ResolvedExperiment,
+    placement: Placement,
+    /// The other ranks, in a data-parallel run.
+    parallel: Option<Rc<DataParallel>>,
+}
+
+/// What the stages before the first epoch made: the trainer, and what the run starts with.
+pub struct Prepared<'s> {
+    pub trainer: Trainer<'s>,
+    pub start: RunStart,
+}
+
+impl<'a> Session<'a> {
+    /// A session of `resolved`; a device this machine lacks is refused here, before anything
+    /// loads.
+    pub fn new(manager: &'a PluginManager, resolved: ResolvedExperiment) -> Result<Self> {
+        let placement = device::select(resolved.experiment.training.device)?;
+        Ok(Self { manager, resolved, placement, parallel: None })
     }
-}
 
-impl Session<'_> {
-    /// Runs the session and returns its run folder. Once the folder exists, the record says
-    /// how the session ended (`completed`, `interrupted` or `failed` with the error).
-    pub fn execute(&self, start: Start<'_>) -> Result<PathBuf> {
-        let (mut summary, checkpoint) = match &start {
-            Start::Fresh { sweep, .. } => {
-                (RunSummary { started_at: record::now(), sweep: sweep.clone(), ..RunSummary::default() }, None)
-            }
-            Start::Resume { run_dir } => (RunSummary::load(run_dir)?, Some(last_checkpoint(run_dir)?)),
-        };
-        let resuming = start.is_resume();
-        let prepared = self.prepare(&mut summary, checkpoint);
-        let (mut trainer, run_dir) = match (prepared, start) {
-            (Ok(trainer), Start::Fresh { create_run_dir, .. }) => (trainer, create_run_dir()?),
-            (Ok(trainer), Start::Resume { run_dir }) => (trainer, run_dir),
-            (Err(e), Start::Fresh { experiment_file, .. }) => {
-                return Err(e).with_context(|| experiment_file.display().to_string());
-            }
-            (Err(e), Start::Resume { run_dir }) => {
-                let ended = record_end(&mut summary, Err(e), &run_dir);
-                return ended.with_context(|| format!("run {}", run_dir.display())).map(|()| run_dir);
-            }
-        };
-        trainer.run_dir = run_dir.clone();
-        let mut trackers = Trackers::default();
-        let outcome = self.train(&mut trainer, &mut summary, &mut trackers, resuming);
-        // The trackers' `finish` may upload the record: it sees the final one (a failure to
-        // write it here is reported by the save after).
-        summary.tracker_errors.append(&mut trackers.failures);
-        mark_end(&mut summary, &outcome);
-        let _ = summary.save(&run_dir);
-        // Trackers know completed, failed and interrupted; a paused run is an interrupted one.
-        let tracker_status = match status_of(&outcome) {
-            RunStatus::Paused => RunStatus::Interrupted,
-            status => status,
-        };
-        trackers.finish(tracker_status.name());
-        summary.tracker_errors.append(&mut trackers.failures);
-        let ended = record_end(&mut summary, outcome, &run_dir);
-        if ended.is_ok() && summary.status == RunStatus::Completed {
-            // The pictures and report.html; a run that trained well does not fail for them.
-            if let Err(e) = gymnos_host::report::write_report(&run_dir) {
-                tracing::warn!("the run's report was not written: {e}");
-            }
+    /// A session of one rank of a data-parallel run: on CUDA, the GPU of its local rank.
+    pub fn for_rank(manager: &'a PluginManager, resolved: ResolvedExperiment, local_rank: u32) -> Result<Self> {
+        let placement = device::select_for_rank(resolved.experiment.training.device, local_rank)?;
+        Ok(Self { manager, resolved, placement, parallel: None })
+    }
+
+    /// Makes this session a rank of `parallel`'s run: it trains on its shard and averages
+    /// gradients with the others.
+    pub fn join(&mut self, parallel: Rc<DataParallel>) {
+        self.parallel = Some(parallel);
+    }
+
+    /// What must be the same on every rank of a data-parallel run.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut experiment = serde_json::to_value(&self.resolved.experiment).unwrap_or_default();
+        // Library paths may differ between nodes; their hashes may not.
+        strip_library_paths(&mut experiment);
+        let plugins = self
+            .resolved
+            .plugins
+            .iter()
+            .map(|p| (p.path.clone(), format!("{}@{} {}", p.name, p.version, p.library.sha256)))
+            .collect();
+        Fingerprint {
+            experiment_sha256: gymnos_host::hash::sha256_bytes(experiment.to_string().as_bytes()),
+            plugins,
+            libtorch: env!("GYMNOS_LIBTORCH_BUILD").to_string(),
         }
-        ended.with_context(|| format!("run {}", run_dir.display())).map(|()| run_dir)
     }
 
-    /// The stages from the first epoch on, with the run folder in place.
-    fn train(
-        &self,
-        trainer: &mut Trainer<'_>,
-        summary: &mut RunSummary,
-        trackers: &mut Trackers,
-        resuming: bool,
-    ) -> Result<()> {
-        *trackers = self.start_trackers(trainer, resuming)?;
-        summary.save(&trainer.run_dir)?;
-        stage(summary, "train", |summary| trainer.fit(summary, trackers))?;
-        stage(summary, "test", |summary| trainer.test(summary, trackers))?;
-        stage(summary, "save_model", |_| trainer.save_model())
+    pub fn resolved(&self) -> &ResolvedExperiment {
+        &self.resolved
     }
 
-    fn factory<'s>(&'s self, device: DeviceSpec, output_dir: Option<&'s Path>) -> ComponentFactory<'s> {
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+
+    pub fn factory<'s>(&'s self, output_dir: Option<&'s Path>) -> ComponentFactory<'s> {
         ComponentFactory {
             manager: self.manager,
-            device,
+            device: self.placement.spec,
             seed: self.resolved.experiment.experiment.seed,
             base_dir: &self.resolved.base_dir,
             output_dir,
@@ -162,32 +143,34 @@ impl Session<'_> {
 
     /// Everything up to the first epoch: components, data, model, and the checkpoint's state
     /// when resuming. Writes nothing (`validate --deep` runs it too).
-    pub fn prepare(&self, summary: &mut RunSummary, checkpoint: Option<Checkpoint>) -> Result<Trainer<'_>> {
+    pub fn prepare(&self, checkpoint: Option<Checkpoint>) -> Result<Prepared<'_>> {
         let exp = &self.resolved.experiment;
         let settings = &exp.training;
         let seed = exp.experiment.seed;
-        let (device, device_spec) = device::select(&settings.device)?;
-        summary.hardware = Some(device::probe_hardware(device));
+        let device = self.placement.device;
+        let hardware = device::probe_hardware(device);
         tracing::info!("device: {device:?}, libtorch {}", env!("GYMNOS_LIBTORCH_BUILD"));
-        let factory = self.factory(device_spec, None);
+        let factory = self.factory(None);
+        let mut stages = Stages::default();
 
         let preprocessor_plugins: Vec<_> = self.resolved.of_kind(ComponentKind::Preprocessor).collect();
-        let (dataset, preprocessors) = stage(summary, "load_plugins", |_| {
+        let (dataset, preprocessors) = stages.run("load_plugins", || {
             Ok((factory.dataset(self.resolved.dataset())?, factory.preprocessors(&preprocessor_plugins)?))
         })?;
         let data = match dataset {
-            DataSet::Whole(dataset) => self.in_memory(summary, *dataset, preprocessors, checkpoint.as_ref())?,
-            DataSet::Indexed(dataset) => self.streamed(summary, dataset, preprocessors, checkpoint.as_ref(), device)?,
+            DatasetForm::Whole(dataset) => self.in_memory(&mut stages, *dataset, preprocessors, checkpoint.as_ref())?,
+            DatasetForm::Indexed(dataset) => self.streamed(&mut stages, dataset, preprocessors, checkpoint.as_ref())?,
         };
+        self.share_fitted(&data.preprocessors, checkpoint.is_some())?;
         let PreparedData { info, splits, preprocessors, streamed_from } = data;
         let loss = LossFn::for_task(settings.loss, info.task)?;
         let class_names: Vec<String> = info.class_names.iter().map(|c| c.to_string()).collect();
         let input_shape = input_shape(&splits)?;
-        summary.data = Some(describe(&info, &splits, &class_names, &input_shape, streamed_from.is_some()));
+        let description = describe(&info, &splits, &class_names, &input_shape, streamed_from.is_some());
 
         let augmentor_plugins: Vec<_> = self.resolved.of_kind(ComponentKind::DataAugmentor).collect();
         let augmentors = factory.augmentors(&augmentor_plugins, info.task, info.num_outputs)?;
-        let model = stage(summary, "build_model", |_| {
+        let model = stages.run("build_model", || {
             seed_torch(derive_seed(seed, "init", &[]));
             let shape = ModelShape { input_shape: input_shape.clone(), num_outputs: info.num_outputs, task: info.task };
             factory.model(self.resolved.model(), &shape)
@@ -195,17 +178,7 @@ impl Session<'_> {
         let parameters = model.parameters()?;
         let count: i64 = parameters.iter().map(|(_, t)| t.numel() as i64).sum();
         tracing::info!("{}: {} parameter tensors, {count} parameters", self.resolved.model().label(), parameters.len());
-
-        if settings.precision == Precision::Fp16 && !device.is_cuda() {
-            tracing::warn!(
-                "training.precision fp16 needs CUDA; on {device:?} the run trains in fp32 (bf16 runs on the CPU)"
-            );
-        }
-        if settings.precision == Precision::Bf16 && !device.is_cuda() && device::cpu_has_bf16() == Some(false) {
-            tracing::warn!(
-                "training.precision bf16: this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16); libtorch emulates them and the run may be slower than in fp32"
-            );
-        }
+        warn_about_precision(settings.precision, device);
         let learner = Learner {
             model,
             optimizer: Optimizer::new(settings.optimizer.clone(), parameters),
@@ -214,13 +187,12 @@ impl Session<'_> {
             precision: settings.precision,
             grad_clip_norm: settings.grad_clip_norm,
             scaler: (settings.precision == Precision::Fp16).then(LossScaler::new),
+            replicas: None,
         };
         let mut trainer = Trainer {
             settings,
-            tracking: &exp.tracking,
+            log_every: exp.tracking.log_every_n_steps,
             seed,
-            run_dir: PathBuf::new(),
-            stop: &self.stop,
             info,
             class_names,
             splits,
@@ -230,57 +202,125 @@ impl Session<'_> {
             learner,
             callbacks: CallbackState::new(&settings.callbacks),
             first_epoch: 0,
-            stop_after_epoch: self.stop_after_epoch,
-            progress: Progress::new(self.bars.clone(), settings.epochs, 0),
+            history: Default::default(),
+            parallel: self.parallel.clone(),
+            resume_at: None,
         };
-        if let Some(checkpoint) = checkpoint {
-            trainer.restore(checkpoint, summary).context("restoring the checkpoint")?;
-            trainer.progress = Progress::new(self.bars.clone(), settings.epochs, trainer.first_epoch);
-            summary.resumed_at_epochs.push(trainer.first_epoch);
-            summary.status = RunStatus::Running;
-            summary.error = None;
-            tracing::info!("resuming after epoch {}", trainer.first_epoch);
+        let resumed = match checkpoint {
+            Some(checkpoint) => {
+                trainer.restore(checkpoint).context("restoring the checkpoint")?;
+                tracing::info!("resuming after epoch {}", trainer.first_epoch);
+                Some(Resumed { epoch: trainer.first_epoch, history: trainer.history.clone() })
+            }
+            None => None,
+        };
+        let distributed = self.parallel.as_ref().map(|dp| DistributedRun {
+            world_size: dp.size(),
+            nodes: dp.world.nodes(),
+            backend: dp.backend.name().to_string(),
+            hosts: dp.coordinator.hosts(),
+            launcher: dp.world.launcher.clone(),
+            world_sizes: Vec::new(),
+        });
+        let start = RunStart {
+            hardware,
+            data: description,
+            stage_seconds: stages.0,
+            epochs: settings.epochs,
+            resumed,
+            distributed,
+        };
+        Ok(Prepared { trainer, start })
+    }
+
+    /// The stages from the first epoch on, with the run folder in place and `observers`
+    /// attached: `train`, then (unless the epochs were paused or interrupted) `test` and
+    /// `save_model`. The observers see every event up to [`Event::RunEnded`].
+    pub fn train(&self, prepared: Prepared<'_>, observers: &mut Observers) -> Outcome {
+        let Prepared { mut trainer, start } = prepared;
+        let outcome = match self.train_stages(&mut trainer, &start, observers) {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Failed(e),
+        };
+        match observers.emit_to_all(&Event::RunEnded(&outcome)) {
+            // The record could not say how the run ended: that is how it ended.
+            Err(e) if !matches!(outcome, Outcome::Failed(_)) => Outcome::Failed(e),
+            _ => outcome,
         }
-        Ok(trainer)
+    }
+
+    fn train_stages(&self, trainer: &mut Trainer<'_>, start: &RunStart, observers: &mut Observers) -> Result<Outcome> {
+        observers.emit(&Event::RunStarted(start))?;
+        let outcome = self.stage("train", observers, |observers| {
+            let outcome = trainer.fit(observers);
+            observers.emit(&Event::TrainingEnded)?;
+            outcome
+        })?;
+        if let Some(dp) = &self.parallel {
+            // Every rank's copy, for the record: they must be the same.
+            tracing::info!("rank {}: model sha256 {}", dp.rank(), trainer.model_digest()?);
+        }
+        if !outcome.trained() {
+            return Ok(outcome);
+        }
+        self.stage("test", observers, |observers| trainer.test(observers))?;
+        self.stage("save_model", observers, |observers| {
+            let model = trainer.final_model()?;
+            observers.emit(&Event::ModelReady(&model))?;
+            Ok(())
+        })?;
+        Ok(outcome)
+    }
+
+    /// Runs a stage after the run folder exists; its time reaches the observers whatever its
+    /// result.
+    fn stage<T>(
+        &self,
+        name: &str,
+        observers: &mut Observers,
+        f: impl FnOnce(&mut Observers) -> Result<T>,
+    ) -> Result<T> {
+        let (result, seconds) = timed(name, || f(observers));
+        observers.emit(&Event::StageEnded { stage: name, seconds })?;
+        result
     }
 
     /// A data set loaded whole: split, then preprocessed, in memory.
     fn in_memory(
         &self,
-        summary: &mut RunSummary,
-        mut dataset: Dataset,
+        stages: &mut Stages,
+        mut dataset: WholeDataset,
         mut preprocessors: Preprocessors,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<PreparedData> {
         let exp = &self.resolved.experiment;
-        let contents = stage(summary, "load_dataset", |_| dataset.load())?;
-        let (train, val, test) = stage(summary, "split", |_| {
-            split(contents.all, contents.test, &exp.dataset.split, exp.dataset.shuffle, exp.experiment.seed)
+        let data = stages.run("load_dataset", || dataset.load())?;
+        let (train, val, test) = stages.run("split", || {
+            split(data.samples, data.test, &exp.dataset.split, exp.dataset.shuffle, exp.experiment.seed)
         })?;
-        let splits = stage(summary, "preprocess", |_| {
-            let train = match checkpoint {
-                Some(checkpoint) => {
-                    preprocessors.load_states(&checkpoint.tensors)?;
-                    preprocessors.transform_examples(train)?
+        let splits = stages.run("preprocess", || {
+            let train = match self.fitted_states(checkpoint)? {
+                Some(states) => {
+                    preprocessors.load_states(&states)?;
+                    preprocessors.transform_samples(train)?
                 }
                 None => preprocessors.fit_transform(train)?,
             };
-            let val = preprocessors.transform_examples(val)?;
-            let test = preprocessors.transform_examples(test)?;
+            let val = preprocessors.transform_samples(val)?;
+            let test = preprocessors.transform_samples(test)?;
             Ok(Splits { train: Box::new(train), val: Box::new(val), test: Box::new(test) })
         })?;
-        Ok(PreparedData { info: contents.info, splits, preprocessors: Arc::new(preprocessors), streamed_from: None })
+        Ok(PreparedData { info: data.info, splits, preprocessors: Arc::new(preprocessors), streamed_from: None })
     }
 
     /// A data set read by index: the splits are lists of indices; batches are read, and
     /// preprocessed, as training goes. The preprocessors fit on a stream of training batches.
     fn streamed(
         &self,
-        summary: &mut RunSummary,
+        stages: &mut Stages,
         dataset: Arc<IndexedDataset>,
         mut preprocessors: Preprocessors,
         checkpoint: Option<&Checkpoint>,
-        device: tch::Device,
     ) -> Result<PreparedData> {
         let exp = &self.resolved.experiment;
         let description = dataset.description.clone();
@@ -291,7 +331,7 @@ impl Session<'_> {
             description.test_len.into_option().map(|n| format!(" and a test split of {n}")).unwrap_or_default()
         );
         let (n, test_len) = (description.len as i64, description.test_len.into_option());
-        let (n_train, n_val) = stage(summary, "split", |_| {
+        let (n_train, n_val) = stages.run("split", || {
             split_sizes(n as usize, test_len.is_some(), &exp.dataset.split).map(|(t, v)| (t as i64, v as i64))
         })?;
         let order = match exp.dataset.shuffle {
@@ -312,9 +352,9 @@ impl Session<'_> {
             Some(n_test) => part(DataPart::Test, &Order::Identity, 0, n_test as i64),
             None => part(DataPart::Samples, &order, n_train + n_val, n - n_train - n_val),
         };
-        let preprocessors = stage(summary, "preprocess", |_| {
-            match checkpoint {
-                Some(checkpoint) => preprocessors.load_states(&checkpoint.tensors)?,
+        let preprocessors = stages.run("preprocess", || {
+            match self.fitted_states(checkpoint)? {
+                Some(states) => preprocessors.load_states(&states)?,
                 None => {
                     let whole = preprocessors.not_incremental();
                     if !whole.is_empty() {
@@ -323,7 +363,8 @@ impl Session<'_> {
                             whole.join(", ")
                         );
                     }
-                    let settings = self.loader_settings(self.resolved.experiment.training.eval_batch_size, None);
+                    let settings = self.loader_settings(exp.training.eval_batch_size, None);
+                    let device = self.placement.device;
                     preprocessors.fit_streamed(|fit_batch| {
                         let loader = Loader::new(Box::new(train.clone()), device, true, settings, 0);
                         std::thread::scope(|scope| {
@@ -349,6 +390,41 @@ impl Session<'_> {
         Ok(PreparedData { info: description.info.clone(), splits, preprocessors, streamed_from: Some(dataset) })
     }
 
+    /// The preprocessors' states when they are not to be fitted here: a resumed run's (from its
+    /// checkpoint), or, in a fresh data-parallel run, rank 0's (each fits once, on rank 0).
+    fn fitted_states(&self, checkpoint: Option<&Checkpoint>) -> Result<Option<Vec<(String, tch::Tensor)>>> {
+        if let Some(checkpoint) = checkpoint {
+            return Ok(Some(checkpoint.tensors.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect()));
+        }
+        match &self.parallel {
+            Some(dp) if !dp.is_root() => {
+                let bytes = dp.coordinator.receive(FITTED_PREPROCESSORS)?;
+                Ok(Some(checkpoint::deserialize(&bytes).context("rank 0's fitted preprocessors")?.0))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Rank 0 of a fresh data-parallel run leaves its fitted preprocessors for the others.
+    fn share_fitted(&self, preprocessors: &Preprocessors, resumed: bool) -> Result<()> {
+        match &self.parallel {
+            Some(dp) if dp.is_root() && !resumed => {
+                let bytes = checkpoint::serialize(&preprocessors.states()?, None)?;
+                dp.coordinator.publish(FITTED_PREPROCESSORS, &bytes)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives every rank rank 0's model, once every rank is prepared (a data-parallel run).
+    pub fn replicate(&self, prepared: &mut Prepared<'_>) -> Result<()> {
+        let Some(dp) = &self.parallel else { return Ok(()) };
+        let learner = &mut prepared.trainer.learner;
+        let parameters = learner.model.parameters()?;
+        learner.replicas = Some(Replicas::new(dp.clone(), &mut learner.model, &parameters)?);
+        Ok(())
+    }
+
     /// How batches of `batch_size` are made off the training thread (never kept on the device).
     fn loader_settings(&self, batch_size: u32, limit: Option<u32>) -> LoaderSettings {
         let training = &self.resolved.experiment.training;
@@ -358,67 +434,22 @@ impl Session<'_> {
             prefetch: training.prefetch_batches as usize,
             device_cache_bytes: 0,
             limit,
+            shard: None,
         }
-    }
-
-    fn start_trackers(&self, trainer: &Trainer<'_>, resuming: bool) -> Result<Trackers> {
-        let exp = &self.resolved.experiment;
-        let plugins: Vec<_> = self.resolved.of_kind(ComponentKind::Tracker).collect();
-        let mut trackers = self.factory(DeviceSpec::Cpu, Some(&trainer.run_dir)).trackers(&plugins)?;
-        let resumed_at = resuming.then_some(trainer.first_epoch);
-        let run =
-            json!({ "experiment": exp.experiment.name, "run_dir": trainer.run_dir, "resumed_at_epoch": resumed_at });
-        trackers.start(&run);
-        if exp.tracking.log_params && !resuming {
-            trackers.log_params(&serde_json::to_value(exp)?);
-        }
-        Ok(trackers)
     }
 }
 
-fn last_checkpoint(run_dir: &Path) -> Result<Checkpoint> {
-    let path = run_dir.join(record::CHECKPOINTS).join(record::LAST);
-    if !path.is_file() {
-        bail!(
-            "{}: no checkpoint to resume from (the run stopped before its first checkpoint); start it again with `gymnos-host run`",
-            path.display()
+fn warn_about_precision(precision: Precision, device: tch::Device) {
+    if precision == Precision::Fp16 && !device.is_cuda() {
+        tracing::warn!(
+            "training.precision fp16 needs CUDA; on {device:?} the run trains in fp32 (bf16 runs on the CPU)"
         );
     }
-    Checkpoint::load(&path)
-}
-
-fn status_of(outcome: &Result<()>) -> RunStatus {
-    match outcome {
-        Ok(()) => RunStatus::Completed,
-        Err(e) if e.downcast_ref::<Interrupted>().is_some() => RunStatus::Interrupted,
-        Err(e) if e.downcast_ref::<Paused>().is_some() => RunStatus::Paused,
-        Err(_) => RunStatus::Failed,
+    if precision == Precision::Bf16 && !device.is_cuda() && device::cpu_has_bf16() == Some(false) {
+        tracing::warn!(
+            "training.precision bf16: this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16); libtorch emulates them and the run may be slower than in fp32"
+        );
     }
-}
-
-/// Notes in the record how the session ended.
-fn mark_end(summary: &mut RunSummary, outcome: &Result<()>) {
-    summary.finished_at = Some(record::now());
-    summary.status = status_of(outcome);
-    summary.error = match summary.status {
-        RunStatus::Paused => None,
-        _ => outcome.as_ref().err().map(|e| format!("{e:#}")),
-    };
-}
-
-/// Writes how the session ended into the record, and passes its outcome on.
-fn record_end(summary: &mut RunSummary, outcome: Result<()>, run_dir: &Path) -> Result<()> {
-    mark_end(summary, &outcome);
-    let saved = summary.save(run_dir);
-    // Pausing as asked is a successful end of this session.
-    let outcome = match outcome {
-        Err(e) if e.downcast_ref::<Paused>().is_some() => {
-            tracing::info!("{e}");
-            Ok(())
-        }
-        other => other,
-    };
-    outcome.and(saved.map_err(anyhow::Error::from))
 }
 
 /// The data set's splits, ready for the model, and how they are read.
@@ -428,6 +459,20 @@ struct PreparedData {
     preprocessors: Arc<Preprocessors>,
     /// The data set the splits stream from; none when they are in memory.
     streamed_from: Option<Arc<IndexedDataset>>,
+}
+
+/// Removes `resolved.library` (a path) from every plugin section of a recorded experiment.
+fn strip_library_paths(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(resolved)) = map.get_mut("resolved") {
+                resolved.remove("library");
+            }
+            map.values_mut().for_each(strip_library_paths);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_library_paths),
+        _ => {}
+    }
 }
 
 /// One sample's shape as the model sees it: after preprocessing.
@@ -447,7 +492,7 @@ fn describe(
     streamed: bool,
 ) -> DataDescription {
     DataDescription {
-        task: task_name(info.task),
+        task: info.task.into(),
         mode: if streamed { DataMode::Indexed } else { DataMode::InMemory },
         train_samples: splits.train.len() as u64,
         val_samples: splits.val.len() as u64,

@@ -17,10 +17,15 @@ use std::{
 use anyhow::{Context, Result};
 use gymnos_host::{cli_args::RUN_DIR_FILE_ENV, record};
 
+/// The signals a supervisor passes on to the engine: Ctrl-C and SIGTERM stop a run after its
+/// batch; SIGUSR1 (a cluster's notice before preempting the job) checkpoints it where it stands.
+pub(super) const FORWARDED: [i32; 3] =
+    [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1];
+
 /// The engine binary's name; it is installed next to `gymnos-host`.
 pub const ENGINE: &str = "gymnos-engine";
 
-fn engine() -> Result<Command> {
+pub(super) fn engine() -> Result<Command> {
     let exe = std::env::current_exe().context("locating gymnos-host")?;
     let engine = exe.with_file_name(ENGINE);
     if !engine.is_file() {
@@ -38,7 +43,7 @@ pub fn exec(registry: &Path) -> Result<()> {
     Err(err).context("cannot start the training engine")
 }
 
-fn signal_name(signal: i32) -> String {
+pub(super) fn signal_name(signal: i32) -> String {
     let name = match signal {
         libc::SIGSEGV => "SIGSEGV, a segmentation fault",
         libc::SIGABRT => "SIGABRT, an abort",
@@ -48,6 +53,7 @@ fn signal_name(signal: i32) -> String {
         libc::SIGKILL => "SIGKILL, killed (perhaps by the out-of-memory killer)",
         libc::SIGTERM => "SIGTERM",
         libc::SIGINT => "SIGINT",
+        libc::SIGUSR1 => "SIGUSR1",
         _ => return format!("signal {signal}"),
     };
     format!("signal {signal} ({name})")
@@ -68,8 +74,7 @@ pub fn supervise(registry: &Path, known_run_dir: Option<PathBuf>) -> Result<Exit
             Ok(())
         });
     }
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("installing the signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new(FORWARDED).context("installing the signal handlers")?;
     let handle = signals.handle();
     let mut child = command.spawn().context("cannot start the training engine")?;
     let child_pid = child.id() as i32;

@@ -4,6 +4,7 @@ mod engine;
 mod experiment;
 mod output;
 mod plugins;
+mod ranks;
 mod runs;
 mod sweep;
 
@@ -103,10 +104,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate(args) if args.deep => engine::exec(&registry_path(cli.registry)).map(ok),
         Command::Validate(args) => experiment::validate(&registry_path(cli.registry), &args).map(ok),
         Command::Schema => experiment::schema(&registry_path(cli.registry)).map(ok),
-        Command::Run(_) => engine::supervise(&registry_path(cli.registry), None),
+        Command::Run(args) => match args.parallel.nproc_per_node {
+            Some(n) if n > 1 => ranks::supervise_ranks(&registry_path(cli.registry), n, None),
+            _ => engine::supervise(&registry_path(cli.registry), None),
+        },
         Command::Resume(args) => {
             let dir = std::path::absolute(&args.run_dir)?;
-            engine::supervise(&registry_path(cli.registry), Some(dir))
+            match args.parallel.nproc_per_node {
+                Some(n) if n > 1 => ranks::supervise_ranks(&registry_path(cli.registry), n, Some(dir)),
+                _ => engine::supervise(&registry_path(cli.registry), Some(dir)),
+            }
         }
         Command::Predict(_) => engine::exec(&registry_path(cli.registry)).map(ok),
         Command::Sweep(args) => sweep::run(&registry_path(cli.registry), args),

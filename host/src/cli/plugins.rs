@@ -6,8 +6,8 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use gymnos_host::{
     builtin, outln,
+    plugin_ref::find_installed,
     registry::{ComponentRecord, Installed, LibraryRecord, Registry, Status},
-    resolve::resolve,
     InstallOutcome, InstallReport, PluginManager, PluginRef, ResolveError,
 };
 use gymnos_plugin_api::{normalized_name, ComponentKind};
@@ -298,7 +298,7 @@ fn list(manager: &PluginManager, kind: Option<ComponentKind>, json: bool) -> Res
 
 fn info(manager: &PluginManager, plugin: &str, kind: Option<ComponentKind>, json: bool) -> Result<()> {
     let reference: PluginRef = plugin.parse()?;
-    let chosen = match resolve(&manager.registry, &manager.compat, kind, &reference) {
+    let chosen = match find_installed(&manager.registry, &manager.compat, kind, &reference) {
         Ok((library, component)) => manager
             .registry
             .installed()

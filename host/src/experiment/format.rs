@@ -122,7 +122,7 @@ pub struct Training {
     pub lr_schedule: LrSchedule,
     pub loss: Loss,
     /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    pub device: DeviceSetting,
     pub precision: Precision,
     /// Clip the global gradient norm to this value (none when absent).
     pub grad_clip_norm: Option<f64>,
@@ -150,7 +150,7 @@ impl Default for Training {
             optimizer: Optimizer::Adam(AdamSettings { lr: 1e-3, betas: default_betas(), eps: 1e-8, weight_decay: 0.0 }),
             lr_schedule: LrSchedule::Constant,
             loss: Loss::Auto,
-            device: "auto".into(),
+            device: DeviceSetting::Auto,
             precision: Precision::Fp32,
             grad_clip_norm: None,
             callbacks: Callbacks::default(),
@@ -160,6 +160,85 @@ impl Default for Training {
             limit_train_batches: None,
             limit_eval_batches: None,
         }
+    }
+}
+
+/// `training.device`, parsed once: `auto`, `cpu`, `cuda` or `cuda:N`. It reads and writes as
+/// the text the experiment has (`cuda` stays `cuda`, not `cuda:0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceSetting {
+    /// CUDA device 0 when CUDA is available, else the CPU.
+    Auto,
+    Cpu,
+    /// `cuda` (None: device 0) or `cuda:N`.
+    Cuda(Option<u32>),
+}
+
+impl DeviceSetting {
+    /// What plugins are told, where the setting names a device: `auto` does not.
+    pub fn spec(self) -> Option<gymnos_plugin_api::DeviceSpec> {
+        use gymnos_plugin_api::DeviceSpec;
+        match self {
+            DeviceSetting::Auto => None,
+            DeviceSetting::Cpu => Some(DeviceSpec::Cpu),
+            DeviceSetting::Cuda(i) => Some(DeviceSpec::Cuda(i.unwrap_or(0))),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSetting::Auto => f.write_str("auto"),
+            DeviceSetting::Cpu => f.write_str("cpu"),
+            DeviceSetting::Cuda(None) => f.write_str("cuda"),
+            DeviceSetting::Cuda(Some(i)) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(DeviceSetting::Auto),
+            "cpu" => Ok(DeviceSetting::Cpu),
+            "cuda" => Ok(DeviceSetting::Cuda(None)),
+            other => other
+                .strip_prefix("cuda:")
+                .filter(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|i| i.parse().ok())
+                .map(|i| DeviceSetting::Cuda(Some(i)))
+                .ok_or_else(|| format!("`{other}` is not auto, cpu, cuda or cuda:N")),
+        }
+    }
+}
+
+impl Serialize for DeviceSetting {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for DeviceSetting {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DeviceSetting".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(auto|cpu|cuda|cuda:[0-9]+)$",
+            "description": "`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`."
+        })
     }
 }
 

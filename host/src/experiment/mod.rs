@@ -9,7 +9,6 @@ mod format;
 mod load;
 mod overrides;
 mod plugin_schema;
-mod record;
 mod resolve;
 mod settings;
 mod shape;
@@ -24,7 +23,7 @@ pub use load::load;
 pub use overrides::apply_override;
 pub use plugin_schema::add_plugin_schemas;
 pub use resolve::{ResolvedExperiment, ResolvedPlugin, Resolver};
-pub use settings::{check_writable, folder_name_problem, output_root, parse_device};
+pub use settings::{check_writable, folder_name_problem, output_root};
 pub use shape::Shape;
 
 use crate::{compat::HostCompat, registry::Registry};

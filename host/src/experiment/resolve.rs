@@ -10,11 +10,15 @@ use gymnos_plugin_api::{
 };
 use serde_json::Value;
 
-use super::{format::SectionRef, shape::Shape, Experiment, Problem};
+use super::{
+    format::{ResolvedLibrary, SectionRef},
+    shape::Shape,
+    Experiment, Problem,
+};
 use crate::{
     compat::HostCompat,
+    plugin_ref::{find_installed, PluginRef},
     registry::{LibraryRecord, Registry},
-    resolve::{resolve, PluginRef},
 };
 
 /// A plugin reference resolved to one installed library, with its configuration completed
@@ -62,6 +66,24 @@ impl ResolvedExperiment {
     }
 }
 
+impl ResolvedExperiment {
+    /// Writes the exact versions (`mlp@=1.0.0`), library paths (absolute) and hashes, and the
+    /// completed configurations into `experiment`.
+    pub(super) fn record_resolution(&mut self, registry: &Registry) {
+        let sections = self.experiment.plugin_sections_mut();
+        for (section, plugin) in sections.into_iter().zip(&self.plugins) {
+            let resolved = ResolvedLibrary {
+                version: plugin.version.to_string(),
+                library: registry.resolve(&plugin.library.path).display().to_string(),
+                sha256: plugin.library.sha256.clone(),
+                package: format!("{} {}", plugin.library.package, plugin.library.package_version),
+                api_version: plugin.library.api_version.clone(),
+            };
+            section.record(format!("{}@={}", plugin.name, plugin.version), plugin.config.clone(), resolved);
+        }
+    }
+}
+
 /// What every plugin section is resolved with.
 pub struct Resolver<'a> {
     pub registry: &'a Registry,
@@ -75,7 +97,7 @@ impl Resolver<'_> {
     pub fn resolve_all(&self, exp: &Experiment) -> Result<ResolvedExperiment, Vec<Problem>> {
         let mut problems = Vec::new();
         let plugins: Vec<Option<ResolvedPlugin>> =
-            exp.plugin_sections().iter().map(|section| self.resolve(section, &mut problems)).collect();
+            exp.plugin_sections().iter().map(|section| self.resolve_section(section, &mut problems)).collect();
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -89,7 +111,7 @@ impl Resolver<'_> {
     }
 
     /// Resolves one plugin section and checks its configuration.
-    pub fn resolve(&self, section: &SectionRef<'_>, problems: &mut Vec<Problem>) -> Option<ResolvedPlugin> {
+    pub fn resolve_section(&self, section: &SectionRef<'_>, problems: &mut Vec<Problem>) -> Option<ResolvedPlugin> {
         let (reference, config, recorded) = section.section.spec();
         let at = |suffix: &str| format!("{}.{suffix}", section.path);
         let mut fail = |path: String, message: String| {
@@ -100,7 +122,7 @@ impl Resolver<'_> {
             Ok(r) => r,
             Err(e) => return fail(at("plugin"), e.to_string()),
         };
-        let (library, component) = match resolve(self.registry, self.compat, Some(section.kind), &reference) {
+        let (library, component) = match find_installed(self.registry, self.compat, Some(section.kind), &reference) {
             Ok(found) => found,
             Err(e) => return fail(at("plugin"), e.to_string()),
         };

@@ -9,21 +9,6 @@ use super::{format::*, Problem};
 /// The longest file name most file systems take.
 const MAX_NAME_BYTES: usize = 255;
 
-/// Parses `auto`, `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(device: &str) -> Result<Option<gymnos_plugin_api::DeviceSpec>, String> {
-    use gymnos_plugin_api::DeviceSpec;
-    match device {
-        "auto" => Ok(None),
-        "cpu" => Ok(Some(DeviceSpec::Cpu)),
-        "cuda" => Ok(Some(DeviceSpec::Cuda(0))),
-        other => other
-            .strip_prefix("cuda:")
-            .and_then(|i| i.parse().ok())
-            .map(|i| Some(DeviceSpec::Cuda(i)))
-            .ok_or_else(|| format!("`{other}` is not auto, cpu, cuda or cuda:N")),
-    }
-}
-
 /// Why `name` cannot name a folder, if it cannot.
 pub fn folder_name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
@@ -141,14 +126,12 @@ pub fn check(exp: &Experiment, experiment_dir: &Path, problems: &mut Vec<Problem
         }
         LrSchedule::Constant => {}
     }
-    match parse_device(&t.device) {
-        Err(e) => check(false, "training.device", e),
-        Ok(Some(gymnos_plugin_api::DeviceSpec::Cpu)) if t.precision == Precision::Fp16 => check(
+    if t.device == DeviceSetting::Cpu && t.precision == Precision::Fp16 {
+        check(
             false,
             "training.precision",
             "fp16 mixed precision needs a CUDA device; training.device is cpu (bf16 runs on the CPU)".into(),
-        ),
-        Ok(_) => {}
+        );
     }
     if let Some(norm) = t.grad_clip_norm {
         check(positive(norm), "training.grad_clip_norm", format!("{norm} is not positive"));

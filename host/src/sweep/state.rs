@@ -181,7 +181,7 @@ impl SweepResults {
                 t.status = match summary.status {
                     RunStatus::Completed => TrialStatus::Completed,
                     RunStatus::Failed => TrialStatus::Failed,
-                    RunStatus::Interrupted => TrialStatus::Interrupted,
+                    RunStatus::Interrupted | RunStatus::Preempted => TrialStatus::Interrupted,
                     RunStatus::Running => TrialStatus::Running,
                     RunStatus::Paused => TrialStatus::Paused,
                 };

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use gymnos_plugin_sdk::{
     tch::{Kind, Tensor},
-    Config, Configurable, Context, Dataset, DatasetInfo, Loaded, PluginError, Result, Rng,
+    Config, Configurable, Context, Dataset, DatasetInfo, LoadedData, PluginError, Result, Rng,
 };
 
 /// The configuration: each field is a key of the experiment's `config` object, its doc comment
@@ -53,7 +53,7 @@ impl Configurable for {{Type}} {
 }
 
 impl Dataset for {{Type}} {
-    fn load(&mut self) -> Result<Loaded> {
+    fn load(&mut self) -> Result<LoadedData> {
         let {{Type}}Config { samples, features, classes, spread, seed } = self.config;
         let mut rng = Rng::new(seed);
         let centers = rng.normal(&[classes, features]) * 3.0;
@@ -61,7 +61,7 @@ impl Dataset for {{Type}} {
         let targets = Tensor::from_slice(&labels);
         let features_tensor = centers.index_select(0, &targets) + rng.normal(&[samples, features]) * spread;
         let class_names = (0..classes).map(|c| format!("cluster_{c}")).collect();
-        Ok(Loaded {
+        Ok(LoadedData {
             info: DatasetInfo::classification(vec![features], class_names),
             features: features_tensor.to_kind(Kind::Float),
             targets,

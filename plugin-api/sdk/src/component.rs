@@ -19,7 +19,7 @@ use tch::{nn, Tensor};
 use crate::{
     config::{rules_of, schemas_of, ConfigSchema},
     rng::Rng,
-    Config, Context, Result,
+    ConfigValues, Context, Result,
 };
 
 /// What every component declares, and how it is built from its configuration (SDK 1.0 style:
@@ -49,7 +49,7 @@ pub trait Component: Sized + Send + 'static {
     }
 
     /// Builds the component. `config` has been validated against `config_keys()`.
-    fn create(config: &Config, ctx: &Context) -> Result<Self>;
+    fn create(config: &ConfigValues, ctx: &Context) -> Result<Self>;
 }
 
 /// A component whose configuration is a struct deriving `Config`: the keys it declares and the
@@ -91,13 +91,14 @@ impl<T: Configurable> Component for T {
         schemas_of(&T::Config::keys())
     }
 
-    fn create(config: &Config, ctx: &Context) -> Result<Self> {
+    fn create(config: &ConfigValues, ctx: &Context) -> Result<Self> {
         T::build(T::Config::from_config(config)?, ctx)
     }
 }
 
-/// All samples of a data set, as returned by [`Dataset::load`].
-pub struct Loaded {
+/// All samples of a data set, as returned by [`Dataset::load`] (the plugin API's `LoadedData`,
+/// as tensors).
+pub struct LoadedData {
     pub info: DatasetInfo,
     /// `[n, ...info.feature_shape]`, any numeric dtype.
     pub features: Tensor,
@@ -107,9 +108,13 @@ pub struct Loaded {
     pub test: Option<(Tensor, Tensor)>,
 }
 
+/// The name [`LoadedData`] had before SDK 1.4.
+#[deprecated(since = "1.4.0", note = "renamed `LoadedData`, the name the plugin API gives it")]
+pub type Loaded = LoadedData;
+
 pub trait Dataset: Component {
     /// Every sample at once (and the fixed test split, if the data set has one).
-    fn load(&mut self) -> Result<Loaded>;
+    fn load(&mut self) -> Result<LoadedData>;
 
     /// Features of new samples read from `path`, encoded like `load`'s, for prediction.
     fn read_inputs(&mut self, path: &Path) -> Result<Tensor>;

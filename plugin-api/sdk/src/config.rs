@@ -1,6 +1,6 @@
 //! A component's configuration: declared once as a struct (`#[derive(Config)]`, which implements
 //! [`ConfigSchema`]), or, as in SDK 1.0, as a list of keys ([`key`], [`required`]) read with
-//! [`Config::get`].
+//! [`ConfigValues::get`].
 
 use std::{
     collections::BTreeMap,
@@ -61,13 +61,13 @@ pub trait ConfigSchema: Sized {
     fn keys() -> Vec<KeySpec>;
 
     /// Reads the struct from a configuration already checked against `keys()`.
-    fn from_config(config: &Config) -> Result<Self, PluginError>;
+    fn from_config(config: &ConfigValues) -> Result<Self, PluginError>;
 
     /// Reads the struct from JSON, checked as the host would (tests, tools). Paths are resolved
     /// against the current folder.
     fn from_json(json: Value) -> Result<Self, PluginError> {
         let keys = Self::keys();
-        let config = Config::resolve("config", &keys, &json.to_string(), &Context::standalone())?;
+        let config = ConfigValues::resolve("config", &keys, &json.to_string(), &Context::standalone())?;
         Self::from_config(&config)
     }
 }
@@ -82,20 +82,26 @@ pub fn schemas_of(keys: &[KeySpec]) -> BTreeMap<String, Value> {
     keys.iter().filter_map(|k| Some((k.name.clone(), k.schema.clone()?))).collect()
 }
 
-/// A component's configuration, checked against its declared keys and rules and completed with
-/// defaults; `path` keys are absolute.
+/// A component's configuration values, checked against its declared keys and rules and completed
+/// with defaults; `path` keys are absolute. (`Config` names the derive: the typed configuration.)
 #[derive(Clone, Debug)]
-pub struct Config {
+pub struct ConfigValues {
     component: String,
     values: Map<String, Value>,
 }
+
+/// The name [`ConfigValues`] had before SDK 1.4, kept so that sources written for 1.0–1.3
+/// compile; `Config` now names the derive. Not marked deprecated: the derive is imported by the
+/// same name, and every such import would warn.
+#[doc(hidden)]
+pub type Config = ConfigValues;
 
 fn one_error(problems: Vec<gymnos_plugin_api::config::ConfigProblem>) -> PluginError {
     let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
     PluginError::config(list.join("; "))
 }
 
-impl Config {
+impl ConfigValues {
     /// Validates `json` against `keys` (SDK 1.0). All problems are reported in one error.
     pub fn parse(component: &str, keys: &[ConfigKey], json: &str) -> Result<Self, PluginError> {
         Self::checked(component, keys, &KeyRules::new(), json, None)

@@ -21,7 +21,7 @@ use crate::{
         Component, DataAugmentor, Dataset, IncrementalPreprocessor, IndexedDataset, Model, Preprocessor, Tracker,
     },
     guard::{guard, Guarded, GuardedWhole},
-    Config, Context, Result,
+    ConfigValues, Context, Result,
 };
 
 /// The symbol abi_stable 0.11 looks the root module up by (`ROOT_MODULE_LOADER_NAME`); written
@@ -44,16 +44,16 @@ pub struct Entry {
     pub config_keys: fn() -> Vec<ConfigKey>,
     pub key_rules: fn() -> KeyRules,
     pub key_schemas: fn() -> BTreeMap<String, Value>,
-    build: fn(&Config, &Context) -> Result<AbiComponent>,
+    build: fn(&ConfigValues, &Context) -> Result<AbiComponent>,
     /// The streaming form (API 1.2), for the kinds that have one.
     build_streaming: Option<BuildStreaming>,
 }
 
 /// Builds a component's streaming form, or none when its configuration asks for the 1.0 form.
-type BuildStreaming = fn(&Config, &Context) -> Result<Option<StreamingComponent>>;
+type BuildStreaming = fn(&ConfigValues, &Context) -> Result<Option<StreamingComponent>>;
 
 impl Entry {
-    const fn of<T: Component>(kind: ComponentKind, build: fn(&Config, &Context) -> Result<AbiComponent>) -> Self {
+    const fn of<T: Component>(kind: ComponentKind, build: fn(&ConfigValues, &Context) -> Result<AbiComponent>) -> Self {
         Entry {
             kind,
             name: T::NAME,
@@ -159,13 +159,13 @@ fn checked<'e>(
     name: RStr<'_>,
     config_json: RStr<'_>,
     context: &CreateContext<'_>,
-) -> Result<(&'e Entry, Config, Context)> {
+) -> Result<(&'e Entry, ConfigValues, Context)> {
     let entry = entries.iter().find(|e| e.name == name.as_str()).ok_or_else(|| {
         let names: Vec<&str> = entries.iter().map(|e| e.name).collect();
         PluginError::config(format!("this library has no component `{name}` (it has: {})", names.join(", ")))
     })?;
     let context = Context::from_abi(context);
-    let config = Config::checked(
+    let config = ConfigValues::checked(
         entry.name,
         &(entry.config_keys)(),
         &(entry.key_rules)(),

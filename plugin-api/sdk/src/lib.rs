@@ -28,11 +28,13 @@ pub mod nn;
 pub mod rng;
 pub mod shape;
 
+#[allow(deprecated)]
+pub use component::Loaded;
 pub use component::{
     fit_whole, Component, Configurable, DataAugmentor, Dataset, Description, IncrementalPreprocessor, IndexedDataset,
-    Loaded, Model, Preprocessor, Tracker,
+    LoadedData, Model, Preprocessor, Tracker,
 };
-pub use config::{key, required, Config, ConfigSchema, Context, KeySpec};
+pub use config::{key, required, Config, ConfigSchema, ConfigValues, Context, KeySpec};
 pub use convert::{from_handle, from_named, from_samples, to_handle, to_named, to_samples};
 pub use gymnos_plugin_api as api;
 pub use gymnos_plugin_api::{

@@ -24,8 +24,8 @@ use flate2::read::GzDecoder;
 use gymnos_plugin_sdk::{
     serde_json::{json, Value},
     tch::Tensor,
-    Config, Configurable, Context, DataPart, Dataset, DatasetInfo, Description, IndexedDataset, Loaded, PluginError,
-    Result, Task,
+    Config, Configurable, Context, DataPart, Dataset, DatasetInfo, Description, IndexedDataset, LoadedData,
+    PluginError, Result, Task,
 };
 
 /// The configuration of `csv`.
@@ -765,11 +765,11 @@ impl IndexedDataset for CsvDataset {
 /// The 1.0 form, as the SDK derives it for the `indexed_dataset` export: every sample read
 /// through `read`. Implemented so that the type also serves where a [`Dataset`] is expected.
 impl Dataset for CsvDataset {
-    fn load(&mut self) -> Result<Loaded> {
+    fn load(&mut self) -> Result<LoadedData> {
         let description = self.describe()?;
         let every: Vec<u64> = (0..description.len).collect();
         let (features, targets) = self.read(DataPart::Samples, &every)?;
-        Ok(Loaded { info: description.info, features, targets, test: None })
+        Ok(LoadedData { info: description.info, features, targets, test: None })
     }
 
     fn read_inputs(&mut self, path: &Path) -> Result<Tensor> {

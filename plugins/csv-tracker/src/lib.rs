@@ -1,4 +1,4 @@
-//! `csv-log`: writes a run's epoch metrics and test metrics as CSV tables in the run folder.
+//! `csv` (a tracker): writes a run's epoch metrics and test metrics as CSV tables in the run folder.
 //!
 //! - `epochs.csv`: one row per epoch, columns `epoch` then the metrics: the first epoch's in
 //!   name order, then any metric first seen later, at the end (earlier rows leave its cell
@@ -10,8 +10,11 @@
 //!
 //! Fields are quoted as RFC 4180 says when they hold a comma, a quote or a line break; lines end
 //! with LF, as in the host's `predictions.csv`. Numbers are written in Rust's shortest form that
-//! reads back as the same `f64` (`0.01`, `1e-8`, `NaN`, `inf`). The name is `csv-log`, not `csv`: plugin names are shared across kinds, and
-//! `plugins remove csv@1.0.0` or `plugins info csv` would also reach the `csv` data set.
+//! reads back as the same `f64` (`0.01`, `1e-8`, `NaN`, `inf`).
+//!
+//! Until 1.1 the tracker was called `csv-log`; the host still finds it by that name, with a
+//! warning. It shares the name `csv` with the data set: an experiment's section says which kind
+//! it means, and `plugins info`/`remove` ask for `--kind` when a name is ambiguous.
 
 use std::{
     fs::{self, File},
@@ -22,9 +25,9 @@ use std::{
 use gymnos_plugin_sdk::{Config, Configurable, Context, PluginError, Result, Tracker};
 use serde_json::Value;
 
-/// The configuration of `csv-log`.
+/// The configuration of the `csv` tracker.
 #[derive(Config)]
-pub struct CsvLogConfig {
+pub struct CsvConfig {
     /// The per-epoch table, in the run folder
     #[config(default = "epochs.csv", inside_run_folder)]
     pub file: String,
@@ -33,7 +36,7 @@ pub struct CsvLogConfig {
     pub test_file: String,
 }
 
-pub struct CsvLogTracker {
+pub struct CsvTracker {
     epochs_path: PathBuf,
     test_path: PathBuf,
     /// The metric columns after `epoch`, in file order.
@@ -42,13 +45,13 @@ pub struct CsvLogTracker {
     rows: Vec<(String, Vec<String>)>,
 }
 
-impl Configurable for CsvLogTracker {
-    const NAME: &'static str = "csv-log";
+impl Configurable for CsvTracker {
+    const NAME: &'static str = "csv";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str = "Writes the run's epoch and test metrics as CSV tables";
-    type Config = CsvLogConfig;
+    type Config = CsvConfig;
 
-    fn build(config: CsvLogConfig, ctx: &Context) -> Result<Self> {
+    fn build(config: CsvConfig, ctx: &Context) -> Result<Self> {
         let in_run = |file: &str| match &ctx.output_dir {
             Some(dir) => dir.join(file),
             None => ctx.resolve(file.as_ref()),
@@ -62,7 +65,7 @@ impl Configurable for CsvLogTracker {
     }
 }
 
-impl Tracker for CsvLogTracker {
+impl Tracker for CsvTracker {
     fn start(&mut self, run: &Value) -> Result<()> {
         // A resumed run: keep the epochs up to the checkpoint; the later ones are trained again.
         let Some(resumed_at) = run.get("resumed_at_epoch").and_then(Value::as_u64) else { return Ok(()) };
@@ -125,7 +128,7 @@ impl Tracker for CsvLogTracker {
     }
 }
 
-impl CsvLogTracker {
+impl CsvTracker {
     fn write_epochs(&self) -> Result<()> {
         let mut records = Vec::with_capacity(self.rows.len() + 1);
         records.push(std::iter::once("epoch".to_string()).chain(self.columns.iter().cloned()).collect());
@@ -244,7 +247,7 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
     })
 }
 
-gymnos_plugin_sdk::export_plugin!(tracker(CsvLogTracker));
+gymnos_plugin_sdk::export_plugin!(tracker(CsvTracker));
 
 #[cfg(test)]
 mod tests {
@@ -281,10 +284,10 @@ mod tests {
         assert_eq!(number(f64::INFINITY), "inf");
     }
 
-    fn tracker(dir: &Path) -> CsvLogTracker {
-        let config = CsvLogConfig::from_json(json!({})).unwrap();
+    fn tracker(dir: &Path) -> CsvTracker {
+        let config = CsvConfig::from_json(json!({})).unwrap();
         let ctx = Context { output_dir: Some(dir.to_path_buf()), ..Context::standalone() };
-        CsvLogTracker::build(config, &ctx).unwrap()
+        CsvTracker::build(config, &ctx).unwrap()
     }
 
     fn metrics(list: &[(&str, f64)]) -> Vec<(String, f64)> {
@@ -322,10 +325,10 @@ mod tests {
     #[test]
     fn meets_the_tracker_contract_and_refuses_paths_outside_the_run_folder() {
         let dir = tempdir("contract");
-        harness::check_tracker::<CsvLogTracker>(json!({ "file": "logs/e.csv" }), &dir).unwrap();
+        harness::check_tracker::<CsvTracker>(json!({ "file": "logs/e.csv" }), &dir).unwrap();
         assert_eq!(fs::read_to_string(dir.join("logs/e.csv")).unwrap(), "epoch,loss\n1,0.5\n");
         for key in ["file", "test_file"] {
-            let err = harness::check_tracker::<CsvLogTracker>(json!({ key: "../t.csv" }), &dir).unwrap_err();
+            let err = harness::check_tracker::<CsvTracker>(json!({ key: "../t.csv" }), &dir).unwrap_err();
             assert_eq!(
                 err,
                 format!("create: configuration error: {key}: `../t.csv` leaves the run folder; give a relative path inside it")

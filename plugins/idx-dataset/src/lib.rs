@@ -9,7 +9,7 @@ use std::{
 use flate2::read::GzDecoder;
 use gymnos_plugin_sdk::{
     tch::{Kind, Tensor},
-    Config, Configurable, Context, Dataset, DatasetInfo, Loaded, PluginError, Result,
+    Config, Configurable, Context, Dataset, DatasetInfo, LoadedData, PluginError, Result,
 };
 
 const FASHION_MNIST_CLASSES: [&str; 10] =
@@ -159,7 +159,7 @@ impl Configurable for IdxDataset {
 }
 
 impl Dataset for IdxDataset {
-    fn load(&mut self) -> Result<Loaded> {
+    fn load(&mut self) -> Result<LoadedData> {
         let config = &self.config;
         let (features, targets) = self.split(&config.train_images, &config.train_labels)?;
         let test = match config.test_images.is_empty() {
@@ -167,7 +167,7 @@ impl Dataset for IdxDataset {
             false => Some(self.split(&config.test_images, &config.test_labels)?),
         };
         let shape = features.size()[1..].to_vec();
-        Ok(Loaded { info: DatasetInfo::classification(shape, config.class_names.clone()), features, targets, test })
+        Ok(LoadedData { info: DatasetInfo::classification(shape, config.class_names.clone()), features, targets, test })
     }
 
     fn read_inputs(&mut self, path: &Path) -> Result<Tensor> {

@@ -66,10 +66,24 @@ fn kind_label(kind: Option<ComponentKind>) -> String {
     kind.map_or_else(|| "plugin".to_string(), |k| format!("{k} plugin"))
 }
 
+/// Components renamed since users typed their old names: (kind, old name, new name). An old
+/// name still finds the component (when nothing installed bears it), with a warning.
+pub const RENAMED: &[(ComponentKind, &str, &str)] = &[(ComponentKind::Tracker, "csv-log", "csv")];
+
+/// The current name of a renamed component, when `name` (of `kind`, if known) is an old one.
+pub fn renamed(kind: Option<ComponentKind>, name: &str) -> Option<&'static str> {
+    let wanted = normalized_name(name);
+    RENAMED
+        .iter()
+        .find(|(k, old, _)| kind.is_none_or(|kind| kind == *k) && normalized_name(old) == wanted)
+        .map(|(_, _, new)| *new)
+}
+
 /// Picks the highest installed version of `reference` that satisfies its requirement and can
 /// be loaded by this host. `kind` restricts the search (as an experiment section does). Names
-/// compare with `-` and `_` alike.
-pub fn resolve<'r>(
+/// compare with `-` and `_` alike; an old name of a renamed component finds it under its new
+/// name.
+pub fn find_installed<'r>(
     registry: &'r Registry,
     compat: &HostCompat,
     kind: Option<ComponentKind>,
@@ -77,9 +91,15 @@ pub fn resolve<'r>(
 ) -> Result<(&'r LibraryRecord, &'r ComponentRecord), ResolveError> {
     let of_kind: Vec<Installed<'r>> =
         registry.installed().filter(|i| kind.is_none() || i.declared.kind() == kind).collect();
-    let wanted = normalized_name(&reference.name);
-    let mut named: Vec<Installed<'r>> =
-        of_kind.iter().filter(|i| normalized_name(&i.declared.name) == wanted).copied().collect();
+    let named_as = |name: &str| -> Vec<Installed<'r>> {
+        let wanted = normalized_name(name);
+        of_kind.iter().filter(|i| normalized_name(&i.declared.name) == wanted).copied().collect()
+    };
+    let mut named = named_as(&reference.name);
+    if let (true, Some(new)) = (named.is_empty(), renamed(kind, &reference.name)) {
+        tracing::warn!("`{}` is deprecated: the plugin is now called `{new}`", reference.name);
+        named = named_as(new);
+    }
     // Without a kind, one name must mean one kind of plugin.
     let mut kinds: Vec<&str> = named.iter().map(|i| i.declared.kind.as_str()).collect();
     kinds.sort();

@@ -5,6 +5,7 @@ use std::{io::IsTerminal, time::Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+/// The bars of one run.
 pub struct Progress {
     bars: Option<MultiProgress>,
     epochs: Option<ProgressBar>,
@@ -66,5 +67,36 @@ impl Progress {
         if let Some(bar) = &self.epochs {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// The progress bars, driven by the run's events.
+pub struct ProgressDisplay {
+    bars: Option<MultiProgress>,
+    progress: Option<Progress>,
+}
+
+impl ProgressDisplay {
+    /// Bars drawn into `bars` (none: nothing is drawn).
+    pub fn new(bars: Option<MultiProgress>) -> Self {
+        Self { bars, progress: None }
+    }
+}
+
+impl crate::events::Observer for ProgressDisplay {
+    fn on_event(&mut self, event: &crate::events::Event<'_>) -> anyhow::Result<crate::events::Flow> {
+        use crate::events::Event;
+        match (event, &mut self.progress) {
+            (Event::RunStarted(start), _) => {
+                let done = start.resumed.as_ref().map_or(0, |r| r.epoch);
+                self.progress = Some(Progress::new(self.bars.clone(), start.epochs, done));
+            }
+            (Event::EpochStarted { batches, .. }, Some(p)) => p.start_epoch(*batches),
+            (Event::StepEnded(step), Some(p)) => p.batch(step.step + 1, step.samples as u64, step.loss),
+            (Event::EpochEnded(end), Some(p)) => p.end_epoch(&super::headline(&end.metrics).join("  ")),
+            (Event::TrainingEnded, Some(p)) => p.finish(),
+            _ => {}
+        }
+        Ok(crate::events::Flow::Continue)
     }
 }
