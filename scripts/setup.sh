@@ -9,6 +9,7 @@
 #      and the small real tables bundled in scikit-learn's wheel, copied to data/sklearn/;
 #   3b. Debian's slurm-wlm and munge (sbatch, slurmctld, slurmd, munged), for the tests that start
 #      a private single-node Slurm cluster (tests/support/slurm_cluster.sh); no service is started;
+#      Debian's libgloo-dev (headers the engine's c10d shim compiles against);
 #      and Debian's chromium, with which a test renders a run's report.html headless;
 #   4. a release build of the host and the built-in plugins, installed into the repository's
 #      registry: registry.json (tracked: which plugins it declares) and plugin-store/ (ignored:
@@ -103,6 +104,14 @@ if ! command -v sbatch >/dev/null || ! command -v slurmctld >/dev/null \
         || rc=$?
     [ -z "$policy" ] || rm -f "$policy"
     [ "$rc" -eq 0 ] || exit "$rc"
+fi
+# Gloo's headers: libtorch's ProcessGroupGloo.hpp includes them and the wheel does not ship them
+# (the engine's c10d shim needs the headers only; the symbols are libtorch's own).
+if [ ! -f /usr/include/gloo/algorithm.h ]; then
+    log "installing Debian's libgloo-dev (headers for libtorch's c10d Gloo process group)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq libgloo-dev >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null && apt-get install -y -qq libgloo-dev >/dev/null; }
 fi
 # Headless Chromium, with which the run report test renders report.html as a person would see it.
 if ! command -v chromium >/dev/null; then
