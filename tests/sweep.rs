@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gymnos_tests::{data_dir, read_json, Run, Sandbox};
+use gymnos_tests::{data_dir, read_json, Run, Sandbox, SlurmCluster};
 use serde_json::{json, Value};
 
 /// Writes the wine experiment and a sweep over it; returns the sweep file.
@@ -215,35 +215,6 @@ fn every_trial_is_checked_before_any_starts() {
     assert_eq!(err, format!("error: {}: trials: random parameters need a number of trials", bad.display()));
 }
 
-/// A single-node Slurm cluster from Debian's packages, stopped when dropped.
-struct Cluster {
-    dir: tempfile::TempDir,
-    conf: PathBuf,
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/slurm_cluster.sh");
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("bash").arg(&script).arg("start").arg(dir.path()).output().unwrap();
-        assert!(
-            out.status.success(),
-            "the test Slurm cluster did not start (scripts/setup.sh installs slurm-wlm and munge): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let conf = dir.path().join("slurm.conf");
-        Cluster { dir, conf }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/slurm_cluster.sh");
-        let _ = Command::new("bash").arg(script).arg("stop").arg(self.dir.path()).status();
-    }
-}
-
 #[test]
 fn a_sweep_on_a_slurm_cluster_gives_the_local_results_trial_by_trial() {
     let sandbox = Sandbox::new();
@@ -252,7 +223,7 @@ fn a_sweep_on_a_slurm_cluster_gives_the_local_results_trial_by_trial() {
         sweep_file(&sandbox, "here", grid(), json!({ "kind": "local", "parallel": 2, "threads_per_trial": 1 }), 6);
     sandbox.host(&["sweep", local.to_str().unwrap()]).ok();
 
-    let cluster = Cluster::start();
+    let cluster = SlurmCluster::start();
     let executor = json!({ "kind": "slurm", "parallel": 4, "threads_per_trial": 1, "time_limit": "00:10:00" });
     let slurm = sweep_file(&sandbox, "cluster", grid(), executor, 6);
     let output =

@@ -206,3 +206,34 @@ impl Default for Sandbox {
         Self::new()
     }
 }
+
+/// A private single-node Slurm cluster from Debian's packages (tests/support/slurm_cluster.sh),
+/// stopped when dropped.
+pub struct SlurmCluster {
+    pub dir: tempfile::TempDir,
+    /// `SLURM_CONF` for the cluster's commands.
+    pub conf: PathBuf,
+}
+
+impl SlurmCluster {
+    pub fn start() -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/slurm_cluster.sh");
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("bash").arg(&script).arg("start").arg(dir.path()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "the test Slurm cluster did not start (scripts/setup.sh installs slurm-wlm and munge): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let conf = dir.path().join("slurm.conf");
+        SlurmCluster { dir, conf }
+    }
+}
+
+impl Drop for SlurmCluster {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/slurm_cluster.sh");
+        let _ = std::process::Command::new("bash").arg(script).arg("stop").arg(self.dir.path()).status();
+    }
+}

@@ -87,9 +87,15 @@ pub struct Trainer<'s> {
 }
 
 impl Trainer<'_> {
+    /// The other ranks, when there are others: a data-parallel run of one process (`srun -n 1`)
+    /// trains as a single process does, with the same batches, seeds and metrics.
+    fn others(&self) -> Option<&DataParallel> {
+        self.parallel.as_deref().filter(|dp| dp.size() > 1)
+    }
+
     /// This rank's part of every pass, in a data-parallel run.
     fn shard(&self) -> Option<Shard> {
-        self.parallel.as_ref().map(|dp| Shard { rank: dp.rank(), size: dp.size() })
+        self.others().map(|dp| Shard { rank: dp.rank(), size: dp.size() })
     }
 
     /// What every rank answers to an event: in one process, `flow` itself.
@@ -193,7 +199,7 @@ impl Trainer<'_> {
         let lr = scheduled_lr(&self.settings.lr_schedule, self.settings.optimizer.lr(), epoch, self.settings.epochs)
             * self.callbacks.lr_factor;
         // Each rank draws its own dropout masks.
-        match &self.parallel {
+        match self.others() {
             None => seed_torch(derive_seed(self.seed, "epoch", &[epoch as u64])),
             Some(dp) => seed_torch(derive_seed(self.seed, "epoch", &[epoch as u64, dp.rank() as u64])),
         }
@@ -202,7 +208,11 @@ impl Trainer<'_> {
             None => (Running::new(device), 0, 0.0, std::time::Duration::ZERO),
             Some((position, generators)) => {
                 self.restore_generators(position, generators)?;
-                let running = Running::restored(device, position.loss_sum, position.correct, position.samples);
+                // The sums are the ranks' together: rank 0 carries them on.
+                let running = match self.parallel.as_ref().is_some_and(|dp| !dp.is_root()) {
+                    true => Running::new(device),
+                    false => Running::restored(device, position.loss_sum, position.correct, position.samples),
+                };
                 let waited = std::time::Duration::from_secs_f64(position.data_wait_seconds.max(0.0));
                 (running, position.steps, position.train_seconds, waited)
             }
@@ -276,6 +286,10 @@ impl Trainer<'_> {
         let train_seconds = earlier_seconds + started.elapsed().as_secs_f64();
         match stopped {
             Some((steps, Flow::Preempt)) => {
+                // The ranks' sums together, so that any number of ranks can carry them on.
+                if let Some(dp) = self.others() {
+                    running.reduce(dp)?;
+                }
                 let (loss_sum, correct, samples) = running.sums();
                 let world_size = self.parallel.as_ref().map_or(1, |dp| dp.size());
                 let data_wait_seconds = data_wait.as_secs_f64();

@@ -31,9 +31,20 @@ pub struct HostCall {
     pub sweep: String,
 }
 
+/// How a trial's processes are started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// One process.
+    Single,
+    /// `n` data-parallel processes on this machine (`--nproc-per-node`).
+    Local(u32),
+    /// One of the data-parallel processes `srun` started (`--distributed`).
+    Srun,
+}
+
 impl HostCall {
     /// The arguments after the binary.
-    pub fn args(&self, task: &Task) -> Vec<String> {
+    pub fn args(&self, task: &Task, launch: Launch) -> Vec<String> {
         let registry = self.registry.to_string_lossy().into_owned();
         let mut args = vec!["--registry".to_string(), registry];
         match &task.action {
@@ -45,6 +56,11 @@ impl HostCall {
         }
         if let Some(epoch) = task.stop_after_epoch {
             args.push(format!("--stop-after-epoch={epoch}"));
+        }
+        match launch {
+            Launch::Single => {}
+            Launch::Local(n) => args.push(format!("--nproc-per-node={n}")),
+            Launch::Srun => args.push("--distributed".into()),
         }
         args
     }

@@ -133,12 +133,15 @@ impl Direction {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Executor {
     /// On this machine, `parallel` trials at once (default: one per GPU, else one per two
-    /// cores), each with `threads_per_trial` CPU threads and, with GPUs, one GPU.
+    /// cores), each with `threads_per_trial` CPU threads and, with GPUs, one GPU per process.
     Local {
         #[serde(default)]
         parallel: Option<u32>,
         #[serde(default)]
         threads_per_trial: Option<u32>,
+        /// Data-parallel processes per trial (`run --nproc-per-node`), sharing its threads.
+        #[serde(default)]
+        processes_per_trial: Option<u32>,
     },
     /// As one Slurm job array (`sbatch --array`), at most `parallel` tasks at once.
     Slurm {
@@ -157,6 +160,10 @@ pub enum Executor {
         /// GPUs per task (`--gres=gpu:N`).
         #[serde(default)]
         gpus_per_trial: Option<u32>,
+        /// Data-parallel processes per trial: `--ntasks` of each array task, started by `srun`
+        /// (`run --distributed`), each with `threads_per_trial` CPUs.
+        #[serde(default)]
+        processes_per_trial: Option<u32>,
         /// More `sbatch` arguments, as given.
         #[serde(default)]
         sbatch_args: Vec<String>,
@@ -165,6 +172,6 @@ pub enum Executor {
 
 impl Default for Executor {
     fn default() -> Self {
-        Executor::Local { parallel: None, threads_per_trial: None }
+        Executor::Local { parallel: None, threads_per_trial: None, processes_per_trial: None }
     }
 }

@@ -9,23 +9,35 @@ use std::{
 };
 
 use super::{
-    executor::{HostCall, Task},
+    executor::{HostCall, Launch, Task},
     state::SweepDir,
 };
+
+/// What each of the `parallel` slots gives its trial: CPU threads, shared by its processes, and
+/// with GPUs one per process.
+#[derive(Clone, Copy, Debug)]
+pub struct Slots {
+    pub parallel: u32,
+    pub threads: u32,
+    pub processes: u32,
+}
 
 /// Runs `tasks`; `done(trial, succeeded)` is called as each ends. Stops launching when `stop`
 /// is set, passes Ctrl-C on to the running trials (they stop after their batch, resumable),
 /// and waits for them.
 pub fn run(
     tasks: Vec<Task>,
-    parallel: u32,
-    threads: u32,
+    slots: Slots,
     call: &HostCall,
     dir: &SweepDir,
     stop: &AtomicBool,
     mut done: impl FnMut(u32, bool),
 ) -> std::io::Result<()> {
+    let Slots { parallel, threads, processes } = slots;
     let gpus = super::executor::gpu_count();
+    let launch = if processes > 1 { Launch::Local(processes) } else { Launch::Single };
+    // Each process of a trial gets its share of the trial's threads.
+    let process_threads = (threads / processes).max(1).to_string();
     let mut queue = tasks.into_iter();
     // (slot, trial, child)
     let mut running: Vec<(u32, u32, Child)> = Vec::new();
@@ -41,14 +53,16 @@ pub fn run(
             let out = OpenOptions::new().create(true).append(true).open(&log)?;
             let mut command = Command::new(&call.host);
             command
-                .args(call.args(&task))
+                .args(call.args(&task, launch))
                 .stdin(Stdio::null())
                 .stdout(out.try_clone()?)
                 .stderr(out)
-                .env("OMP_NUM_THREADS", threads.to_string())
-                .env("MKL_NUM_THREADS", threads.to_string());
+                .env("OMP_NUM_THREADS", &process_threads)
+                .env("MKL_NUM_THREADS", &process_threads);
             if gpus > 0 {
-                command.env("CUDA_VISIBLE_DEVICES", (slot % gpus).to_string());
+                // The slot's GPUs: one per process.
+                let ids: Vec<String> = (0..processes).map(|p| ((slot * processes + p) % gpus).to_string()).collect();
+                command.env("CUDA_VISIBLE_DEVICES", ids.join(","));
             }
             tracing::info!("trial {}: started ({:?})", task.trial, task.action);
             running.push((slot, task.trial, command.spawn()?));

@@ -241,19 +241,26 @@ pub fn record_attempt(results: &mut SweepResults, dir: &SweepDir, task: &Task, r
 
 /// Where and how the trials run.
 pub enum Executing {
-    Local { parallel: u32, threads: u32 },
+    /// `processes` per trial, sharing its `threads`.
+    Local {
+        parallel: u32,
+        threads: u32,
+        processes: u32,
+    },
     Slurm(slurm::Resources),
 }
 
 impl Executing {
     pub fn of(executor: &Executor) -> Self {
         match executor {
-            Executor::Local { parallel, threads_per_trial } => {
+            Executor::Local { parallel, threads_per_trial, processes_per_trial } => {
                 let gpus = executor::gpu_count();
+                let processes = processes_per_trial.unwrap_or(1).max(1);
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-                let parallel = parallel.unwrap_or(if gpus > 0 { gpus } else { (cores / 2).max(1) }).max(1);
+                let parallel =
+                    parallel.unwrap_or(if gpus > 0 { (gpus / processes).max(1) } else { (cores / 2).max(1) }).max(1);
                 let threads = threads_per_trial.unwrap_or_else(|| executor::threads_per_trial(parallel)).max(1);
-                Executing::Local { parallel, threads }
+                Executing::Local { parallel, threads, processes }
             }
             Executor::Slurm {
                 parallel,
@@ -263,6 +270,7 @@ impl Executing {
                 time_limit,
                 gpus_per_trial,
                 sbatch_args,
+                processes_per_trial,
             } => Executing::Slurm(slurm::Resources {
                 parallel: *parallel,
                 threads: threads_per_trial.unwrap_or(1).max(1),
@@ -271,6 +279,7 @@ impl Executing {
                 time_limit: time_limit.clone(),
                 gpus: *gpus_per_trial,
                 sbatch_args: sbatch_args.clone(),
+                processes: processes_per_trial.unwrap_or(1).max(1),
             }),
         }
     }
@@ -334,9 +343,10 @@ fn run_round(
 ) -> Result<(), SweepError> {
     let before: Vec<Option<PathBuf>> = tasks.iter().map(|t| dir.latest_run(t.trial)).collect();
     match executing {
-        Executing::Local { parallel, threads } => {
+        Executing::Local { parallel, threads, processes } => {
             let by_trial = |trial: u32| tasks.iter().position(|t| t.trial == trial).expect("a task of this round");
-            local::run(tasks.to_vec(), *parallel, *threads, call, dir, stop, |trial, _ok| {
+            let slots = local::Slots { parallel: *parallel, threads: *threads, processes: *processes };
+            local::run(tasks.to_vec(), slots, call, dir, stop, |trial, _ok| {
                 let i = by_trial(trial);
                 record_attempt(results, dir, &tasks[i], before[i].as_ref());
                 let _ = results.save(dir);

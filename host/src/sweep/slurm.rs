@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use super::executor::{HostCall, Task};
+use super::executor::{HostCall, Launch, Task};
 use super::state::SweepDir;
 
 /// What each array task asks Slurm for.
@@ -24,6 +24,8 @@ pub struct Resources {
     pub time_limit: Option<String>,
     pub gpus: Option<u32>,
     pub sbatch_args: Vec<String>,
+    /// Data-parallel processes per trial: the array task's `--ntasks`, started by `srun`.
+    pub processes: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,9 @@ pub fn script(tasks: &[Task], resources: &Resources, call: &HostCall, dir: &Swee
     let _ = writeln!(s, "#SBATCH --job-name={}", quote(&format!("gymnos-{}", call.sweep)));
     let _ = writeln!(s, "#SBATCH --array=0-{}{limit}", n - 1);
     let _ = writeln!(s, "#SBATCH --cpus-per-task={}", resources.threads);
+    if resources.processes > 1 {
+        let _ = writeln!(s, "#SBATCH --ntasks={}", resources.processes);
+    }
     let _ = writeln!(s, "#SBATCH --output={}", dir.0.join("slurm").join(format!("{job}-%a.out")).display());
     for (flag, value) in
         [("partition", &resources.partition), ("mem", &resources.memory), ("time", &resources.time_limit)]
@@ -75,12 +80,18 @@ pub fn script(tasks: &[Task], resources: &Resources, call: &HostCall, dir: &Swee
     s.push_str("set -u\n");
     let _ = writeln!(s, "export OMP_NUM_THREADS={0} MKL_NUM_THREADS={0}", resources.threads);
     s.push_str("case \"$SLURM_ARRAY_TASK_ID\" in\n");
+    // Several processes per trial: srun starts them (one per task), and a rank that fails ends
+    // the step.
+    let (launch, srun) = match resources.processes {
+        1 => (Launch::Single, ""),
+        _ => (Launch::Srun, "srun --kill-on-bad-exit=1 "),
+    };
     for (i, task) in tasks.iter().enumerate() {
         let log = dir.log(task.trial);
-        let args: Vec<String> = call.args(task).iter().map(|a| quote(a)).collect();
+        let args: Vec<String> = call.args(task, launch).iter().map(|a| quote(a)).collect();
         let _ = writeln!(
             s,
-            "  {i}) exec {} {} >> {} 2>&1 ;;",
+            "  {i}) exec {srun}{} {} >> {} 2>&1 ;;",
             quote(&call.host.to_string_lossy()),
             args.join(" "),
             quote(&log.to_string_lossy())

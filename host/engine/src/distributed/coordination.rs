@@ -292,7 +292,7 @@ impl Coordinator {
         if !stopped.is_empty() {
             let named: Vec<String> = stopped.iter().map(|r| format!("rank {r} ({})", self.host_of(*r))).collect();
             return format!(
-                "{} stopped: no heartbeat for {:.1}s (killed, or its machine is gone)",
+                "{} stopped answering: no heartbeat for {:.1}s (killed, frozen, or its machine is gone)",
                 named.join(", "),
                 WATCH.as_secs_f64()
             );

@@ -33,7 +33,8 @@ impl Observer for StopOnSignal {
 }
 
 /// Checkpoints the run where it stands and stops it, after the step during which SIGUSR1 came
-/// (Slurm sends it ahead of a preemption or the time limit with `--signal=USR1@SECONDS`).
+/// (Slurm sends it ahead of a preemption or the time limit with `--signal=USR1@SECONDS`); one
+/// that comes between steps (validation) takes effect after the next.
 pub struct PreemptOnSignal(pub Arc<AtomicBool>);
 
 impl PreemptOnSignal {
@@ -47,8 +48,7 @@ impl PreemptOnSignal {
 
 impl Observer for PreemptOnSignal {
     fn on_event(&mut self, event: &Event<'_>) -> Result<Flow> {
-        let now = matches!(event, Event::EpochStarted { .. } | Event::StepEnded(_) | Event::EpochEnded(_))
-            && self.0.load(Ordering::Relaxed);
+        let now = matches!(event, Event::StepEnded(_)) && self.0.load(Ordering::Relaxed);
         Ok(if now { Flow::Preempt } else { Flow::Continue })
     }
 }
