@@ -29,6 +29,7 @@ RAW = os.path.join(ROOT, "target", "release", "gymnos-bench-raw-tch")
 BASELINE = os.path.join(ROOT, "benches", "pytorch_baseline.py")
 REGISTRY = os.path.join(ROOT, "registry.json")
 CONTENDERS = ["product", "raw-tch", "pytorch"]
+# The recipe's batch; --batch-size changes it for all three (scripts/gpu-check.sh: 128 and 512).
 BATCH_SIZE = 128
 EVAL_BATCH_SIZE = 1024
 LR = 1e-3
@@ -73,6 +74,8 @@ def parse_args():
         help="augmented recipe: the product with the random-flip augmentor (horizontal 0.5, its loader's worker threads), the others flipping inline",
     )
     p.add_argument("--data", default=os.path.join(ROOT, "data", "fashion-mnist"))
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"training batch of all three (default {BATCH_SIZE})")
+    p.add_argument("--registry", default=REGISTRY, help="the product's registry (default the repository's)")
     p.add_argument("--out", default=None, help="write the results as JSON to this file")
     p.add_argument("--keep", action="store_true", help="keep the work folder (experiments, run records, logs)")
     args = p.parse_args()
@@ -99,10 +102,10 @@ def parse_args():
 
 def check_prerequisites(args):
     if "product" in args.contenders:
-        missing = [p for p in (HOST, ENGINE, REGISTRY) if not os.path.exists(p)]
+        missing = [p for p in (HOST, ENGINE, args.registry) if not os.path.exists(p)]
         if missing:
             fail(f"{', '.join(os.path.relpath(m, ROOT) for m in missing)} missing: run scripts/setup.sh first")
-        listed = subprocess.run([HOST, "--registry", REGISTRY, "plugins", "list", "--json"], cwd=ROOT, capture_output=True, text=True)
+        listed = subprocess.run([HOST, "--registry", args.registry, "plugins", "list", "--json"], cwd=ROOT, capture_output=True, text=True)
         if listed.returncode != 0:
             fail(f"`gymnos-host plugins list` failed ({listed.stderr.strip()}): run scripts/setup.sh")
         loadable = {p["name"] for p in json.loads(listed.stdout) if p.get("loadable")}
@@ -140,9 +143,9 @@ def json_lines(stdout):
     return events
 
 
-def expected_samples(n, limit):
+def expected_samples(n, limit, batch_size):
     """Samples per training epoch, as the engine batches them (a trailing batch of one dropped)."""
-    sizes = [min(BATCH_SIZE, n - s) for s in range(0, n, BATCH_SIZE)]
+    sizes = [min(batch_size, n - s) for s in range(0, n, batch_size)]
     if len(sizes) > 1 and sizes[-1] == 1:
         sizes.pop()
     return sum(sizes[:limit] if limit is not None else sizes)
@@ -151,7 +154,7 @@ def expected_samples(n, limit):
 def write_experiment(work, model, args):
     training = {
         "epochs": args.epochs,
-        "batch_size": BATCH_SIZE,
+        "batch_size": args.batch_size,
         "eval_batch_size": EVAL_BATCH_SIZE,
         "optimizer": {"name": "adam", "lr": LR},
         "precision": args.precision,
@@ -185,7 +188,7 @@ def write_experiment(work, model, args):
 def run_product(work, model, repeat, args, env):
     experiment = write_experiment(work, model, args)
     out_root = os.path.join(work, "runs", f"{model}-{repeat}")
-    cmd = [HOST, "--registry", REGISTRY, "run", experiment, "--output-root", out_root, "--no-progress"]
+    cmd = [HOST, "--registry", args.registry, "run", experiment, "--output-root", out_root, "--no-progress"]
     for s in args.product_set:
         cmd += ["--set", s]
     _, wall = run_child(cmd, os.path.join(work, f"product-{model}-{repeat}.log"), env)
@@ -195,7 +198,7 @@ def run_product(work, model, repeat, args, env):
     with open(found[0]) as f:
         record = json.load(f)
     history = record["history"]
-    samples = expected_samples(record["data"]["train_samples"], args.limit_batches)
+    samples = expected_samples(record["data"]["train_samples"], args.limit_batches, args.batch_size)
     threads = (record.get("hardware") or {}).get("torch_threads")
     return {
         "epoch_seconds": history["epoch_seconds"],
@@ -225,7 +228,7 @@ def run_json_contender(name, cmd, work, model, repeat, env):
 
 def common_flags(model, args):
     flags = ["--model", model, "--epochs", str(args.epochs), "--threads", str(args.threads), "--seed", str(args.seed)]
-    flags += ["--batch-size", str(BATCH_SIZE), "--eval-batch-size", str(EVAL_BATCH_SIZE), "--lr", str(LR)]
+    flags += ["--batch-size", str(args.batch_size), "--eval-batch-size", str(EVAL_BATCH_SIZE), "--lr", str(LR)]
     flags += ["--device", args.device, "--data", os.path.abspath(args.data)]
     if args.limit_batches is not None:
         flags += ["--limit-batches", str(args.limit_batches)]
@@ -363,7 +366,7 @@ def main():
                 "threads": args.threads,
                 "device": args.device,
                 "limit_batches": args.limit_batches,
-                "batch_size": BATCH_SIZE,
+                "batch_size": args.batch_size,
                 "eval_batch_size": EVAL_BATCH_SIZE,
                 "optimizer": {"name": "adam", "lr": LR},
                 "precision": args.precision,

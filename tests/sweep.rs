@@ -293,3 +293,22 @@ fn successive_halving_stops_the_trials_that_fall_behind_and_finishes_the_best() 
     sandbox.host(&["sweep", file.to_str().unwrap()]).ok();
     assert!((0..9).all(|t| executions(&dir, t) == 1));
 }
+
+/// A trial of two data-parallel processes on the local executor: each trial's run says it was
+/// spread over two.
+#[test]
+fn a_local_trial_may_train_on_several_processes() {
+    let sandbox = Sandbox::new();
+    sandbox.install_builtins();
+    let executor = json!({ "kind": "local", "parallel": 1, "threads_per_trial": 2, "processes_per_trial": 2 });
+    let parameters = json!({ "training.optimizer.lr": { "values": [0.001, 0.01] } });
+    let file = sweep_file(&sandbox, "ddp", parameters, executor, 2);
+    sandbox.host(&["sweep", file.to_str().unwrap()]).ok();
+    let results = read_json(&sandbox.dir.path().join("sweeps/ddp/sweep.json"));
+    for t in results["trials"].as_array().unwrap() {
+        assert_eq!(t["status"], "completed", "{t}");
+        let record = read_json(&PathBuf::from(t["run_dir"].as_str().unwrap()).join("metrics.json"));
+        assert_eq!(record["distributed"]["world_size"], 2, "{record}");
+        assert_eq!(record["distributed"]["launcher"]["kind"], "local");
+    }
+}

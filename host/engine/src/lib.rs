@@ -47,6 +47,7 @@ pub mod observers;
 mod optim;
 mod outcome;
 pub mod predict;
+pub mod selftest;
 mod session;
 mod shim;
 mod trainer;

@@ -29,6 +29,40 @@ enum Command {
     Resume(ResumeArgs),
     Predict(PredictArgs),
     Validate(ValidateArgs),
+    /// Checks of the engine's device paths, as JSON (scripts/gpu-check.sh).
+    #[command(hide = true)]
+    Selftest {
+        #[arg(value_enum)]
+        check: Selftest,
+        /// cpu, or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: gymnos_host::experiment::DeviceSetting,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Selftest {
+    Device,
+    Fused,
+    Nccl,
+}
+
+fn selftest(check: Selftest, setting: gymnos_host::experiment::DeviceSetting) -> anyhow::Result<ExitCode> {
+    use gymnos_engine::selftest;
+    let device = match setting {
+        gymnos_host::experiment::DeviceSetting::Cuda(i) => tch::Device::Cuda(i.unwrap_or(0) as usize),
+        _ => tch::Device::Cpu,
+    };
+    let report = match check {
+        Selftest::Device => selftest::device(device),
+        Selftest::Fused => serde_json::to_value(selftest::fused(device))?,
+        Selftest::Nccl => selftest::nccl(match device {
+            tch::Device::Cuda(i) => i,
+            _ => 0,
+        }),
+    };
+    gymnos_host::outln!("{report}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The user's one line about what went wrong: libtorch's C++ backtrace and line breaks removed.
@@ -51,7 +85,7 @@ fn main() -> ExitCode {
         || match &cli.command {
             Command::Run(a) => a.no_progress,
             Command::Resume(a) => a.no_progress,
-            Command::Predict(_) | Command::Validate(_) => true,
+            Command::Predict(_) | Command::Validate(_) | Command::Selftest { .. } => true,
         };
     let bars = Progress::terminal(no_progress);
     let log = logging::init(
@@ -65,6 +99,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => commands::resume(&registry, args, &log, bars),
         Command::Predict(args) => gymnos_engine::predict::predict(&registry, args).map(|()| ExitCode::SUCCESS),
         Command::Validate(args) => commands::validate_deep(&registry, args),
+        Command::Selftest { check, device } => selftest(check, device),
     });
     match outcome {
         Ok(Ok(code)) => code,

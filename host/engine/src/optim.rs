@@ -355,6 +355,153 @@ impl Default for LossScaler {
     }
 }
 
+
+/// The fused kernels against the per-parameter reference on a device, for the tests here and for
+/// `gymnos-engine selftest fused` (the CUDA path, checked where there is a GPU).
+pub mod check {
+    use super::*;
+
+    /// One optimizer's comparison.
+    #[derive(Debug, serde::Serialize)]
+    pub struct Comparison {
+        pub settings: String,
+        /// Per parameter, whether the fused kernels took it.
+        pub fused: Vec<bool>,
+        /// Whether a fused call failed and the optimizer fell back to the reference.
+        pub fell_back: bool,
+        /// The largest difference after 10 steps, over parameters and state, relative to each
+        /// tensor's magnitude.
+        pub max_relative_error: f64,
+    }
+
+    /// The problem on the CPU (the tests').
+    #[cfg(test)]
+    pub fn problem() -> (Vec<(String, Tensor)>, Vec<Tensor>) {
+        problem_on(Device::Cpu)
+    }
+
+    /// Every optimizer setting, 10 steps fused and 10 by reference from the same start on
+    /// `device`.
+    pub fn fused_against_reference(device: Device) -> Vec<Comparison> {
+        let (params, targets) = problem_on(device);
+        all_settings()
+            .into_iter()
+            .map(|settings| {
+                let (mut fused, fused_params) = fresh(&settings, &params, false);
+                let (mut reference, reference_params) = fresh(&settings, &params, true);
+                run(&mut fused, &fused_params, &targets, 0..1);
+                let fusable_now = fused.params.iter().map(|p| fusable(&settings, p, &p.value.grad())).collect();
+                run(&mut fused, &fused_params, &targets, 1..10);
+                run(&mut reference, &reference_params, &targets, 0..10);
+                let state = |o: &Optimizer| o.state().into_iter().map(|(_, t)| t.copy()).collect::<Vec<_>>();
+                let (fused_state, reference_state) = (state(&fused), state(&reference));
+                let pairs = fused_params.iter().zip(&reference_params).chain(fused_state.iter().zip(&reference_state));
+                let mut worst = 0.0f64;
+                for (a, b) in pairs {
+                    let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
+                    // Relative to the tensor's magnitude: float32 rounding differs by an ulp or
+                    // so per step (the kernels fuse multiply-adds), which elements passing near
+                    // zero would magnify without meaning anything.
+                    let err = (&a - &b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]).max(1e-12);
+                    worst = worst.max(if a.size() == b.size() { err } else { f64::INFINITY });
+                }
+                Comparison {
+                    settings: format!("{settings:?}"),
+                    fused: fusable_now,
+                    fell_back: fused.reference_only,
+                    max_relative_error: worst,
+                }
+            })
+            .collect()
+    }
+
+    pub fn all_settings() -> Vec<Settings> {
+        let sgd = |momentum, nesterov, weight_decay| {
+            Settings::Sgd(SgdSettings { lr: 0.05, momentum, nesterov, weight_decay })
+        };
+        vec![
+            sgd(0.0, false, 0.0),
+            sgd(0.0, false, 0.01),
+            sgd(0.9, false, 0.0),
+            sgd(0.9, true, 0.0),
+            sgd(0.9, true, 0.01),
+            sgd(0.8, false, 0.01),
+            Settings::Adam(AdamSettings { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 }),
+            Settings::Adam(AdamSettings { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01 }),
+            Settings::Adamw(AdamwSettings { lr: 0.01, betas: [0.85, 0.99], eps: 1e-8, weight_decay: 0.0 }),
+            Settings::Adamw(AdamwSettings { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.05 }),
+        ]
+    }
+
+    /// A few parameters of several shapes on `device`, one float64 (its own fused group), one
+    /// transposed (dense in another order: fused) and one strided (not dense: the reference
+    /// fallback), from a fixed seed.
+    pub fn problem_on(device: Device) -> (Vec<(String, Tensor)>, Vec<Tensor>) {
+        tch::manual_seed(7);
+        let opts = (Kind::Float, Device::Cpu);
+        let on = |t: Tensor| t.to_device(device);
+        let values = vec![
+            on(Tensor::randn([16, 9], opts)),
+            on(Tensor::randn([9], opts)),
+            on(Tensor::randn([3, 4, 5], opts)),
+            on(Tensor::randn([1], opts)),
+            on(Tensor::randn([6, 7], (Kind::Double, Device::Cpu))),
+            on(Tensor::randn([5, 4], opts)).transpose(0, 1),
+            every_other_column(&on(Tensor::randn([3, 4], opts))),
+        ];
+        let targets = values.iter().map(|v| v.randn_like()).collect();
+        let params =
+            values.into_iter().enumerate().map(|(i, v)| (format!("p{i}"), v.set_requires_grad(true))).collect();
+        (params, targets)
+    }
+
+    /// Elementwise only (no matmul), so gradients are bit-reproducible for the resume test.
+    pub fn loss(params: &[Tensor], targets: &[Tensor]) -> Tensor {
+        params
+            .iter()
+            .zip(targets)
+            .map(|(p, t)| ((p - t).square() + p.sin() * 0.3).sum(Kind::Double))
+            .reduce(|a, b| a + b)
+            .unwrap()
+    }
+
+    /// `t`'s values in a tensor that is not dense: every other column of a wider one.
+    pub fn every_other_column(t: &Tensor) -> Tensor {
+        let (rows, cols) = (t.size()[0], t.size()[1]);
+        let wide = Tensor::zeros([rows, 2 * cols], (t.kind(), t.device()));
+        let strided = wide.slice(1, 0, 2 * cols, 2);
+        tch::no_grad(|| strided.shallow_clone().copy_(t));
+        strided
+    }
+
+    pub fn fresh(settings: &Settings, params: &[(String, Tensor)], reference_only: bool) -> (Optimizer, Vec<Tensor>) {
+        let copies: Vec<(String, Tensor)> = params
+            .iter()
+            .map(|(n, v)| {
+                // Keeps the strides (a plain copy would make the transposed one contiguous,
+                // and the strided one dense).
+                let c = if packed(v) { v.detach().zeros_like() } else { every_other_column(&v.detach()) };
+                tch::no_grad(|| c.shallow_clone().copy_(v));
+                (n.clone(), c.set_requires_grad(true))
+            })
+            .collect();
+        let handles = copies.iter().map(|(_, v)| v.shallow_clone()).collect();
+        let mut opt = Optimizer::new(settings.clone(), copies);
+        opt.reference_only = reference_only;
+        (opt, handles)
+    }
+
+    pub fn run(opt: &mut Optimizer, params: &[Tensor], targets: &[Tensor], steps: std::ops::Range<u64>) {
+        for i in steps {
+            opt.zero_grad();
+            loss(params, targets).backward();
+            // A changing rate, as a schedule gives.
+            opt.step(0.02 / (1.0 + i as f64 * 0.1));
+        }
+    }
+
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,122 +557,17 @@ mod tests {
         assert!(unused.equal(&Tensor::ones([4], (Kind::Float, Device::Cpu))), "a parameter without a gradient moved");
     }
 
-    fn all_settings() -> Vec<Settings> {
-        let sgd = |momentum, nesterov, weight_decay| {
-            Settings::Sgd(SgdSettings { lr: 0.05, momentum, nesterov, weight_decay })
-        };
-        vec![
-            sgd(0.0, false, 0.0),
-            sgd(0.0, false, 0.01),
-            sgd(0.9, false, 0.0),
-            sgd(0.9, true, 0.0),
-            sgd(0.9, true, 0.01),
-            sgd(0.8, false, 0.01),
-            Settings::Adam(AdamSettings { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.0 }),
-            Settings::Adam(AdamSettings { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.01 }),
-            Settings::Adamw(AdamwSettings { lr: 0.01, betas: [0.85, 0.99], eps: 1e-8, weight_decay: 0.0 }),
-            Settings::Adamw(AdamwSettings { lr: 0.01, betas: [0.9, 0.999], eps: 1e-8, weight_decay: 0.05 }),
-        ]
-    }
-
-    /// A few parameters of several shapes, one float64 (its own fused group), one transposed
-    /// (dense in another order: fused) and one strided (not dense: the reference fallback),
-    /// from a fixed seed.
-    fn problem() -> (Vec<(String, Tensor)>, Vec<Tensor>) {
-        tch::manual_seed(7);
-        let opts = (Kind::Float, Device::Cpu);
-        let values = vec![
-            Tensor::randn([16, 9], opts),
-            Tensor::randn([9], opts),
-            Tensor::randn([3, 4, 5], opts),
-            Tensor::randn([1], opts),
-            Tensor::randn([6, 7], (Kind::Double, Device::Cpu)),
-            Tensor::randn([5, 4], opts).transpose(0, 1),
-            every_other_column(&Tensor::randn([3, 4], opts)),
-        ];
-        let targets = values.iter().map(|v| v.randn_like()).collect();
-        let params =
-            values.into_iter().enumerate().map(|(i, v)| (format!("p{i}"), v.set_requires_grad(true))).collect();
-        (params, targets)
-    }
-
-    /// Elementwise only (no matmul), so gradients are bit-reproducible for the resume test.
-    fn loss(params: &[Tensor], targets: &[Tensor]) -> Tensor {
-        params
-            .iter()
-            .zip(targets)
-            .map(|(p, t)| ((p - t).square() + p.sin() * 0.3).sum(Kind::Double))
-            .reduce(|a, b| a + b)
-            .unwrap()
-    }
-
-    /// `t`'s values in a tensor that is not dense: every other column of a wider one.
-    fn every_other_column(t: &Tensor) -> Tensor {
-        let (rows, cols) = (t.size()[0], t.size()[1]);
-        let wide = Tensor::zeros([rows, 2 * cols], (t.kind(), t.device()));
-        let strided = wide.slice(1, 0, 2 * cols, 2);
-        tch::no_grad(|| strided.shallow_clone().copy_(t));
-        strided
-    }
-
-    fn fresh(settings: &Settings, params: &[(String, Tensor)], reference_only: bool) -> (Optimizer, Vec<Tensor>) {
-        let copies: Vec<(String, Tensor)> = params
-            .iter()
-            .map(|(n, v)| {
-                // Keeps the strides (a plain copy would make the transposed one contiguous,
-                // and the strided one dense).
-                let c = if packed(v) { v.detach().zeros_like() } else { every_other_column(&v.detach()) };
-                tch::no_grad(|| c.shallow_clone().copy_(v));
-                (n.clone(), c.set_requires_grad(true))
-            })
-            .collect();
-        let handles = copies.iter().map(|(_, v)| v.shallow_clone()).collect();
-        let mut opt = Optimizer::new(settings.clone(), copies);
-        opt.reference_only = reference_only;
-        (opt, handles)
-    }
-
-    fn run(opt: &mut Optimizer, params: &[Tensor], targets: &[Tensor], steps: std::ops::Range<u64>) {
-        for i in steps {
-            opt.zero_grad();
-            loss(params, targets).backward();
-            // A changing rate, as a schedule gives.
-            opt.step(0.02 / (1.0 + i as f64 * 0.1));
-        }
-    }
+    use super::check::{all_settings, fresh, fused_against_reference, problem, run};
 
     #[test]
     fn fused_step_matches_the_reference_implementation() {
-        let (params, targets) = problem();
-        for settings in all_settings() {
-            let (mut fused, fused_params) = fresh(&settings, &params, false);
-            let (mut reference, reference_params) = fresh(&settings, &params, true);
-            run(&mut fused, &fused_params, &targets, 0..1);
-            // The fused path did run for every dense parameter (the transposed one too), not for
-            // the strided one.
-            let fusable: Vec<bool> = fused.params.iter().map(|p| fusable(&settings, p, &p.value.grad())).collect();
-            assert_eq!(fusable, [true, true, true, true, true, true, false], "{settings:?}");
-            run(&mut fused, &fused_params, &targets, 1..10);
-            run(&mut reference, &reference_params, &targets, 0..10);
-            assert!(!fused.reference_only, "{settings:?}: a fused call failed");
-            let state = |o: &Optimizer| o.state().into_iter().map(|(n, t)| (n, t.copy())).collect::<Vec<_>>();
-            let (fused_state, reference_state) = (state(&fused), state(&reference));
-            let names = |s: &[(String, Tensor)]| s.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-            assert_eq!(names(&fused_state), names(&reference_state), "{settings:?}");
-            let pairs = fused_params
-                .iter()
-                .zip(&reference_params)
-                .chain(fused_state.iter().map(|(_, t)| t).zip(reference_state.iter().map(|(_, t)| t)));
-            for (i, (a, b)) in pairs.enumerate() {
-                assert_eq!((a.kind(), a.size()), (b.kind(), b.size()));
-                let (a, b) = (a.to_kind(Kind::Double), b.to_kind(Kind::Double));
-                // Relative per element; the floor keeps values that pass near zero meaningful.
-                // Relative to the tensor's magnitude: float32 rounding differs by an ulp or so
-                // per step (the kernels fuse multiply-adds), which elements that pass near zero
-                // would magnify without meaning anything.
-                let err = (&a - &b).abs().max().double_value(&[]) / b.abs().max().double_value(&[]).max(1e-12);
-                assert!(err <= 1e-6, "{settings:?}: tensor {i} differs by {err:e} relative");
-            }
+        for comparison in fused_against_reference(Device::Cpu) {
+            // The fused path ran for every dense parameter (the transposed one too), not for the
+            // strided one, and no fused call failed.
+            assert_eq!(comparison.fused, [true, true, true, true, true, true, false], "{}", comparison.settings);
+            assert!(!comparison.fell_back, "{}: a fused call failed", comparison.settings);
+            let err = comparison.max_relative_error;
+            assert!(err <= 1e-6, "{}: differs by {err:e} relative", comparison.settings);
         }
     }
 

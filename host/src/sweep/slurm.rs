@@ -149,3 +149,30 @@ pub fn run_array(
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::executor::Action;
+
+    #[test]
+    fn a_trial_of_several_processes_asks_for_its_tasks_and_starts_them_with_srun() {
+        let call = HostCall { host: "/bin/gymnos-host".into(), registry: "/r/registry.json".into(), sweep: "s".into() };
+        let task = Task { trial: 0, action: Action::Run { experiment: "/e/t0.json".into() }, stop_after_epoch: None };
+        let dir = SweepDir(PathBuf::from("/sweeps/s"));
+        let two = Resources { threads: 3, processes: 2, ..Resources::default() };
+        let script = script_of(&task, &two, &call, &dir);
+        assert!(script.contains("#SBATCH --cpus-per-task=3\n#SBATCH --ntasks=2\n"), "{script}");
+        assert!(
+            script.contains("  0) exec srun --kill-on-bad-exit=1 '/bin/gymnos-host' '--registry' '/r/registry.json' 'run' '/e/t0.json' '--no-progress' '--sweep-trial=s:0' '--distributed' >> "),
+            "{script}"
+        );
+        let one = Resources { threads: 3, processes: 1, ..Resources::default() };
+        let script = script_of(&task, &one, &call, &dir);
+        assert!(!script.contains("--ntasks") && !script.contains("srun") && !script.contains("--distributed"), "{script}");
+    }
+
+    fn script_of(task: &Task, resources: &Resources, call: &HostCall, dir: &SweepDir) -> String {
+        script(std::slice::from_ref(task), resources, call, dir, "job")
+    }
+}

@@ -9,7 +9,7 @@
 //! start (`coordination`), and the diagnosis of a failed collective (which rank stopped, and
 //! why). A run of one process has none: every path it takes is the single-process one.
 
-mod c10d;
+pub(crate) mod c10d;
 mod coordination;
 mod gradients;
 
@@ -275,5 +275,48 @@ mod tests {
         assert!(results[0].as_ref().unwrap_err().starts_with("rank 1 ("), "{results:?}");
         assert!(results[0].as_ref().unwrap_err().ends_with("): the data set is missing"), "{results:?}");
         assert_eq!(results[1].as_ref().unwrap_err(), "the data set is missing");
+    }
+
+    /// Gloo's all-reduce between two ranks on this machine (loopback TCP, as two processes would
+    /// use), for the gradients of the built-in ResNet and CNN (fashion-mnist-resnet.json,
+    /// fashion-mnist-cnn.json) and a full 25 MiB bucket: the median time of 30 reductions after
+    /// 5, the algorithm's bandwidth (bytes / time) and the bus bandwidth (2(n-1)/n of that, what
+    /// a ring moves per rank). BENCHMARKS.md has the figures.
+    /// `cargo test --release -p gymnos-engine --lib -- --ignored --nocapture allreduce_bandwidth`
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn allreduce_bandwidth() {
+        let sizes = [("resnet gradients", 174_970i64), ("cnn gradients", 421_738), ("a 25 MiB bucket", 25 << 18)];
+        let timings = on_ranks(2, |dp| {
+            sizes
+                .iter()
+                .map(|&(_, n)| {
+                    let t = Tensor::ones([n], (Kind::Float, Device::Cpu));
+                    for _ in 0..5 {
+                        dp.sum(&t).unwrap();
+                    }
+                    let mut times: Vec<f64> = (0..30)
+                        .map(|_| {
+                            let started = std::time::Instant::now();
+                            dp.sum(&t).unwrap();
+                            started.elapsed().as_secs_f64()
+                        })
+                        .collect();
+                    times.sort_by(f64::total_cmp);
+                    times[times.len() / 2]
+                })
+                .collect::<Vec<f64>>()
+        });
+        for (i, (what, n)) in sizes.iter().enumerate() {
+            let seconds = timings[0][i].max(timings[1][i]);
+            let bytes = *n as f64 * 4.0;
+            println!(
+                "{what:>18}: {:6.2} MB in {:8.3} ms: {:6.2} GB/s algorithm, {:6.2} GB/s bus",
+                bytes / 1e6,
+                seconds * 1e3,
+                bytes / seconds / 1e9,
+                bytes / seconds / 1e9 // 2(n-1)/n = 1 for two ranks
+            );
+        }
     }
 }
