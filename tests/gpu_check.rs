@@ -18,7 +18,12 @@ fn the_gpu_check_packs_a_bundle_and_runs_its_cpu_parts_here() {
     assert!(size < 40 << 20, "{size} bytes");
     assert_eq!(manifest["bundle_bytes"], size);
     let files: Vec<&str> = manifest["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
-    for expected in ["bin/gymnos-host", "bin/gymnos-engine", "plugins/libgymnos_cnn.so", "data/fashion-mnist/train-images-idx3-ubyte.gz"] {
+    for expected in [
+        "bin/gymnos-host",
+        "bin/gymnos-engine",
+        "plugins/libgymnos_cnn.so",
+        "data/fashion-mnist/train-images-idx3-ubyte.gz",
+    ] {
         assert!(files.contains(&expected), "{expected} not in {files:?}");
     }
     assert!(manifest["files"].as_array().unwrap().iter().all(|f| f["sha256"].as_str().unwrap().len() == 64));

@@ -167,6 +167,50 @@ fn plugins_new_gives_crates_that_build_install_and_train_in_two_versions() {
         hashes.push(config["model"]["resolved"]["sha256"].as_str().unwrap().to_string());
     }
     assert_ne!(hashes[0], hashes[1], "each version ran from its own library");
+
+    // The team ships its plugins: signed packages (with each crate's README) in a channel, and
+    // another registry, which requires signatures from that team, installs them by requirement
+    // and trains.
+    let keys = sandbox.dir.path().join("keys");
+    sandbox.host(&["plugins", "keygen", "--name", "kit", "--dir", keys.to_str().unwrap()]).ok();
+    let channel = sandbox.dir.path().join("channel");
+    for (_, name) in kinds {
+        let packed: Value = serde_json::from_str(
+            sandbox
+                .host(&[
+                    "plugins",
+                    "pack",
+                    built(name).to_str().unwrap(),
+                    "--crate",
+                    kit.join(name).to_str().unwrap(),
+                    "--sign",
+                    keys.join("kit.key").to_str().unwrap(),
+                    "-o",
+                    sandbox.dir.path().join("packages").to_str().unwrap(),
+                    "--json",
+                ])
+                .ok(),
+        )
+        .unwrap();
+        assert_eq!(packed["manifest"]["documents"], json!(["README.md"]), "{name}");
+        let package = packed["package"].as_str().unwrap();
+        sandbox.host(&["plugins", "publish", package, "--channel", channel.to_str().unwrap()]).ok();
+    }
+    let other = Sandbox::new();
+    other.host(&["plugins", "trust", "add", keys.join("kit.pub").to_str().unwrap()]).ok();
+    other.host(&["plugins", "trust", "require", "on"]).ok();
+    other.host(&["plugins", "channel", "add", channel.to_str().unwrap()]).ok();
+    for (_, name) in kinds {
+        let requirement = if name == "kit-net" { "^0.2" } else { "^0.1" };
+        other.host(&["plugins", "install", &format!("{name}@{requirement}")]).ok();
+    }
+    let listed: Vec<Value> = serde_json::from_str(other.host(&["plugins", "list", "--json"]).ok()).unwrap();
+    assert_eq!(listed.len(), kinds.len());
+    assert!(listed.iter().all(|r| r["signed_by"].is_string() && r["loadable"] == true), "{listed:?}");
+    assert_eq!(listed.iter().find(|r| r["name"] == "kit-net").unwrap()["version"], "0.2.0");
+    let path = other.experiment("kit", &experiment("kit-net@^0.2"));
+    other.host(&["run", path.to_str().unwrap(), "--no-progress"]).ok();
+    assert_eq!(read_json(&other.runs("kit")[0].join("metrics.json"))["status"], "completed");
 }
 
 /// The compatibility promise: a plugin built against the plugin API as first released (1.0.0)

@@ -7,6 +7,10 @@ use gymnos_plugin_api::{ApiVersion, API_VERSION};
 /// that it matches the libtorch the engine links.
 pub const LIBTORCH_VERSION: &str = "2.11.0";
 
+/// Whether that libtorch calls with the C++11 ABI of `std::string` (PyPI's 2.x wheels do, and
+/// the set-up builds with `LIBTORCH_CXX11_ABI=1`): a plugin built with the old ABI cannot link.
+pub const LIBTORCH_CXX11_ABI: bool = true;
+
 /// A host's requirements; a value so tests can describe other hosts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostCompat {

@@ -4,6 +4,7 @@
 //!
 //! The `gymnos-host` binary builds its CLI on this crate; the training engine builds on it too.
 
+pub mod build_facts;
 pub mod builtin;
 pub mod cli_args;
 pub mod compat;
@@ -13,7 +14,9 @@ pub mod fsio;
 pub mod hash;
 pub mod library;
 pub mod manager;
+pub mod package;
 pub mod plugin_ref;
+pub mod probe;
 pub mod record;
 pub mod registry;
 pub mod report;

@@ -19,10 +19,13 @@ use gymnos_plugin_api::ComponentKind;
 use walkdir::WalkDir;
 
 use crate::{
+    build_facts::BuildFacts,
     compat::HostCompat,
     hash::sha256_bytes,
     library::{check_plugin_file, exports_manifest, LoadError, LoadedLibrary},
-    registry::{file_stamp, LibraryRecord, Registry, RegistryError, STORE_DIR},
+    package::{channel::ChannelError, signing, Package, PackageError, PackageManifest},
+    probe::{Probe, ProbeError},
+    registry::{file_stamp, LibraryDescription, LibraryRecord, Registry, RegistryError, STORE_DIR},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,18 @@ pub enum ManagerError {
     Ambiguous { name: String, version: String, kinds: String },
     #[error("{}: the built-in plugin {package} is missing; build the workspace first (scripts/setup.sh)", path.display())]
     MissingBuiltin { path: PathBuf, package: String },
+    #[error("{}", error.about(path))]
+    Probe { path: PathBuf, error: ProbeError },
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("{}: {reason}", path.display())]
+    Signature { path: PathBuf, reason: String },
+    #[error("{}: not a regular file or a folder (a device, a pipe or a socket); give a plugin library, a package or a folder", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("{}: the package's manifest disagrees with its library: {reason}; not installed", path.display())]
+    Disagrees { path: PathBuf, reason: String },
 }
 
 fn list_reasons(reasons: &[String]) -> String {
@@ -111,6 +126,9 @@ pub struct PluginManager {
     pub registry: Registry,
     pub compat: HostCompat,
     loaded: Mutex<HashMap<PathBuf, Arc<LoadedLibrary>>>,
+    /// Opens libraries this registry has not seen in a child process first (`crate::probe`);
+    /// without one, install loads them here.
+    probe: Option<Probe>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ManagerError + '_ {
@@ -121,8 +139,8 @@ fn is_shared_library(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "so" || e == "dylib")
 }
 
-fn component_labels(library: &LoadedLibrary) -> Vec<String> {
-    library.components.iter().map(|c| format!("{} {}@{}", c.kind, c.name, c.version)).collect()
+fn record_labels(record: &LibraryRecord) -> Vec<String> {
+    record.components.iter().map(|c| format!("{} {}@{}", c.kind, c.name, c.version)).collect()
 }
 
 /// A path as the user meant it: a bare file name is the file in the current folder.
@@ -130,11 +148,21 @@ fn absolute(path: &Path) -> Result<PathBuf, ManagerError> {
     std::path::absolute(path).map_err(io_err(path))
 }
 
-/// A library read for installing: its source, bytes and hash.
+/// A library read for installing: its source, bytes and hash, and what came with it.
 struct Candidate {
     source: PathBuf,
     bytes: Vec<u8>,
     sha256: String,
+    /// The package's manifest, the key that signed it, where it came from.
+    manifest: Option<PackageManifest>,
+    signed_by: Option<String>,
+    origin: Option<String>,
+}
+
+impl Candidate {
+    fn library(source: PathBuf, bytes: Vec<u8>, sha256: String) -> Self {
+        Candidate { source, bytes, sha256, manifest: None, signed_by: None, origin: None }
+    }
 }
 
 /// The store file of a library's bytes: named by content, so versions sit side by side.
@@ -150,7 +178,63 @@ impl PluginManager {
     }
 
     pub fn new(registry: Registry, compat: HostCompat) -> Self {
-        Self { registry, compat, loaded: Mutex::new(HashMap::new()) }
+        Self { registry, compat, loaded: Mutex::new(HashMap::new()), probe: None }
+    }
+
+    /// Opens libraries not installed yet in `probe`'s child process before anything here does.
+    pub fn with_probe(mut self, probe: Probe) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    /// A package, checked against this registry's trust: its signature verified against the
+    /// trusted keys (a bad one is always refused; a missing or unknown one when the registry
+    /// requires signatures). Returns the installable library and who signed it.
+    fn package_candidate(&self, package: Package, origin: String) -> Result<Candidate, ManagerError> {
+        let trust = self.registry.trust();
+        let path = package.path.clone();
+        let refuse = |reason: String| ManagerError::Signature { path: path.clone(), reason };
+        let signed_by = match &package.signature {
+            Some(signature) => match signing::verify(&trust.keys, signature, &package.manifest_bytes) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    let unknown = signing::signer_of(signature)
+                        .is_some_and(|id| !trust.keys.iter().any(|k| k.id == id));
+                    if !unknown || trust.require_signatures {
+                        return Err(refuse(format!("{e}; not installed")));
+                    }
+                    None
+                }
+            },
+            None if trust.require_signatures => {
+                return Err(refuse(
+                    "unsigned, and this registry requires signatures (`plugins trust require on`): sign it with `gymnos-host plugins pack LIB --sign KEY`; not installed"
+                        .into(),
+                ))
+            }
+            None => None,
+        };
+        let sha256 = sha256_bytes(&package.library);
+        let source = package.path.clone();
+        Ok(Candidate {
+            source,
+            sha256,
+            bytes: package.library,
+            manifest: Some(package.manifest),
+            signed_by,
+            origin: Some(origin),
+        })
+    }
+
+    /// A bare library is refused when the registry installs only signed packages.
+    fn unsigned_allowed(&self, path: &Path) -> Result<(), ManagerError> {
+        match self.registry.trust().require_signatures {
+            true => Err(ManagerError::Signature {
+                path: path.to_path_buf(),
+                reason: "a bare library, and this registry installs only signed packages (`plugins trust require on`): install its signed .gplugin instead; not installed".into(),
+            }),
+            false => Ok(()),
+        }
     }
 
     /// Loads (once per process) the library at `path` and checks it.
@@ -195,10 +279,19 @@ impl PluginManager {
         for path in paths {
             let path = absolute(path)?;
             let meta = fs::metadata(&path).map_err(io_err(&path))?;
+            if !meta.is_dir() && !meta.is_file() {
+                return Err(ManagerError::NotAFile { path });
+            }
+            if !meta.is_dir() && crate::package::is_package(&path) {
+                let package = Package::read(&path)?;
+                found.push(self.package_candidate(package, path.display().to_string())?);
+                continue;
+            }
             if !meta.is_dir() {
+                self.unsigned_allowed(&path)?;
                 let (bytes, sha256) = Self::read_hashed(&path)?;
                 check_plugin_file(&path, &bytes)?;
-                found.push(Candidate { source: path, bytes, sha256 });
+                found.push(Candidate::library(path, bytes, sha256));
                 continue;
             }
             let before = found.len();
@@ -211,15 +304,28 @@ impl PluginManager {
                         continue;
                     }
                 };
-                if !entry.file_type().is_file() || !is_shared_library(entry.path()) {
+                let installable = is_shared_library(entry.path()) || crate::package::is_package(entry.path());
+                if !entry.file_type().is_file() || !installable {
                     continue;
                 }
                 let source = entry.path().to_path_buf();
+                if crate::package::is_package(&source) {
+                    let package = Package::read(&source).map_err(ManagerError::from);
+                    match package.and_then(|p| self.package_candidate(p, source.display().to_string())) {
+                        Ok(candidate) => found.push(candidate),
+                        Err(e) => reasons.push(e.to_string()),
+                    }
+                    continue;
+                }
+                if let Err(e) = self.unsigned_allowed(&source) {
+                    reasons.push(e.to_string());
+                    continue;
+                }
                 match Self::read_hashed(&source).and_then(|(bytes, sha256)| {
                     check_plugin_file(&source, &bytes)?;
                     Ok((bytes, sha256))
                 }) {
-                    Ok((bytes, sha256)) => found.push(Candidate { source, bytes, sha256 }),
+                    Ok((bytes, sha256)) => found.push(Candidate::library(source, bytes, sha256)),
                     Err(LoadError::NotAPlugin { .. }) => report.skipped.push(source),
                     Err(e) => reasons.push(e.to_string()),
                 }
@@ -232,8 +338,8 @@ impl PluginManager {
         Ok(found)
     }
 
-    /// Installs libraries into the store and the registry. Named files are all or nothing; in
-    /// folders, every plugin that can be installed is, and the others are reported.
+    /// Installs libraries and packages into the store and the registry. Named files are all or
+    /// nothing; in folders, every plugin that can be installed is, and the others are reported.
     pub fn install(&mut self, paths: &[PathBuf], replace: bool) -> Result<InstallReport, ManagerError> {
         let _lock = Registry::lock(self.registry.path())?;
         self.registry = Registry::load(self.registry.path())?;
@@ -241,7 +347,70 @@ impl PluginManager {
         let named_files: Vec<PathBuf> =
             paths.iter().filter(|p| !p.is_dir()).map(|p| absolute(p)).collect::<Result<_, _>>()?;
         let candidates = self.collect(paths, &mut report)?;
+        let first = paths.first().cloned().unwrap_or_default();
+        self.commit(candidates, &named_files, replace, report, &first)
+    }
 
+    /// Installs the highest version of `reference` (of `kind`) that one of `channels` offers
+    /// built for this host: the first channel that has one wins.
+    pub fn install_from_channels(
+        &mut self,
+        reference: &crate::PluginRef,
+        kind: Option<ComponentKind>,
+        channels: &[crate::package::channel::Channel],
+        replace: bool,
+    ) -> Result<InstallReport, ManagerError> {
+        let _lock = Registry::lock(self.registry.path())?;
+        self.registry = Registry::load(self.registry.path())?;
+        let (channel, entry) = self.choose(reference, kind, channels)?;
+        let package = channel.fetch(&entry)?;
+        let source = package.path.clone();
+        let candidate = self.package_candidate(package, format!("channel {channel}"))?;
+        self.commit(vec![candidate], std::slice::from_ref(&source), replace, InstallReport::default(), &source)
+    }
+
+    /// The channel and package `reference` resolves to: the highest matching version built for
+    /// this host, in the first channel that has one.
+    pub fn choose(
+        &self,
+        reference: &crate::PluginRef,
+        kind: Option<ComponentKind>,
+        channels: &[crate::package::channel::Channel],
+    ) -> Result<(crate::package::channel::Channel, crate::package::channel::IndexEntry), ManagerError> {
+        use crate::package::channel::{candidates, ChannelError};
+        let host = crate::build_facts::HostLibtorch::cached();
+        let mut refused = Vec::new();
+        for channel in channels {
+            let index = channel.index()?;
+            let found =
+                candidates(&index, &reference.name, kind.map(|k| k.as_str()), &reference.req, &self.compat, host);
+            if let Some((entry, _, _)) = found.iter().find(|(_, _, why)| why.is_none()) {
+                return Ok((channel.clone(), (*entry).clone()));
+            }
+            refused.extend(found.iter().map(|(_, c, why)| {
+                format!("{}@{} in {} ({})", c.name, c.version, channel, why.as_deref().unwrap_or_default())
+            }));
+        }
+        let listed: Vec<String> = channels.iter().map(ToString::to_string).collect();
+        Err(ChannelError::Unusable {
+            channel: listed.join(", "),
+            reason: match refused.is_empty() {
+                true => format!("no package offers `{reference}`"),
+                false => format!("no package of `{reference}` is built for this host: {}", refused.join("; ")),
+            },
+        }
+        .into())
+    }
+
+    /// Writes `candidates` into the store and the registry; see [`PluginManager::install`].
+    fn commit(
+        &mut self,
+        candidates: Vec<Candidate>,
+        named_files: &[PathBuf],
+        replace: bool,
+        mut report: InstallReport,
+        first: &Path,
+    ) -> Result<InstallReport, ManagerError> {
         let mut next = self.registry.clone();
         let store = next.store_dir();
         fs::create_dir_all(&store).map_err(io_err(&store))?;
@@ -265,8 +434,8 @@ impl PluginManager {
         }
         if report.outcomes.is_empty() {
             discard(&written);
-            let path = paths.first().cloned().unwrap_or_default();
-            return Err(ManagerError::NothingToInstall { path, reasons: std::mem::take(&mut report.refused) });
+            let reasons = std::mem::take(&mut report.refused);
+            return Err(ManagerError::NothingToInstall { path: first.to_path_buf(), reasons });
         }
         next.declare_all();
         let orphans = next.drop_undeclared_libraries();
@@ -288,7 +457,7 @@ impl PluginManager {
         replace: bool,
         written: &mut Vec<PathBuf>,
     ) -> Result<InstallOutcome, ManagerError> {
-        let Candidate { source, bytes, sha256 } = candidate;
+        let Candidate { source, bytes, sha256, .. } = candidate;
         let known = next.libraries().iter().position(|l| &l.sha256 == sha256);
         let stored = match known {
             Some(i) => next.libraries()[i].path.clone(),
@@ -300,22 +469,39 @@ impl PluginManager {
             crate::fsio::write_atomically(&dest, bytes, 0o755).map_err(io_err(&dest))?;
             written.push(dest.clone());
         }
-        let library = self.load_checked(&dest, Some(bytes)).map_err(|e| e.at(source))?;
-        let components = component_labels(&library);
+        // Bytes this registry has not seen are opened in the probe's process first (and then
+        // never here); bytes it has were opened before.
+        let description = match (&self.probe, known) {
+            (Some(probe), None) => {
+                probe.describe(&dest).map_err(|error| ManagerError::Probe { path: source.clone(), error })?
+            }
+            _ => LibraryDescription::of(&*self.load_checked(&dest, Some(bytes)).map_err(|e| e.at(source))?),
+        };
         let stamp = file_stamp(&dest).map_err(io_err(&dest))?;
+        let mut described = LibraryRecord::described(description, stored.clone(), sha256.clone(), stamp);
+        if let Some(reason) = candidate.manifest.as_ref().and_then(|m| m.disagreement(&described)) {
+            return Err(ManagerError::Disagrees { path: source.clone(), reason });
+        }
+        described.build = BuildFacts::of(bytes);
+        described.signed_by = candidate.signed_by.clone();
+        described.origin = candidate.origin.clone();
+        let components = record_labels(&described);
         if let Some(i) = known {
             // Recorded afresh: components removed or replaced since come back with it.
+            // The same bytes again: who signed them, and where they came from, still hold when
+            // they now come as a bare library.
             let record = &mut next.libraries_mut()[i];
             let verified_at = record.verified_at.take();
-            *record =
-                LibraryRecord { verified_at, ..LibraryRecord::new(&library, stored.clone(), sha256.clone(), stamp) };
+            let signed_by = described.signed_by.take().or_else(|| record.signed_by.take());
+            let origin = described.origin.take().or_else(|| record.origin.take());
+            *record = LibraryRecord { verified_at, signed_by, origin, ..described };
             return Ok(match intact {
                 true => InstallOutcome::AlreadyInstalled { source: source.clone(), components },
                 false => InstallOutcome::Restored { source: source.clone(), stored, components },
             });
         }
-        for c in &library.components {
-            let version = semver::Version::parse(c.version.as_str()).expect("checked at load");
+        for c in &described.components {
+            let version = c.version.clone();
             let same = |name: &str, kind: &str, v: &semver::Version| {
                 gymnos_plugin_api::normalized_name(name) == gymnos_plugin_api::normalized_name(&c.name)
                     && kind == c.kind.as_str()
@@ -325,7 +511,7 @@ impl PluginManager {
             let Some(clash) = clash else { continue };
             // Declared by the registry but not installed on this machine (a cloned repository,
             // a copied registry): this library is what the declaration asks for.
-            if clash.found.is_none() && clash.declared.package == library.package {
+            if clash.found.is_none() && clash.declared.package == described.package {
                 continue;
             }
             if !replace {
@@ -344,7 +530,7 @@ impl PluginManager {
                 l.components.retain(|r| !same(&r.name, &r.kind, &r.version));
             }
         }
-        next.libraries_mut().push(LibraryRecord::new(&library, stored.clone(), sha256.clone(), stamp));
+        next.libraries_mut().push(described);
         Ok(InstallOutcome::Installed { source: source.clone(), stored, components })
     }
 
@@ -438,8 +624,16 @@ impl PluginManager {
                 if !exports_manifest(&bytes) {
                     continue;
                 }
-                let library = match self.load_checked(path, Some(&bytes)) {
-                    Ok(library) => library,
+                // A library this registry has not seen is opened in the probe's process first.
+                let seen = next.libraries().iter().any(|l| l.sha256 == sha256);
+                let described = match (&self.probe, seen) {
+                    (Some(probe), false) => {
+                        probe.describe(path).map_err(|error| ManagerError::Probe { path: path.to_path_buf(), error })
+                    }
+                    _ => self.load_checked(path, Some(&bytes)).map(|l| LibraryDescription::of(&l)).map_err(Into::into),
+                };
+                let description = match described {
+                    Ok(description) => description,
                     Err(e) => {
                         report.refused.push(e.to_string());
                         continue;
@@ -447,13 +641,19 @@ impl PluginManager {
                 };
                 let recorded = next.record_path(path);
                 let stamp = file_stamp(path).map_err(io_err(path))?;
-                let record = LibraryRecord::new(&library, recorded.clone(), sha256.clone(), stamp);
                 report.libraries += 1;
-                report.components += library.components.len();
+                report.components += description.components.len();
+                let mut record = LibraryRecord::described(description, recorded.clone(), sha256.clone(), stamp);
+                record.build = BuildFacts::of(&bytes);
                 let libraries = next.libraries_mut();
                 match libraries.iter().position(|l| l.sha256 == sha256 || l.path == recorded) {
                     Some(i) if libraries[i].sha256 == sha256 => {
-                        libraries[i] = LibraryRecord { verified_at: libraries[i].verified_at.clone(), ..record }
+                        let (verified_at, signed_by, origin) = (
+                            libraries[i].verified_at.clone(),
+                            libraries[i].signed_by.clone(),
+                            libraries[i].origin.clone(),
+                        );
+                        libraries[i] = LibraryRecord { verified_at, signed_by, origin, ..record }
                     }
                     Some(i) => libraries[i] = record,
                     None => libraries.push(record),

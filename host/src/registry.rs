@@ -111,6 +111,54 @@ pub struct LibraryRecord {
     pub api_version: String,
     pub libtorch_version: String,
     pub components: Vec<ComponentRecord>,
+    /// What the library file says it was built for (target, C++ ABI, CUDA), read from its ELF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<crate::build_facts::BuildFacts>,
+    /// The key id that signed the package it came from, when it came signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+    /// The package file or channel it was installed from, when not a bare library.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+/// What a library says of itself when it is opened: everything a [`LibraryRecord`] holds but
+/// where it is and what it hashes to (the safe first load's answer, `crate::probe`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LibraryDescription {
+    pub package: String,
+    pub package_version: String,
+    pub api_version: String,
+    pub libtorch_version: String,
+    pub components: Vec<ComponentRecord>,
+}
+
+impl LibraryDescription {
+    pub fn of(library: &LoadedLibrary) -> Self {
+        Self {
+            package: library.package.clone(),
+            package_version: library.package_version.clone(),
+            api_version: library.api_version.to_string(),
+            libtorch_version: library.libtorch_version.clone(),
+            components: library.components.iter().map(|c| ComponentRecord::from_meta(c, &library.details)).collect(),
+        }
+    }
+}
+
+/// What a registry trusts: the keys whose signatures it accepts, and whether it installs only
+/// signed packages. Recorded in `registry.json` (a policy, not this machine's state).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trust {
+    #[serde(default)]
+    pub require_signatures: bool,
+    #[serde(default)]
+    pub keys: Vec<crate::package::signing::TrustedKey>,
+}
+
+impl Trust {
+    fn is_default(&self) -> bool {
+        *self == Trust::default()
+    }
 }
 
 /// A component the registry holds, as `registry.json` lists it.
@@ -132,6 +180,11 @@ struct Declaration {
     plugin_dirs: Vec<String>,
     #[serde(default)]
     components: Vec<DeclaredComponent>,
+    #[serde(default, skip_serializing_if = "Trust::is_default")]
+    trust: Trust,
+    /// The channels `plugins install NAME@REQ`, `outdated` and `upgrade` look in, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    channels: Vec<String>,
 }
 
 /// `plugin-store/state.json`.
@@ -277,17 +330,26 @@ impl DeclaredComponent {
 impl LibraryRecord {
     /// Records a loaded library whose file is `stored_path` (already hashed).
     pub fn new(library: &LoadedLibrary, stored_path: String, sha256: String, stamp: (u64, u64)) -> Self {
+        Self::described(LibraryDescription::of(library), stored_path, sha256, stamp)
+    }
+
+    /// Records a library as it described itself, whose file is `stored_path` (already hashed).
+    pub fn described(description: LibraryDescription, stored_path: String, sha256: String, stamp: (u64, u64)) -> Self {
+        let LibraryDescription { package, package_version, api_version, libtorch_version, components } = description;
         Self {
             path: stored_path,
             sha256,
             size: stamp.0,
             modified_ns: stamp.1,
             verified_at: None,
-            package: library.package.clone(),
-            package_version: library.package_version.clone(),
-            api_version: library.api_version.to_string(),
-            libtorch_version: library.libtorch_version.clone(),
-            components: library.components.iter().map(|c| ComponentRecord::from_meta(c, &library.details)).collect(),
+            package,
+            package_version,
+            api_version,
+            libtorch_version,
+            components,
+            build: None,
+            signed_by: None,
+            origin: None,
         }
     }
 
@@ -304,6 +366,9 @@ impl LibraryRecord {
         };
         if let Err(e) = compat.check(api, &self.libtorch_version) {
             return Status::Incompatible(e.to_string());
+        }
+        if let Some(why) = self.build.as_ref().and_then(|b| b.mismatch(crate::build_facts::HostLibtorch::cached())) {
+            return Status::Incompatible(why);
         }
         match file_stamp(&registry.resolve(&self.path)) {
             Err(_) => Status::Missing,
@@ -342,7 +407,13 @@ impl Registry {
     pub fn empty(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),
-            declaration: Declaration { format: FORMAT, plugin_dirs: default_plugin_dirs(), components: Vec::new() },
+            declaration: Declaration {
+                format: FORMAT,
+                plugin_dirs: default_plugin_dirs(),
+                components: Vec::new(),
+                trust: Trust::default(),
+                channels: Vec::new(),
+            },
             state: State::default(),
         }
     }
@@ -417,6 +488,22 @@ impl Registry {
 
     pub fn plugin_dirs(&self) -> &[String] {
         &self.declaration.plugin_dirs
+    }
+
+    pub fn trust(&self) -> &Trust {
+        &self.declaration.trust
+    }
+
+    pub fn trust_mut(&mut self) -> &mut Trust {
+        &mut self.declaration.trust
+    }
+
+    pub fn channels(&self) -> &[String] {
+        &self.declaration.channels
+    }
+
+    pub fn channels_mut(&mut self) -> &mut Vec<String> {
+        &mut self.declaration.channels
     }
 
     pub fn resolve(&self, recorded: &str) -> PathBuf {
@@ -590,6 +677,9 @@ mod tests {
                 description: String::new(),
                 config: Vec::new(),
             }],
+            build: None,
+            signed_by: None,
+            origin: None,
         }
     }
 

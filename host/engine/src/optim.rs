@@ -355,7 +355,6 @@ impl Default for LossScaler {
     }
 }
 
-
 /// The fused kernels against the per-parameter reference on a device, for the tests here and for
 /// `gymnos-engine selftest fused` (the CUDA path, checked where there is a GPU).
 pub mod check {
@@ -499,7 +498,6 @@ pub mod check {
             opt.step(0.02 / (1.0 + i as f64 * 0.1));
         }
     }
-
 }
 
 #[cfg(test)]

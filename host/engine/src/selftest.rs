@@ -46,13 +46,18 @@ pub fn nccl(index: usize) -> Value {
             .port();
         let timeout = Duration::from_secs(60);
         let store = crate::distributed::c10d::Store::open("127.0.0.1", port, true, timeout)?;
-        let group = crate::distributed::c10d::ProcessGroup::new(&store, "selftest/", Backend::Nccl, 0, 1, timeout, index)?;
+        let group =
+            crate::distributed::c10d::ProcessGroup::new(&store, "selftest/", Backend::Nccl, 0, 1, timeout, index)?;
         let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]).to_device(Device::Cuda(index));
         group.all_reduce(&t, crate::distributed::Reduce::Sum)?;
         Ok(t.sum(Kind::Float).double_value(&[]))
     })();
     match outcome {
-        Ok(sum) => json!({ "built": crate::distributed::nccl_built(), "reduced": sum == 6.0, "sum": sum, "seconds": started.elapsed().as_secs_f64() }),
-        Err(e) => json!({ "built": crate::distributed::nccl_built(), "refused": e.0.lines().next().unwrap_or_default() }),
+        Ok(sum) => {
+            json!({ "built": crate::distributed::nccl_built(), "reduced": sum == 6.0, "sum": sum, "seconds": started.elapsed().as_secs_f64() })
+        }
+        Err(e) => {
+            json!({ "built": crate::distributed::nccl_built(), "refused": e.0.lines().next().unwrap_or_default() })
+        }
     }
 }

@@ -3,6 +3,7 @@
 mod engine;
 mod experiment;
 mod output;
+mod packages;
 mod plugins;
 mod ranks;
 mod runs;

@@ -14,7 +14,10 @@ use gymnos_plugin_api::{normalized_name, ComponentKind};
 use serde::Serialize;
 use serde_json::json;
 
-use super::output::{print_json, print_table};
+use super::{
+    output::{print_json, print_table},
+    packages,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum PluginsCommand {
@@ -35,11 +38,19 @@ pub enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Install plugin libraries: files, or folders walked for libraries. Installing a library
-    /// again restores its copy in the store when that copy is missing or changed.
+    /// Install plugins: libraries, packages (.gplugin), folders walked for both, or NAME@REQ
+    /// from a channel. Installing a library again restores its copy in the store when that copy
+    /// is missing or changed. A library not installed before is first opened in a child process.
     Install {
+        /// Files or folders; with --channel (or the registry's channels), NAME@REQ references.
         #[arg(required_unless_present = "builtins")]
         paths: Vec<PathBuf>,
+        /// Look NAME@REQ up in this channel (a folder or an http(s) URL; repeatable).
+        #[arg(long, value_name = "DIR|URL")]
+        channel: Vec<String>,
+        /// The kind, when a channel has plugins of several kinds by that name.
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<ComponentKind>,
         /// Install the built-in plugins, from the folder next to this binary.
         #[arg(long)]
         builtins: bool,
@@ -80,6 +91,72 @@ pub enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Pack a plugin library into one package file, NAME-VERSION-TARGET.gplugin: the library,
+    /// its manifest (readable without loading it), its crate's README and licence, optionally
+    /// signed.
+    Pack {
+        library: PathBuf,
+        /// Sign the package with this minisign secret key (`plugins keygen` makes one).
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+        /// The folder to write the package into (default: the current one).
+        #[arg(short = 'o', long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// The crate whose README and licence go in (default: the crate the library was built
+        /// in, when it is found above it).
+        #[arg(long = "crate", value_name = "DIR")]
+        crate_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a package to a channel folder; its index is rewritten atomically.
+    Publish {
+        package: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        channel: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an ed25519 key pair (minisign's format) to sign packages with.
+    Keygen {
+        /// The key files' name: NAME.key (secret) and NAME.pub.
+        #[arg(long, default_value = "gymnos")]
+        name: String,
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+    },
+    /// The keys whose signatures this registry trusts, and whether it requires them.
+    #[command(subcommand)]
+    Trust(super::packages::TrustCommand),
+    /// The channels this registry installs from.
+    #[command(subcommand)]
+    Channel(super::packages::ChannelCommand),
+    /// What channels offer (NAME contains QUERY), and whether it loads here.
+    Search {
+        query: Option<String>,
+        #[arg(long, value_name = "DIR|URL")]
+        channel: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Installed plugins a channel has a newer version of, built for this host.
+    Outdated {
+        #[arg(long, value_name = "DIR|URL")]
+        channel: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install the newest version the channels offer of every outdated plugin, or of NAME.
+    Upgrade {
+        name: Option<String>,
+        #[arg(long, value_name = "DIR|URL")]
+        channel: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Opens a library here and prints what it says of itself (the safe first load's child).
+    #[command(hide = true)]
+    Probe { library: PathBuf },
     /// Create a standalone plugin crate with a working example component and its test.
     New {
         /// dataset, preprocessor, data_augmentor, model or tracker.
@@ -123,6 +200,8 @@ struct PluginRow<'a> {
     sha256: &'a str,
     /// When `plugins verify` last found the library's hash right.
     verified_at: Option<&'a str>,
+    /// The key id that signed the package it came from.
+    signed_by: Option<&'a str>,
 }
 
 fn row<'a>(manager: &PluginManager, installed: Installed<'a>) -> PluginRow<'a> {
@@ -145,26 +224,69 @@ fn row<'a>(manager: &PluginManager, installed: Installed<'a>) -> PluginRow<'a> {
         library: library.map(|l| manager.registry.resolve(&l.path).display().to_string()).unwrap_or_default(),
         sha256: library.map_or("", |l| l.sha256.as_str()),
         verified_at: library.and_then(|l| l.verified_at.as_deref()),
+        signed_by: library.and_then(|l| l.signed_by.as_deref()),
     }
 }
 
 pub fn run(registry_path: &Path, command: PluginsCommand) -> Result<()> {
-    let mut manager = PluginManager::open(registry_path)?;
+    // Commands that need no registry.
+    match command {
+        PluginsCommand::Probe { library } => return packages::probe(&library),
+        PluginsCommand::Pack { library, sign, out, crate_dir, json } => {
+            return packages::pack(&library, sign.as_deref(), out.as_deref(), crate_dir.as_deref(), json)
+        }
+        PluginsCommand::Publish { package, channel, json } => return packages::publish(&package, &channel, json),
+        PluginsCommand::Keygen { name, dir } => return packages::keygen(&dir, &name),
+        PluginsCommand::Info { plugin, json, .. } if gymnos_host::package::is_package(Path::new(&plugin)) => {
+            let registry = gymnos_host::Registry::load(registry_path).ok();
+            return packages::info(registry.as_ref(), Path::new(&plugin), json);
+        }
+        PluginsCommand::Trust(command) => return packages::trust(registry_path, command),
+        PluginsCommand::Channel(command) => return packages::channel(registry_path, command),
+        _ => {}
+    }
+    let mut manager = PluginManager::open(registry_path)?.with_probe(gymnos_host::probe::Probe::of_this_binary()?);
     match command {
         PluginsCommand::List { kind, json } => list(&manager, kind, json),
         PluginsCommand::Info { plugin, kind, json } => info(&manager, &plugin, kind, json),
-        PluginsCommand::Install { paths, builtins, replace, json } => {
+        PluginsCommand::Install { paths, channel, kind, builtins, replace, json } => {
             let mut report = InstallReport::default();
             if builtins {
                 report = manager.install_builtins(&builtin::default_dir()?, replace)?;
             }
-            if !paths.is_empty() {
-                let more = manager.install(&paths, replace)?;
-                report.outcomes.extend(more.outcomes);
-                report.skipped.extend(more.skipped);
-                report.refused.extend(more.refused);
-            }
+            // NAME@REQ from the channels: with --channel, or arguments that are no files when
+            // the registry has channels.
+            let from_channels =
+                !channel.is_empty() || (!manager.registry.channels().is_empty() && paths.iter().all(|p| !p.exists()));
+            let more = match (paths.is_empty(), from_channels) {
+                (true, _) => InstallReport::default(),
+                (false, true) => {
+                    let channels = packages::channels(&channel, &manager.registry)?;
+                    let mut all = InstallReport::default();
+                    for reference in &paths {
+                        let reference: PluginRef = reference.to_string_lossy().parse()?;
+                        all.outcomes
+                            .extend(manager.install_from_channels(&reference, kind, &channels, replace)?.outcomes);
+                    }
+                    all
+                }
+                (false, false) => manager.install(&paths, replace)?,
+            };
+            report.outcomes.extend(more.outcomes);
+            report.skipped.extend(more.skipped);
+            report.refused.extend(more.refused);
             report_install(&report, json);
+            Ok(())
+        }
+        PluginsCommand::Search { query, channel, json } => packages::search(&manager, query.as_deref(), &channel, json),
+        PluginsCommand::Outdated { channel, json } => packages::outdated(&manager, &channel, json),
+        PluginsCommand::Upgrade { name, channel, json } => {
+            let report = packages::upgrade(&mut manager, name.as_deref(), &channel)?;
+            if report.outcomes.is_empty() && !json {
+                outln!("nothing to upgrade");
+            } else {
+                report_install(&report, json);
+            }
             Ok(())
         }
         PluginsCommand::Remove { plugin, kind, json } => {
@@ -237,7 +359,13 @@ pub fn run(registry_path: &Path, command: PluginsCommand) -> Result<()> {
             }
             Ok(())
         }
-        PluginsCommand::Init { .. } => unreachable!("dispatched before the registry is opened"),
+        PluginsCommand::Init { .. }
+        | PluginsCommand::Probe { .. }
+        | PluginsCommand::Pack { .. }
+        | PluginsCommand::Publish { .. }
+        | PluginsCommand::Keygen { .. }
+        | PluginsCommand::Trust(_)
+        | PluginsCommand::Channel(_) => unreachable!("answered before the registry is opened"),
     }
 }
 
@@ -287,11 +415,12 @@ fn list(manager: &PluginManager, kind: Option<ComponentKind>, json: bool) -> Res
                     r.version.clone(),
                     r.api_version.to_string(),
                     verified,
+                    r.signed_by.unwrap_or("-").to_string(),
                     r.status.clone(),
                 ]
             })
             .collect();
-        print_table(&["NAME", "KIND", "VERSION", "API", "VERIFIED", "STATUS"], &cells);
+        print_table(&["NAME", "KIND", "VERSION", "API", "VERIFIED", "SIGNED", "STATUS"], &cells);
     }
     Ok(())
 }

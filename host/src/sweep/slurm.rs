@@ -169,7 +169,10 @@ mod tests {
         );
         let one = Resources { threads: 3, processes: 1, ..Resources::default() };
         let script = script_of(&task, &one, &call, &dir);
-        assert!(!script.contains("--ntasks") && !script.contains("srun") && !script.contains("--distributed"), "{script}");
+        assert!(
+            !script.contains("--ntasks") && !script.contains("srun") && !script.contains("--distributed"),
+            "{script}"
+        );
     }
 
     fn script_of(task: &Task, resources: &Resources, call: &HostCall, dir: &SweepDir) -> String {
