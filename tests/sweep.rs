@@ -203,7 +203,7 @@ fn every_trial_is_checked_before_any_starts() {
     assert_eq!(
         err,
         format!(
-            "error: {}: trial 1 (training.optimizer.lr=-1): {}: training.optimizer.lr: -1 is not a positive learning rate",
+            "error: {}: parameters.training.optimizer.lr: value -1 (values[1]) breaks a rule of the experiment: {}: training.optimizer.lr: -1 is not a positive learning rate",
             file.display(),
             sandbox.dir.path().join("wine.json").display()
         )

@@ -326,14 +326,24 @@ fn a_nan_loss_fails_the_run_with_one_line_and_a_record_that_says_so() {
     let sandbox = Sandbox::new();
     sandbox.install_builtins();
     let mut exp = wine("nan");
-    exp["training"]["optimizer"] = json!({ "name": "sgd", "lr": 1e30 });
+    // The largest learning rate accepted, on a plain SGD: it diverges in the second epoch.
+    exp["training"]["optimizer"] = json!({ "name": "sgd", "lr": 100 });
     let path = sandbox.experiment("nan", &exp);
     let err = run(&sandbox, &path).one_line_error().to_string();
     assert!(
         err.contains("the loss became")
-            && err.ends_with("(stop_on_nan); the last checkpoint holds the last good state"),
+            && err.ends_with("(stop_on_nan), the learning rate 100: training diverged (a smaller training.optimizer.lr, or grad_clip_norm, may help); the last checkpoint holds the last good state"),
         "{err}"
     );
+    // A rate no optimizer trains with is refused before anything runs.
+    exp["training"]["optimizer"] = json!({ "name": "sgd", "lr": 1e30 });
+    let path = sandbox.experiment("nan", &exp);
+    let err = run(&sandbox, &path).one_line_error().to_string();
+    assert!(
+        err.ends_with("training.optimizer.lr: 1e30 is larger than any learning rate that trains (at most 100)"),
+        "{err}"
+    );
+    assert_eq!(sandbox.runs("nan").len(), 1, "the refused run left no folder");
     let metrics = read_json(&sandbox.runs("nan")[0].join("metrics.json"));
     assert_eq!(metrics["status"], "failed");
     assert!(metrics["error"].as_str().unwrap().contains("the loss became"));
@@ -364,7 +374,8 @@ fn a_failing_tracker_does_not_stop_training_and_a_failing_model_is_named() {
     exp["model"] = json!({ "plugin": "panicky", "config": { "panic_in": "forward" } });
     let err = run(&sandbox, &sandbox.experiment("panics", &exp)).one_line_error().to_string();
     assert!(err.ends_with("model `panicky@0.1.0` (model) failed in forward: panicked: libtorch: mat1 and mat2 shapes cannot be multiplied (16x13 and 14x3)"), "{err}");
-    assert_eq!(read_json(&sandbox.runs("panics")[0].join("metrics.json"))["status"], "failed");
+    // The first batch goes through the model before the run folder is made.
+    assert!(sandbox.runs("panics").is_empty(), "a model that fails on the first batch leaves no folder");
 
     let mut exp = wine("shape");
     exp["model"] = json!({ "plugin": "panicky" });

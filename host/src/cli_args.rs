@@ -5,21 +5,25 @@
 /// created, so that `gymnos-host` can record the run if the engine dies.
 pub const RUN_DIR_FILE_ENV: &str = "GYMNOS_RUN_DIR_FILE";
 
-use std::path::PathBuf;
+use std::{
+    ffi::OsStr,
+    path::{Path, PathBuf},
+};
 
-use clap::{Args, ValueEnum};
+use clap::{builder::TypedValueParser, error::ErrorKind, Args, ValueEnum};
 
 use crate::record::SweepTrial;
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// The experiment file.
+    #[arg(value_parser = Utf8Path)]
     pub file: PathBuf,
     /// Override a field, e.g. --set training.epochs=3 (repeatable).
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub overrides: Vec<String>,
     /// Root folder for the run record (overrides experiment.output_root).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = Utf8Path)]
     pub output_root: Option<PathBuf>,
     /// Hide the progress bar even on a terminal.
     #[arg(long)]
@@ -79,6 +83,7 @@ fn parse_sweep_trial(text: &str) -> Result<SweepTrial, String> {
 #[derive(Args, Debug, Clone)]
 pub struct ValidateArgs {
     /// The experiment file.
+    #[arg(value_parser = Utf8Path)]
     pub file: PathBuf,
     /// Override a field, e.g. --set training.epochs=3 (repeatable).
     #[arg(long = "set", value_name = "PATH=VALUE")]
@@ -101,6 +106,7 @@ pub struct ValidateArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ResumeArgs {
     /// The run folder (…/executions/<timestamp>/).
+    #[arg(value_parser = Utf8Path)]
     pub run_dir: PathBuf,
     #[arg(long)]
     pub no_progress: bool,
@@ -120,11 +126,13 @@ pub enum PredictFormat {
 #[derive(Args, Debug, Clone)]
 pub struct PredictArgs {
     /// The run folder whose model to use.
+    #[arg(value_parser = Utf8Path)]
     pub run_dir: PathBuf,
     /// A file of new samples in a format the run's dataset plugin reads.
+    #[arg(value_parser = Utf8Path)]
     pub input: PathBuf,
     /// Where to write the predictions (default: standard output).
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = Utf8Path)]
     pub output: Option<PathBuf>,
     /// Output format (default: from the output's extension, else JSON).
     #[arg(long, value_enum)]
@@ -132,4 +140,87 @@ pub struct PredictArgs {
     /// Use the best checkpoint instead of the final model.
     #[arg(long)]
     pub best: bool,
+}
+
+/// Why `path` cannot be given to a command that records it: the run's records (and the
+/// plugins' configuration) are UTF-8 JSON, so a path that is not UTF-8 text, as given or made
+/// absolute against the current folder, could only be recorded altered (and would then name
+/// another folder). `None` when it is fine.
+pub fn utf8_path_problem(path: &Path) -> Option<String> {
+    if path.to_str().is_none() {
+        return Some(format!(
+            "{:?} is not UTF-8 text, which the run's records (UTF-8 JSON) cannot name; use a UTF-8 name",
+            path.as_os_str()
+        ));
+    }
+    match std::path::absolute(path) {
+        Ok(absolute) if absolute.to_str().is_none() => Some(format!(
+            "{:?} is not UTF-8 text once made absolute (the current folder's name is not), which the run's \
+             records (UTF-8 JSON) cannot name; give an absolute UTF-8 path",
+            absolute.as_os_str()
+        )),
+        _ => None,
+    }
+}
+
+/// clap's parser of the path arguments of `run`, `validate`, `resume` and `predict` (and of
+/// any other command that records a path; use it with `#[arg(value_parser = Utf8Path)]`): a
+/// path [`utf8_path_problem`] refuses is an error of one line naming the argument, before
+/// anything is read or written.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Utf8Path;
+
+impl TypedValueParser for Utf8Path {
+    type Value = PathBuf;
+
+    fn parse_ref(&self, _cmd: &clap::Command, arg: Option<&clap::Arg>, value: &OsStr) -> Result<PathBuf, clap::Error> {
+        let path = PathBuf::from(value);
+        if value.is_empty() {
+            let name = arg.map_or_else(|| "a path".to_string(), ToString::to_string);
+            return Err(clap::Error::raw(ErrorKind::InvalidValue, format!("{name}: the path is empty\n")));
+        }
+        match utf8_path_problem(&path) {
+            None => Ok(path),
+            Some(why) => {
+                let name = arg.map_or_else(|| "a path".to_string(), ToString::to_string);
+                Err(clap::Error::raw(ErrorKind::InvalidUtf8, format!("{name}: {why}\n")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStrExt;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn a_path_that_is_not_utf8_is_refused_naming_the_argument() {
+        let bad = OsStr::from_bytes(b"/tmp/o\xff");
+        let err = Cli::try_parse_from([OsStr::new("x"), OsStr::new("e.json"), OsStr::new("--output-root"), bad])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "error: --output-root <DIR>: \"/tmp/o\\xFF\" is not UTF-8 text, which the run's records (UTF-8 JSON) \
+             cannot name; use a UTF-8 name\n"
+        );
+        let err = Cli::try_parse_from([OsStr::new("x"), OsStr::from_bytes(b"e\xfe.json")]).unwrap_err().to_string();
+        assert!(err.starts_with("error: <FILE>: \"e\\xFE.json\" is not UTF-8 text"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let err = Cli::try_parse_from(["x", ""]).unwrap_err().to_string();
+        assert_eq!(err, "error: <FILE>: the path is empty\n");
+        let ok = Cli::try_parse_from(["x", "é.json", "--output-root", "runs"]).unwrap();
+        assert_eq!(ok.run.file, PathBuf::from("é.json"));
+        assert_eq!(ok.run.output_root, Some(PathBuf::from("runs")));
+    }
 }

@@ -1,5 +1,5 @@
-//! Writing files so that a crash or a full disk never leaves one half-written, and paths
-//! written the short way.
+//! Writing files so that a crash or a full disk never leaves one half-written, reading text
+//! files as people write them, and paths written the short way.
 
 use std::{io::Write, path::Path};
 
@@ -26,6 +26,16 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// A text file's contents without the UTF-8 byte order mark that some editors (Notepad, Excel's
+/// exports) put first: JSON parsers and column names would otherwise see `\u{feff}`.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
 }
 
 #[cfg(test)]

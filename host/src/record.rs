@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 
 pub const TRAINING_CONFIG: &str = "training_config.json";
 pub const METRICS: &str = "metrics.json";
@@ -26,6 +26,9 @@ pub enum RecordError {
     Read { path: PathBuf, cause: std::io::Error },
     #[error("{}: not a valid run record: {cause}", path.display())]
     Parse { path: PathBuf, cause: serde_json::Error },
+    /// A record that is JSON but not a run record's: the field at fault named.
+    #[error("{}: not a valid run record: {cause}", path.display())]
+    Invalid { path: PathBuf, cause: JsonError },
     #[error("{}: cannot write: {cause}", path.display())]
     Write { path: PathBuf, cause: std::io::Error },
     #[error("{}: not a run folder (no {TRAINING_CONFIG})", path.display())]
@@ -139,16 +142,22 @@ pub struct BestCheckpoint {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
     pub class: String,
+    #[serde(deserialize_with = "lenient::number")]
     pub precision: f64,
+    #[serde(deserialize_with = "lenient::number")]
     pub recall: f64,
+    #[serde(deserialize_with = "lenient::number")]
     pub f1: f64,
     pub support: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassificationReport {
+    #[serde(deserialize_with = "lenient::number")]
     pub loss: f64,
+    #[serde(deserialize_with = "lenient::number")]
     pub accuracy: f64,
+    #[serde(deserialize_with = "lenient::number")]
     pub f1_macro: f64,
     pub per_class: Vec<ClassMetrics>,
     /// `confusion_matrix[true][predicted]`.
@@ -157,9 +166,13 @@ pub struct ClassificationReport {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RegressionReport {
+    #[serde(deserialize_with = "lenient::number")]
     pub loss: f64,
+    #[serde(deserialize_with = "lenient::number")]
     pub mse: f64,
+    #[serde(deserialize_with = "lenient::number")]
     pub mae: f64,
+    #[serde(deserialize_with = "lenient::number")]
     pub r2: f64,
 }
 
@@ -196,6 +209,7 @@ impl EvaluationReport {
 pub struct Hardware {
     pub cpu: String,
     pub cpu_cores: usize,
+    #[serde(deserialize_with = "lenient::number")]
     pub memory_gib: f64,
     pub torch_threads: i32,
     pub device: String,
@@ -249,9 +263,11 @@ pub struct RunSummary {
     #[serde(default)]
     pub finished_at: Option<String>,
     /// Seconds spent in each stage, summed over resumes.
+    #[serde(deserialize_with = "lenient::numbers_by_name")]
     pub elapsed_seconds: BTreeMap<String, f64>,
     pub epochs_completed: u32,
     /// Per-epoch lists: `history["val_loss"][i]` is epoch i+1's validation loss.
+    #[serde(deserialize_with = "lenient::lists_by_name")]
     pub history: BTreeMap<String, Vec<f64>>,
     #[serde(default)]
     pub best: Option<BestCheckpoint>,
@@ -285,10 +301,10 @@ impl RunSummary {
         *self.elapsed_seconds.entry(stage.to_string()).or_default() += seconds;
     }
 
+    /// Reads `metrics.json` (a byte order mark before it is ignored; a `null` where a number
+    /// belongs is NaN, which is how a NaN loss is written).
     pub fn load(run_dir: &Path) -> Result<Self, RecordError> {
-        let path = run_dir.join(METRICS);
-        let text = std::fs::read_to_string(&path).map_err(|cause| RecordError::Read { path: path.clone(), cause })?;
-        serde_json::from_str(&text).map_err(|cause| RecordError::Parse { path, cause })
+        read_record(&run_dir.join(METRICS))
     }
 
     pub fn save(&self, run_dir: &Path) -> Result<(), RecordError> {
@@ -298,6 +314,128 @@ impl RunSummary {
     /// Seconds the whole run took (the sum of its stages).
     pub fn total_seconds(&self) -> f64 {
         self.elapsed_seconds.values().sum()
+    }
+}
+
+/// Reads a JSON record file of the run folder as `T`; an error names the file and the field.
+pub fn read_record<T: DeserializeOwned>(path: &Path) -> Result<T, RecordError> {
+    let text = crate::fsio::read_text(path).map_err(|cause| RecordError::Read { path: path.to_path_buf(), cause })?;
+    parse_json(&text).map_err(|error| match error {
+        JsonProblem::Syntax(cause) => RecordError::Parse { path: path.to_path_buf(), cause },
+        JsonProblem::Field(cause) => RecordError::Invalid { path: path.to_path_buf(), cause },
+    })
+}
+
+/// Why a JSON file the host reads (a run record, the registry, its state) could not be read as
+/// its type.
+#[derive(Debug)]
+pub enum JsonProblem {
+    /// Not JSON at all (serde_json's message has the line and column).
+    Syntax(serde_json::Error),
+    /// JSON, but a field of the wrong form.
+    Field(JsonError),
+}
+
+impl std::fmt::Display for JsonProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonProblem::Syntax(cause) => write!(f, "{cause}"),
+            JsonProblem::Field(cause) => write!(f, "{cause}"),
+        }
+    }
+}
+
+/// A field of the wrong form: its path (`components[4].version`, empty for the whole file)
+/// and serde's message, said in the file's terms rather than the host's types.
+#[derive(Debug)]
+pub struct JsonError {
+    pub field: String,
+    pub cause: serde_json::Error,
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let message = one_line(&plain_serde_message(&self.cause.to_string()));
+        match self.field.as_str() {
+            "" | "." => f.write_str(&message),
+            field => write!(f, "{}: {message}", one_line(field)),
+        }
+    }
+}
+
+/// Parses `text` (already without its byte order mark) as `T`, which is read from a JSON
+/// object: a syntax error, a file that is no object and a field of the wrong form are told
+/// apart, the last with the field's path.
+pub fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, JsonProblem> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(JsonProblem::Syntax)?;
+    if !value.is_object() {
+        let found = match value {
+            serde_json::Value::Null => "null",
+            serde_json::Value::Bool(_) => "a boolean",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::Object(_) => unreachable!("checked"),
+        };
+        let cause = <serde_json::Error as serde::de::Error>::custom(format!("expected an object, found {found}"));
+        return Err(JsonProblem::Field(JsonError { field: String::new(), cause }));
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| JsonProblem::Field(JsonError { field: e.path().to_string(), cause: e.into_inner() }))
+}
+
+/// serde's messages name Rust types (`expected struct DeclaredComponent`, `invalid length 0,
+/// expected struct RunSummary with 16 elements`); a file's reader knows objects and arrays.
+fn plain_serde_message(message: &str) -> String {
+    let (head, at) = match message.find(" at line ") {
+        Some(i) => message.split_at(i),
+        None => (message, ""),
+    };
+    let head = if head.starts_with("invalid length ") && head.contains(", expected struct ") {
+        "expected an object, found an array".to_string()
+    } else if let Some(i) = head.find("expected struct ") {
+        format!("{}expected an object", &head[..i])
+    } else if head.starts_with("data did not match any variant of untagged enum ") {
+        "matches none of the forms this field takes".to_string()
+    } else {
+        head.to_string()
+    };
+    format!("{head}{at}")
+}
+
+/// `text` on one line: control characters (a newline in a key or value quoted from a file) are
+/// written escaped, as in Rust (`\n`, `\u{1b}`).
+pub fn one_line(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// Numbers of a record read back: `null` is NaN (serde_json writes NaN and infinities as
+/// `null`), so a run whose loss went NaN stays readable.
+mod lenient {
+    use std::collections::BTreeMap;
+
+    use super::{Deserialize, Deserializer};
+
+    fn or_nan(value: Option<f64>) -> f64 {
+        value.unwrap_or(f64::NAN)
+    }
+
+    pub fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Option::<f64>::deserialize(d).map(or_nan)
+    }
+
+    pub fn numbers_by_name<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+        let map = BTreeMap::<String, Option<f64>>::deserialize(d)?;
+        Ok(map.into_iter().map(|(k, v)| (k, or_nan(v))).collect())
+    }
+
+    pub fn lists_by_name<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<f64>>, D::Error> {
+        let map = BTreeMap::<String, Vec<Option<f64>>>::deserialize(d)?;
+        Ok(map.into_iter().map(|(k, v)| (k, v.into_iter().map(or_nan).collect())).collect())
     }
 }
 
@@ -373,4 +511,66 @@ pub fn record_failure(run_dir: &Path, reason: &str) -> Result<bool, RecordError>
     summary.finished_at = Some(now());
     summary.save(run_dir)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod reading_tests {
+    use super::*;
+
+    fn summary() -> RunSummary {
+        let mut s = RunSummary {
+            status: RunStatus::Completed,
+            started_at: "2026-01-01T00:00:00+00:00".into(),
+            test: Some(EvaluationReport::Regression(RegressionReport {
+                loss: f64::NAN,
+                mse: f64::NAN,
+                mae: 1.0,
+                r2: f64::NEG_INFINITY,
+            })),
+            ..RunSummary::default()
+        };
+        s.add_epoch(&EpochMetrics::from([("val_loss".to_string(), f64::NAN), ("train_loss".to_string(), 0.5)]));
+        s.add_elapsed("train", f64::INFINITY);
+        s
+    }
+
+    #[test]
+    fn a_record_with_nan_metrics_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        summary().save(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(METRICS)).unwrap();
+        assert!(text.contains("\"loss\": null"), "{text}");
+        let read = RunSummary::load(dir.path()).unwrap();
+        let Some(EvaluationReport::Regression(report)) = &read.test else { panic!("{read:?}") };
+        assert!(report.loss.is_nan() && report.mse.is_nan() && report.r2.is_nan() && report.mae == 1.0);
+        assert!(read.history["val_loss"][0].is_nan());
+        assert_eq!(read.history["train_loss"], [0.5]);
+        assert!(read.elapsed_seconds["train"].is_nan());
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored_and_a_wrong_field_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(METRICS);
+        let good = serde_json::to_string(&summary()).unwrap();
+        std::fs::write(&path, format!("\u{feff}{good}")).unwrap();
+        assert_eq!(RunSummary::load(dir.path()).unwrap().epochs_completed, 1);
+
+        let shown = path.display().to_string();
+        for (text, error) in [
+            ("[]".to_string(), "expected an object, found an array".to_string()),
+            ("3".to_string(), "expected an object, found a number".to_string()),
+            ("{ \"status\": ".to_string(), "EOF while parsing a value at line 1 column 12".to_string()),
+            (good.replace("\"completed\"", "\"exploded\""), "status: unknown variant `exploded`, expected one of `running`, `completed`, `failed`, `interrupted`, `paused`, `preempted` at line 1 column 20".to_string()),
+            (good.replace("\"epochs_completed\":1", "\"epochs_completed\":-1"), "epochs_completed: invalid value: integer `-1`, expected u32".to_string()),
+            (good.replace("\"mae\":1.0", "\"mae\":\"x\""), "test: matches none of the forms this field takes".to_string()),
+            (good.replace("\"train_loss\":[0.5]", "\"train_loss\":[\"a\"]"), "history.train_loss[0]: invalid type: string \"a\", expected f64".to_string()),
+            (good.replace("\"best\":null", "\"best\":[]"), "best: expected an object, found an array".to_string()),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let err = RunSummary::load(dir.path()).unwrap_err().to_string();
+            let want = format!("{shown}: not a valid run record: {error}");
+            assert!(err.starts_with(&want), "{text}\n  got  {err}\n  want {want}");
+        }
+    }
 }

@@ -21,12 +21,17 @@ use std::{
 };
 
 use gymnos_plugin_api::{
-    normalized_name, ApiVersion, ComponentKind, ComponentMeta, ConfigKey, ConfigType, Constraint, LibraryDetails,
+    check_component_name, normalized_name, ApiVersion, ComponentKind, ComponentMeta, ConfigKey, ConfigType, Constraint,
+    LibraryDetails,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{compat::HostCompat, library::LoadedLibrary};
+use crate::{
+    compat::HostCompat,
+    library::LoadedLibrary,
+    record::{one_line, parse_json},
+};
 
 /// The registry format this host reads and writes (1: one file with the state inside).
 pub const FORMAT: u32 = 2;
@@ -41,10 +46,13 @@ pub enum RegistryError {
     Missing { path: PathBuf },
     #[error("{}: cannot read the registry: {cause}", path.display())]
     Read { path: PathBuf, cause: std::io::Error },
+    /// Not JSON, not the registry's form, or entries that cannot be (an unknown kind, a name
+    /// the one name rule refuses, the same component twice): each named by its place,
+    /// `components[4].version: ...`.
     #[error("{}: the registry is not valid: {cause}", path.display())]
-    Parse { path: PathBuf, cause: serde_json::Error },
+    Parse { path: PathBuf, cause: String },
     #[error("{}: registry format {found} is newer than this host's ({FORMAT}); upgrade gymnos-host", path.display())]
-    Format { path: PathBuf, found: u32 },
+    Format { path: PathBuf, found: u64 },
     #[error("{}: cannot write the registry: {cause}", path.display())]
     Write { path: PathBuf, cause: std::io::Error },
     #[error("{}: cannot lock the registry: {cause}", path.display())]
@@ -420,34 +428,47 @@ impl Registry {
 
     /// Reads the registry at `path` and its store's state. A missing `registry.json` is an
     /// error naming it; a missing state is an empty one (nothing installed on this machine).
+    /// A UTF-8 byte order mark before either file's JSON is ignored. Entries that cannot be
+    /// right (an unknown kind, an invalid component name, the same component declared twice)
+    /// refuse the whole registry, each named: the registry decides which native code is
+    /// loaded, so a half-understood one is not used.
     pub fn load(path: &Path) -> Result<Self, RegistryError> {
-        let text = match fs::read_to_string(path) {
+        let text = match crate::fsio::read_text(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(RegistryError::Missing { path: path.to_path_buf() })
             }
             Err(cause) => return Err(RegistryError::Read { path: path.to_path_buf(), cause }),
         };
-        let parse_err = |cause| RegistryError::Parse { path: path.to_path_buf(), cause };
-        let value: Value = serde_json::from_str(&text).map_err(parse_err)?;
-        let format = value.get("format").and_then(Value::as_u64).unwrap_or(1) as u32;
-        if format > FORMAT {
+        let invalid = |cause: String| RegistryError::Parse { path: path.to_path_buf(), cause: one_line(&cause) };
+        let value: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let format = match value.get("format") {
+            None => 1,
+            Some(format) => {
+                format.as_u64().ok_or_else(|| invalid(format!("format: expected a whole number, found {format}")))?
+            }
+        };
+        if format > u64::from(FORMAT) {
             return Err(RegistryError::Format { path: path.to_path_buf(), found: format });
         }
         let mut registry = Self::empty(path);
         if format < 2 {
-            let old: FormatOne = serde_json::from_value(value).map_err(parse_err)?;
+            let old: FormatOne = parse_json(&text).map_err(|e| invalid(e.to_string()))?;
+            check(library_problems(&old.libraries)).map_err(invalid)?;
             registry.declaration.plugin_dirs = old.plugin_dirs;
             registry.state.libraries = old.libraries;
             registry.declare_all();
         } else {
-            registry.declaration = serde_json::from_value(value).map_err(parse_err)?;
+            registry.declaration = parse_json(&text).map_err(|e| invalid(e.to_string()))?;
+            check(declaration_problems(&registry.declaration.components)).map_err(invalid)?;
         }
         let state_path = registry.state_path();
-        match fs::read_to_string(&state_path) {
+        match crate::fsio::read_text(&state_path) {
             Ok(text) if format >= 2 => {
-                registry.state = serde_json::from_str(&text)
-                    .map_err(|cause| RegistryError::Parse { path: state_path.clone(), cause })?;
+                let invalid =
+                    |cause: String| RegistryError::Parse { path: state_path.clone(), cause: one_line(&cause) };
+                registry.state = parse_json(&text).map_err(|e| invalid(e.to_string()))?;
+                check(library_problems(&registry.state.libraries)).map_err(invalid)?;
             }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -626,6 +647,64 @@ impl Registry {
     }
 }
 
+/// The problems of one component entry at `at` (`components[4]`): a kind that is not one of
+/// the five (as the registry writes them), a name the one name rule refuses (empty, with a
+/// path separator or `..`, upper case...).
+fn entry_problems(at: &str, kind: &str, name: &str, problems: &mut Vec<String>) {
+    if !ComponentKind::ALL.iter().any(|k| k.as_str() == kind) {
+        let kinds: Vec<&str> = ComponentKind::ALL.iter().map(|k| k.as_str()).collect();
+        problems.push(format!("{at}.kind: `{kind}` is not a component kind (one of: {})", kinds.join(", ")));
+    }
+    if let Err(why) = check_component_name(name) {
+        problems.push(format!("{at}.name: {why}"));
+    }
+}
+
+/// The problems of `registry.json`'s components: each entry's, and an entry that declares a
+/// component (kind, name, version) declared before.
+fn declaration_problems(components: &[DeclaredComponent]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut seen: BTreeMap<(String, String, semver::Version), usize> = BTreeMap::new();
+    for (i, c) in components.iter().enumerate() {
+        let at = format!("components[{i}]");
+        entry_problems(&at, &c.kind, &c.name, &mut problems);
+        let key = (c.kind.clone(), normalized_name(&c.name), c.version.clone());
+        if let Some(first) = seen.insert(key, i) {
+            problems.push(format!("{at}: {} is declared twice (also components[{first}])", c.label()));
+        }
+    }
+    problems
+}
+
+/// The problems of the libraries' component records (the state, or a format 1 registry).
+fn library_problems(libraries: &[LibraryRecord]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, library) in libraries.iter().enumerate() {
+        for (j, c) in library.components.iter().enumerate() {
+            entry_problems(&format!("libraries[{i}].components[{j}]"), &c.kind, &c.name, &mut problems);
+        }
+    }
+    problems
+}
+
+/// At most this many problems are listed in the one line of a registry error.
+const LISTED_PROBLEMS: usize = 5;
+
+/// `problems` as one line, or `Ok` when there are none.
+fn check(problems: Vec<String>) -> Result<(), String> {
+    match problems.len() {
+        0 => Ok(()),
+        1 => Err(problems[0].clone()),
+        n => {
+            let mut listed = problems[..n.min(LISTED_PROBLEMS)].join("; ");
+            if n > LISTED_PROBLEMS {
+                listed.push_str(&format!("; and {} more", n - LISTED_PROBLEMS));
+            }
+            Err(format!("{n} problems: {listed}"))
+        }
+    }
+}
+
 /// Pretty JSON of the two files' types behind one function.
 mod erased {
     pub trait Json {
@@ -705,6 +784,128 @@ mod tests {
         let bare = Registry::load(&path).unwrap();
         let statuses: Vec<Status> = bare.installed().map(|i| i.status(&bare, &HostCompat::default())).collect();
         assert_eq!(statuses, [Status::NotInstalledHere, Status::NotInstalledHere]);
+    }
+
+    fn declared(kind: &str, name: &str, version: &str) -> Value {
+        serde_json::json!({ "kind": kind, "name": name, "version": version, "package": "p" })
+    }
+
+    /// The error `Registry::load` gives for a declaration with `components`, after the file and
+    /// without serde's position (`at line 1 column 84`).
+    fn load_error(components: Vec<Value>) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let text = serde_json::json!({ "format": 2, "components": components }).to_string();
+        fs::write(&path, text).unwrap();
+        let err = Registry::load(&path).unwrap_err().to_string();
+        let prefix = format!("{}: the registry is not valid: ", path.display());
+        let err = err.strip_prefix(&prefix).unwrap_or_else(|| panic!("{err}"));
+        err.split(" at line ").next().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_broken_entry_is_named_and_refuses_the_registry() {
+        let ok = declared("model", "mlp", "1.0.0");
+        let name_rule =
+            "is not a component name: use 1 to 64 lowercase letters, digits, `-` or `_`, starting with a letter";
+        for (entry, error) in [
+            (declared("model", "mlp", "one"), "components[1].version: unexpected character 'o' while parsing major version number".to_string()),
+            (declared("gizmo", "g", "1.0.0"), "components[1].kind: `gizmo` is not a component kind (one of: dataset, preprocessor, data_augmentor, model, tracker)".to_string()),
+            (declared("Model", "g", "1.0.0"), "components[1].kind: `Model` is not a component kind (one of: dataset, preprocessor, data_augmentor, model, tracker)".to_string()),
+            (declared("model", "", "1.0.0"), format!("components[1].name: `` {name_rule}")),
+            (declared("model", "../../etc/passwd", "1.0.0"), format!("components[1].name: `../../etc/passwd` {name_rule}")),
+            (declared("model", "a/b", "1.0.0"), format!("components[1].name: `a/b` {name_rule}")),
+            (declared("model", "..", "1.0.0"), format!("components[1].name: `..` {name_rule}")),
+            (declared("model", "mlp", "1.0.0"), "components[1]: model mlp@1.0.0 is declared twice (also components[0])".to_string()),
+            (Value::Null, "components[1]: invalid type: null, expected an object".to_string()),
+            (serde_json::json!([]), "components[1]: expected an object, found an array".to_string()),
+            (serde_json::json!({ "kind": "model" }), "components[1]: missing field `name`".to_string()),
+        ] {
+            assert_eq!(load_error(vec![ok.clone(), entry.clone()]), error, "{entry}");
+        }
+        // `-` and `_` are the same character in names.
+        assert_eq!(
+            load_error(vec![declared("model", "m-lp", "1.0.0"), declared("model", "m_lp", "1.0.0")]),
+            "components[1]: model m_lp@1.0.0 is declared twice (also components[0])"
+        );
+        // Every problem is listed, up to five.
+        let many: Vec<Value> = (0..8).map(|i| declared("gizmo", &format!("g{i}"), "1.0.0")).collect();
+        let err = load_error(many);
+        assert!(err.starts_with("8 problems: components[0].kind: `gizmo`"), "{err}");
+        assert!(err.ends_with("; and 3 more"), "{err}");
+        // The same name at another version, or of another kind, is fine.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let components = [ok, declared("model", "mlp", "1.1.0"), declared("dataset", "mlp", "1.0.0")];
+        fs::write(&path, serde_json::json!({ "format": 2, "components": components }).to_string()).unwrap();
+        assert_eq!(Registry::load(&path).unwrap().installed().count(), 3);
+    }
+
+    #[test]
+    fn a_registry_that_is_no_object_or_of_an_unreadable_format_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        for (text, error) in [
+            ("[]", "the registry is not valid: expected an object, found an array"),
+            ("null", "the registry is not valid: expected an object, found null"),
+            ("{\"format\": \"two\"}", "the registry is not valid: format: expected a whole number, found \"two\""),
+            ("{\"format\": -1}", "the registry is not valid: format: expected a whole number, found -1"),
+            (
+                "{\"format\": 4294967298}",
+                "registry format 4294967298 is newer than this host's (2); upgrade gymnos-host",
+            ),
+            (
+                "{\"format\": 2, \"components\": {}}",
+                "the registry is not valid: components: invalid type: map, expected a sequence at line 1 column 28",
+            ),
+            ("{ \"format\": 2, ", "the registry is not valid: EOF while parsing a value at line 1 column 15"),
+        ] {
+            fs::write(&path, text).unwrap();
+            assert_eq!(
+                Registry::load(&path).unwrap_err().to_string(),
+                format!("{}: {error}", path.display()),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_ignored_in_both_files_and_the_state_is_checked_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let mut registry = Registry::init(&path).unwrap();
+        registry.libraries_mut().push(library("a", "cnn", "2.0.0"));
+        registry.declare_all();
+        registry.save().unwrap();
+        for file in [path.clone(), registry.state_path()] {
+            let text = fs::read_to_string(&file).unwrap();
+            fs::write(&file, format!("\u{feff}{text}")).unwrap();
+        }
+        let read = Registry::load(&path).unwrap();
+        assert_eq!(read.installed().map(|i| i.declared.label()).collect::<Vec<_>>(), ["model cnn@2.0.0"]);
+        assert!(read.installed().all(|i| i.found.is_some()));
+
+        let mut state: Value =
+            serde_json::from_str(fs::read_to_string(read.state_path()).unwrap().trim_start_matches('\u{feff}'))
+                .unwrap();
+        state["libraries"][0]["components"][0]["name"] = "../x".into();
+        fs::write(read.state_path(), state.to_string()).unwrap();
+        assert_eq!(
+            Registry::load(&path).unwrap_err().to_string(),
+            format!(
+                "{}: the registry is not valid: libraries[0].components[0].name: `../x` is not a component name: use 1 to 64 lowercase letters, digits, `-` or `_`, starting with a letter",
+                read.state_path().display()
+            )
+        );
+        state["libraries"][0]["size"] = "big".into();
+        fs::write(read.state_path(), state.to_string()).unwrap();
+        let err = Registry::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "state.json: the registry is not valid: libraries[0].size: invalid type: string \"big\", expected u64"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

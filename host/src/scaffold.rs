@@ -1,6 +1,6 @@
 //! `gymnos-host plugins new`: a standalone plugin crate from the templates in `host/templates/`.
 //!
-//! The crate depends on the SDK by version (`gymnos-plugin-sdk = "1.2"`, this host's API minor), as a plugin of a team's
+//! The crate depends on the SDK by version (`gymnos-plugin-sdk = "1.5"`, the SDK's major.minor), as a plugin of a team's
 //! own repository does, and its one `[patch.crates-io]` block points the gymnos crates at the
 //! checkout the host was built from.
 
@@ -36,7 +36,7 @@ pub enum ScaffoldError {
 /// The SDK version a generated crate asks for: the SDK's major.minor of this source tree (the
 /// templates use what it adds, `LoadedData` since 1.4), which any later 1.y SDK satisfies. A test
 /// keeps it equal to `plugin-api/sdk/Cargo.toml`.
-const SDK_REQUIREMENT: &str = "1.4";
+const SDK_REQUIREMENT: &str = "1.5";
 
 fn sdk_requirement() -> String {
     SDK_REQUIREMENT.to_string()

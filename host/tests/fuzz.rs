@@ -1,5 +1,5 @@
 //! Property tests: no input makes the experiment reader, the `--set` overrides or the registry
-//! reader panic. The test suite runs a bounded number of cases; a longer search is
+//! reader panic, and every error they give names the file (and, in a registry, the entry). The test suite runs a bounded number of cases; a longer search is
 //! `PROPTEST_CASES=100000 cargo test --release -p gymnos-host --test fuzz`.
 
 use std::path::Path;
@@ -86,8 +86,212 @@ fn read_and_validate(dir: &Path, text: &str, overrides: &[String]) {
     }
 }
 
+/// A change to a text file as editors, copies and truncations make them.
+#[derive(Clone, Debug)]
+enum Mutation {
+    /// A UTF-8 byte order mark first (Notepad, Excel).
+    Bom,
+    /// A byte order mark, then the file cut at this fraction of its length.
+    BomAndCut(f64),
+    /// Cut at this fraction of the length.
+    Cut(f64),
+    /// This character inserted at this fraction of the length.
+    Insert(f64, char),
+    /// The character at this fraction of the length removed.
+    Remove(f64),
+    /// The byte order mark somewhere inside, where it is no whitespace.
+    BomInside(f64),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let at = 0.0..1.0f64;
+    prop_oneof![
+        Just(Mutation::Bom),
+        at.clone().prop_map(Mutation::BomAndCut),
+        at.clone().prop_map(Mutation::Cut),
+        (at.clone(), prop_oneof![Just('{'), Just('}'), Just(','), Just('"'), Just(':'), Just('\\'), any::<char>()])
+            .prop_map(|(f, c)| Mutation::Insert(f, c)),
+        at.clone().prop_map(Mutation::Remove),
+        at.prop_map(Mutation::BomInside),
+    ]
+}
+
+fn mutate(text: &str, mutation: &Mutation) -> String {
+    let boundary = |f: f64| {
+        let mut i = ((text.len() as f64) * f) as usize;
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    match *mutation {
+        Mutation::Bom => format!("\u{feff}{text}"),
+        Mutation::BomAndCut(f) => format!("\u{feff}{}", &text[..boundary(f)]),
+        Mutation::Cut(f) => text[..boundary(f)].to_string(),
+        Mutation::Insert(f, c) => {
+            let i = boundary(f);
+            format!("{}{c}{}", &text[..i], &text[i..])
+        }
+        Mutation::Remove(f) => {
+            let i = boundary(f);
+            let next = text[i..].chars().next().map_or(0, char::len_utf8);
+            format!("{}{}", &text[..i], &text[i + next..])
+        }
+        Mutation::BomInside(f) => {
+            let i = boundary(f);
+            format!("{}\u{feff}{}", &text[..i], &text[i..])
+        }
+    }
+}
+
+const KINDS: [&str; 5] = ["dataset", "preprocessor", "data_augmentor", "model", "tracker"];
+
+/// A declared component: mostly valid, sometimes with a wrong kind, name or version.
+fn declared_component() -> impl Strategy<Value = (String, String, String)> {
+    let kind = prop_oneof![
+        4 => prop::sample::select(KINDS.to_vec()).prop_map(str::to_string),
+        1 => prop_oneof![
+            Just("gizmo".to_string()),
+            Just("Model".to_string()),
+            Just(String::new()),
+            Just("model\n".to_string()),
+            "(?s).{0,6}"
+        ],
+    ];
+    let name = prop_oneof![
+        4 => "[a-c][a-c_-]{0,2}[a-c]",
+        1 => prop_oneof![
+            Just(String::new()),
+            Just("..".to_string()),
+            Just("../../etc/passwd".to_string()),
+            Just("a/b".to_string()),
+            Just("A".to_string()),
+            Just("a-".to_string()),
+            Just("a\nb".to_string()),
+            "(?s).{0,6}",
+            "\\PC{0,8}",
+        ],
+    ];
+    let version = prop_oneof![
+        4 => (0..3u32, 0..3u32).prop_map(|(a, b)| format!("{a}.{b}.0")),
+        1 => prop_oneof![Just("one".to_string()), Just("1.0".to_string()), Just(String::new()), "\\PC{0,6}"],
+    ];
+    (kind, name, version)
+}
+
+/// What is wrong with each entry of `components`, by the registry's rules (the version's
+/// syntax, the kind, the name rule, a component declared twice); `None` for a right one.
+fn entry_faults(components: &[(String, String, String)]) -> Vec<bool> {
+    let mut seen = std::collections::BTreeSet::new();
+    components
+        .iter()
+        .map(|(kind, name, version)| {
+            let Ok(version) = semver::Version::parse(version) else { return true };
+            let bad = !KINDS.contains(&kind.as_str()) || gymnos_plugin_api::check_component_name(name).is_err();
+            let again = !seen.insert((kind.clone(), name.replace('_', "-"), version));
+            bad || again
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_mutated_experiment_file_is_read_or_refused_naming_the_file(mutation in mutation()) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exp.json");
+        let text = serde_json::to_string_pretty(&valid_experiment()).unwrap();
+        std::fs::write(&path, mutate(&text, &mutation)).unwrap();
+        match experiment::load(&path, &[]) {
+            Ok(exp) => {
+                // Whatever reads, reads as the file without its byte order mark would.
+                std::fs::write(&path, mutate(&text, &mutation).trim_start_matches('\u{feff}')).unwrap();
+                let plain = experiment::load(&path, &[]).expect("the same file without its byte order mark");
+                prop_assert_eq!(serde_json::to_value(exp).unwrap(), serde_json::to_value(plain).unwrap());
+            }
+            Err(e) => {
+                let message = e.to_string();
+                prop_assert!(message.starts_with(&format!("{}: ", path.display())), "{}", message);
+                prop_assert!(!message.contains('\n'), "{}", message);
+            }
+        }
+        if matches!(mutation, Mutation::Bom) {
+            prop_assert!(experiment::load(&path, &[]).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_registry_is_read_exactly_when_every_entry_is_right_and_else_names_a_wrong_one(
+        components in prop::collection::vec(declared_component(), 0..6),
+        bom in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let entries: Vec<Value> = components
+            .iter()
+            .map(|(kind, name, version)| json!({ "kind": kind, "name": name, "version": version, "package": "p" }))
+            .collect();
+        let text = serde_json::to_string_pretty(&json!({ "format": 2, "components": entries })).unwrap();
+        std::fs::write(&path, if bom { format!("\u{feff}{text}") } else { text }).unwrap();
+        let faults = entry_faults(&components);
+        match Registry::load(&path) {
+            Ok(registry) => {
+                prop_assert!(faults.iter().all(|f| !f), "accepted a wrong entry: {:?}", components);
+                prop_assert_eq!(registry.installed().count(), components.len());
+            }
+            Err(e) => {
+                let message = e.to_string();
+                prop_assert!(
+                    message.starts_with(&format!("{}: the registry is not valid: ", path.display())),
+                    "{}", message
+                );
+                prop_assert!(!message.contains('\n'), "{}", message);
+                let named: Vec<usize> = (0..components.len())
+                    .filter(|i| message.contains(&format!("components[{i}]")))
+                    .collect();
+                prop_assert!(!named.is_empty(), "no entry named: {}", message);
+                prop_assert!(named.iter().any(|&i| faults[i]), "a right entry named: {} for {:?}", message, components);
+            }
+        }
+    }
+
+    #[test]
+    fn a_mutated_registry_or_state_is_read_or_refused_naming_its_file(
+        mutation in mutation(),
+        state in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let declaration = json!({ "format": 2, "plugin_dirs": ["plugin-store"], "components": [
+            { "kind": "model", "name": "mlp", "version": "1.0.0", "package": "gymnos-mlp" }
+        ]});
+        let library = json!({ "libraries": [{
+            "path": "plugin-store/libgymnos_mlp.so", "sha256": "00", "size": 1, "modified_ns": 1,
+            "package": "gymnos-mlp", "package_version": "1.0.0", "api_version": "1.2.0", "libtorch_version": "2.11.0",
+            "components": [{ "name": "mlp", "kind": "model", "version": "1.0.0", "description": "", "config": [] }]
+        }]});
+        std::fs::create_dir_all(dir.path().join("plugin-store")).unwrap();
+        let state_path = dir.path().join("plugin-store/state.json");
+        let (changed, kept, changed_text, kept_text) = match state {
+            false => (&path, &state_path, declaration, library),
+            true => (&state_path, &path, library, declaration),
+        };
+        std::fs::write(changed, mutate(&serde_json::to_string_pretty(&changed_text).unwrap(), &mutation)).unwrap();
+        std::fs::write(kept, kept_text.to_string()).unwrap();
+        match Registry::load(&path) {
+            Ok(registry) => prop_assert!(registry.installed().count() <= 1),
+            Err(e) => {
+                let message = e.to_string();
+                prop_assert!(message.starts_with(&format!("{}: ", changed.display())), "{}", message);
+                prop_assert!(!message.contains('\n'), "{}", message);
+            }
+        }
+        if matches!(mutation, Mutation::Bom) {
+            let registry = Registry::load(&path).unwrap();
+            prop_assert!(registry.installed().all(|i| i.found.is_some()));
+        }
+    }
 
     #[test]
     fn any_text_is_read_without_a_panic(text in "\\PC{0,300}") {

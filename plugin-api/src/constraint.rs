@@ -1,5 +1,5 @@
 //! Rules on configuration values that a component declares with its keys (plugin API 1.1):
-//! ranges, allowed values, lengths, existing paths, paths that stay inside the run folder.
+//! ranges, allowed values, lengths, existing paths, paths that stay inside the run folder, URLs.
 //!
 //! They travel as JSON (see [`crate::details`]) and are recorded in the registry at install,
 //! so `gymnos-host validate` checks them without loading any library; the SDK checks the
@@ -52,6 +52,14 @@ pub enum Constraint {
     /// A relative path that stays inside the folder it is resolved against: the run folder.
     /// Trackers use it for the files they write.
     InsideRunFolder,
+    /// An absolute URL, `scheme://host[:port][/path]`, whose scheme is one of `schemes` (any
+    /// scheme when the list is empty), without spaces, query or fragment: a server's address
+    /// (the `mlflow` tracker's `tracking_uri`). Added after 1.2's rules; a host that predates it
+    /// reads it as [`Constraint::Unknown`] and ignores it, as it ignores every newer rule.
+    Url {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        schemes: Vec<String>,
+    },
     /// A rule from a newer API that this reader does not know; ignored.
     #[serde(other)]
     Unknown,
@@ -73,11 +81,7 @@ impl fmt::Display for Violation {
 
 /// Short JSON text of a value for messages (`1.5`, `"swish"`).
 fn show(value: &Value) -> String {
-    let text = value.to_string();
-    match text.char_indices().nth(60) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text,
-    }
+    shorten(&value.to_string())
 }
 
 fn number(n: f64) -> String {
@@ -122,6 +126,11 @@ impl Constraint {
             Constraint::Exists { kind: PathKind::Dir } => "an existing folder".into(),
             Constraint::Exists { kind: PathKind::Any } => "an existing path".into(),
             Constraint::InsideRunFolder => "a relative path inside the run folder".into(),
+            Constraint::Url { schemes } if schemes.is_empty() => "a URL (scheme://host[:port][/path])".into(),
+            Constraint::Url { schemes } => {
+                let shown: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+                format!("a URL ({}host[:port][/path])", shown.join(" or "))
+            }
             Constraint::Unknown => "a rule of a newer plugin API".into(),
         }
     }
@@ -197,7 +206,21 @@ pub fn check(value: &Value, rules: &[Constraint]) -> Result<(), Violation> {
                 }
             }
             (Constraint::InsideRunFolder, Value::String(p)) if !stays_inside(Path::new(p)) => {
-                return Err(Violation(format!("`{p}` leaves the run folder; give a relative path inside it")));
+                return Err(Violation(if p.is_empty() {
+                    "is empty; give a relative path inside the run folder".to_string()
+                } else if names_the_folder_itself(Path::new(p)) {
+                    format!("`{p}` names the run folder itself; give a relative path inside it")
+                } else {
+                    format!("`{p}` leaves the run folder; give a relative path inside it")
+                }));
+            }
+            (Constraint::Url { schemes }, Value::String(text)) => {
+                if let Some(problem) = url_problem(text, schemes) {
+                    return Err(Violation(match text.is_empty() {
+                        true => format!("is empty; it needs {}", rule.describe()),
+                        false => format!("`{}` {problem}; it needs {}", shorten(text), rule.describe()),
+                    }));
+                }
             }
             _ => {}
         }
@@ -205,23 +228,109 @@ pub fn check(value: &Value, rules: &[Constraint]) -> Result<(), Violation> {
     Ok(())
 }
 
-/// Whether a path, joined to a folder, names something inside that folder.
-pub fn stays_inside(path: &Path) -> bool {
-    let mut depth = 0i64;
+/// A string shortened for messages (60 characters at most).
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// Why `text` is not an absolute URL with one of `schemes` (any scheme when empty), or `None`.
+/// The form is `scheme://[user@]host[:port][/path]`: a scheme of letters, digits, `+`, `-`, `.`
+/// (starting with a letter, compared without case), an ASCII host name (an international one in
+/// its `xn--` form) or an IPv6 literal in brackets, a port from 1 to 65535, a path of RFC 3986's
+/// characters; no whitespace, control characters, query or fragment.
+pub fn url_problem(text: &str, schemes: &[String]) -> Option<String> {
+    if text.is_empty() {
+        return Some("is empty".into());
+    }
+    if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Some(match c {
+            ' ' => "contains a space".into(),
+            c => format!("contains the character {c:?}"),
+        });
+    }
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Some("has no scheme:// (such as http://)".into());
+    };
+    let scheme_ok = scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return Some(format!("has no valid scheme before :// (`{}`)", shorten(scheme)));
+    }
+    if !schemes.is_empty() && !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+        return Some(format!("has the scheme `{scheme}`, not {}", schemes.join(" or ")));
+    }
+    if rest.contains(['?', '#']) {
+        return Some("has a query or fragment (`?`, `#`)".into());
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    // RFC 3986's characters: unreserved, sub-delims, `:`, `@`, `/` and percent escapes.
+    let uri_char = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/%".contains(c);
+    if let Some(c) = path.chars().find(|&c| !uri_char(c)) {
+        return Some(format!("has the character `{c}` in its path (write it as a %-escape)"));
+    }
+    let (userinfo, host_port) = authority.rsplit_once('@').unwrap_or(("", authority));
+    if let Some(c) = userinfo.chars().find(|&c| !uri_char(c) || matches!(c, '/' | '@')) {
+        return Some(format!("has the character `{c}` in its user name or password (write it as a %-escape)"));
+    }
+    let port = if let Some(literal) = host_port.strip_prefix('[') {
+        let Some((inside, after)) = literal.split_once(']') else {
+            return Some("has an IPv6 host without its closing `]`".into());
+        };
+        if inside.is_empty() || !inside.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.')) {
+            return Some(format!("has the host `[{}]`, not an IPv6 address", shorten(inside)));
+        }
+        match after.strip_prefix(':') {
+            Some(port) => Some(port),
+            None if after.is_empty() => None,
+            None => return Some("has characters after its IPv6 host".into()),
+        }
+    } else {
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        };
+        if host.is_empty() {
+            return Some("has no host".into());
+        }
+        if !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '%')) {
+            return Some(format!("has the host `{}`, not a host name or address", shorten(host)));
+        }
+        port
+    };
+    if let Some(port) = port {
+        if !(port.chars().all(|c| c.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0)) {
+            return Some(format!("has the port `{}`, not a number from 1 to 65535", shorten(port)));
+        }
+    }
+    None
+}
+
+/// How many folders below the folder it is joined to a relative path ends (`a/b`: 2, `a/..`:
+/// 0), or `None` when it is absolute or climbs above that folder on the way.
+fn depth_below(path: &Path) -> Option<u64> {
+    let mut depth = 0u64;
     for part in path.components() {
         match part {
             PathPart::Normal(_) => depth += 1,
             PathPart::CurDir => {}
-            PathPart::ParentDir => {
-                depth -= 1;
-                if depth < 0 {
-                    return false;
-                }
-            }
-            PathPart::RootDir | PathPart::Prefix(_) => return false,
+            PathPart::ParentDir => depth = depth.checked_sub(1)?,
+            PathPart::RootDir | PathPart::Prefix(_) => return None,
         }
     }
-    depth > 0
+    Some(depth)
+}
+
+/// Whether a relative path resolves to the folder it is joined to (`.`, `a/..`).
+fn names_the_folder_itself(path: &Path) -> bool {
+    depth_below(path) == Some(0) && !path.as_os_str().is_empty()
+}
+
+/// Whether a path, joined to a folder, names something inside that folder.
+pub fn stays_inside(path: &Path) -> bool {
+    depth_below(path).is_some_and(|d| d > 0)
 }
 
 #[cfg(test)]
@@ -271,6 +380,93 @@ mod tests {
         for outside in ["../x", "/tmp/x", "a/../../x", ".", ""] {
             assert!(!stays_inside(Path::new(outside)), "{outside}");
         }
+    }
+
+    #[test]
+    fn an_empty_or_self_naming_path_is_said_as_such() {
+        let rule = [Constraint::InsideRunFolder];
+        assert_eq!(check(&json!(""), &rule).unwrap_err().0, "is empty; give a relative path inside the run folder");
+        assert_eq!(
+            check(&json!("."), &rule).unwrap_err().0,
+            "`.` names the run folder itself; give a relative path inside it"
+        );
+        assert_eq!(
+            check(&json!("logs/.."), &rule).unwrap_err().0,
+            "`logs/..` names the run folder itself; give a relative path inside it"
+        );
+        assert_eq!(
+            check(&json!("/tmp/x"), &rule).unwrap_err().0,
+            "`/tmp/x` leaves the run folder; give a relative path inside it"
+        );
+        assert_eq!(check(&json!("logs/metrics.jsonl"), &rule), Ok(()));
+    }
+
+    #[test]
+    fn urls_need_a_listed_scheme_and_a_host() {
+        let http = Constraint::Url { schemes: vec!["http".into(), "https".into()] };
+        assert_eq!(http.describe(), "a URL (http:// or https://host[:port][/path])");
+        let rule = std::slice::from_ref(&http);
+        for good in [
+            "http://127.0.0.1:5000",
+            "https://mlflow.example.com/",
+            "HTTP://host/prefix/path",
+            "http://user:secret@host:8080",
+            "http://[::1]:5000",
+            "http://[2001:db8::1]",
+            "http://my_host.local",
+        ] {
+            assert_eq!(check(&json!(good), rule), Ok(()), "{good}");
+        }
+        let wants = "it needs a URL (http:// or https://host[:port][/path])";
+        for (bad, why) in [
+            ("not a url", "contains a space"),
+            ("localhost:5000", "has no scheme:// (such as http://)"),
+            ("ftp://host", "has the scheme `ftp`, not http or https"),
+            ("http://", "has no host"),
+            ("http:///path", "has no host"),
+            ("http://:5000", "has no host"),
+            ("http://host:http", "has the port `http`, not a number from 1 to 65535"),
+            ("http://host:0", "has the port `0`, not a number from 1 to 65535"),
+            ("http://host:99999", "has the port `99999`, not a number from 1 to 65535"),
+            ("http://host:", "has the port ``, not a number from 1 to 65535"),
+            ("http://host/?x=1", "has a query or fragment (`?`, `#`)"),
+            ("http://ho<st", "has the host `ho<st`, not a host name or address"),
+            ("http://é.fr", "has the host `é.fr`, not a host name or address"),
+            ("http://host/a|b", "has the character `|` in its path (write it as a %-escape)"),
+            ("http://us er@host", "contains a space"),
+            ("http://u<r@host", "has the character `<` in its user name or password (write it as a %-escape)"),
+            ("http://[::1", "has an IPv6 host without its closing `]`"),
+            ("http://[zz]", "has the host `[zz]`, not an IPv6 address"),
+            ("://host", "has no valid scheme before :// (``)"),
+            ("http://a\tb", "contains the character '\\t'"),
+        ] {
+            assert_eq!(check(&json!(bad), rule).unwrap_err().0, format!("`{bad}` {why}; {wants}"), "{bad}");
+        }
+        assert_eq!(check(&json!(""), rule).unwrap_err().0, format!("is empty; {wants}"));
+        let any = Constraint::Url { schemes: Vec::new() };
+        assert_eq!(check(&json!("s3+x://bucket"), std::slice::from_ref(&any)), Ok(()));
+        assert_eq!(any.describe(), "a URL (scheme://host[:port][/path])");
+    }
+
+    #[test]
+    fn the_url_rule_travels_as_json_and_older_readers_ignore_it() {
+        let rule = Constraint::Url { schemes: vec!["http".into()] };
+        let text = serde_json::to_value(&rule).unwrap();
+        assert_eq!(text, json!({ "rule": "url", "schemes": ["http"] }));
+        assert_eq!(serde_json::from_value::<Constraint>(text).unwrap(), rule);
+        assert_eq!(serde_json::to_value(Constraint::Url { schemes: Vec::new() }).unwrap(), json!({ "rule": "url" }));
+        // What a reader without the variant does with it: the `#[serde(other)]` fallback.
+        #[derive(Debug, PartialEq, Deserialize)]
+        #[serde(tag = "rule", rename_all = "snake_case")]
+        enum Older {
+            InsideRunFolder,
+            #[serde(other)]
+            Unknown,
+        }
+        assert_eq!(
+            serde_json::from_value::<Older>(json!({ "rule": "url", "schemes": ["http"] })).unwrap(),
+            Older::Unknown
+        );
     }
 
     #[test]

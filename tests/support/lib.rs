@@ -69,6 +69,20 @@ pub fn wine_experiment(name: &str) -> serde_json::Value {
     })
 }
 
+/// `exp` with `value` set at `path`: dotted (`training.optimizer.lr`, `preprocessors.0.config`)
+/// or a JSON pointer (`/training/optimizer/lr`). The parent must exist; the last key is added to
+/// an object or replaces an item of a list.
+pub fn with(mut exp: serde_json::Value, path: &str, value: serde_json::Value) -> serde_json::Value {
+    let pointer = if path.starts_with('/') { path.to_string() } else { format!("/{}", path.replace('.', "/")) };
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    match exp.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent} to set {path} in")) {
+        serde_json::Value::Object(map) => drop(map.insert(key.to_string(), value)),
+        serde_json::Value::Array(items) => items[key.parse::<usize>().unwrap()] = value,
+        other => panic!("{parent} is {other}, not an object or a list"),
+    }
+    exp
+}
+
 /// The project's Python (`.venv`, made by the set-up: torch, TensorBoard's reader, MLflow).
 pub fn python() -> PathBuf {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");

@@ -76,6 +76,10 @@ pub struct CheckpointState {
     /// taken in the middle of it (a preemption); none at an epoch's end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<EpochPosition>,
+    /// The data the run started on; `resume` refuses other data. None in checkpoints from
+    /// before fingerprints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<crate::fingerprint::DataFingerprint>,
 }
 
 /// How far an epoch had come: its steps done and its running sums, so that the rest of it
@@ -222,6 +226,14 @@ mod tests {
             loss_scaler: Some(LossScaler::new()),
             history: BTreeMap::from([("train_loss".to_string(), vec![0.9, 0.5, 0.25])]),
             position: None,
+            data: Some(crate::fingerprint::DataFingerprint {
+                samples: 178,
+                test_samples: None,
+                input_shape: vec![13],
+                num_outputs: 3,
+                class_names: vec!["a".into(), "b".into(), "c".into()],
+                values: "ab12".into(),
+            }),
         }
     }
 
@@ -258,6 +270,8 @@ mod tests {
         ]);
         save(&path, &[("a".into(), Tensor::from_slice(&[1.0f32]))], metadata).unwrap();
         let back = Checkpoint::load(&path).unwrap();
+        // The first format has no data fingerprint: a resume trusts the data.
+        let s = CheckpointState { data: None, ..s };
         assert_eq!(serde_json::to_value(&back.state).unwrap(), serde_json::to_value(s).unwrap());
         let model = dir.path().join("model.safetensors");
         save_model(&model, &[("a".into(), Tensor::from_slice(&[1.0f32]))], TaskName::Regression, &[]).unwrap();

@@ -45,6 +45,14 @@ pub fn load_and_resolve(manager: &PluginManager, args: &RunArgs) -> Result<Resol
     resolve(manager, &args.file, &exp)
 }
 
+/// Where the experiment's runs go (`<output root>/<name>/executions/`), and a folder there
+/// for what checks a run before its own folder exists (nothing is written to it).
+pub fn planned_run_dir(session: &Session<'_>, file: &Path) -> PathBuf {
+    let config = &session.resolved().experiment;
+    let root = experiment::output_root(&config.experiment, &experiment::experiment_dir(file));
+    root.join(&config.experiment.name).join(record::EXECUTIONS).join("planned")
+}
+
 /// The run's folder, made once everything that can refuse the run has passed: the log goes
 /// there from now on, and `training_config.json` records the resolved experiment.
 pub fn create_run_folder(session: &Session<'_>, file: &Path, log: &LogFile) -> Result<PathBuf> {
@@ -66,7 +74,8 @@ pub fn run(registry: &Path, args: RunArgs, log: &LogFile, bars: Bars) -> Result<
     let resolved = load_and_resolve(&manager, &args)?;
     let in_file = || args.file.display().to_string();
     let session = Session::new(&manager, resolved).with_context(in_file)?;
-    let prepared = session.prepare(None).with_context(in_file)?;
+    let mut prepared = session.prepare(None).with_context(in_file)?;
+    session.check(&mut prepared, &planned_run_dir(&session, &args.file)).with_context(in_file)?;
     let run_dir = create_run_folder(&session, &args.file, log)?;
     let record = RecordWriter::fresh(run_dir.clone(), args.sweep_trial.clone());
     let observers = attach(&session, &run_dir, record, None, bars, args.stop_after_epoch);
@@ -96,20 +105,15 @@ pub fn resume(registry: &Path, args: ResumeArgs, log: &LogFile, bars: Bars) -> R
     tracing::info!("resuming {}", run_dir.display());
     let checkpoint = last_checkpoint(&run_dir)?;
     let record = RecordWriter::resumed(run_dir.clone())?;
-    let session = match Session::new(&manager, resolved) {
-        Ok(session) => session,
-        Err(e) => return finish(&run_dir, end_without_training(record, Outcome::Failed(e))),
-    };
-    let outcome = match session.prepare(Some(checkpoint)) {
-        // The run exists: its record says why it could not continue.
-        Err(e) => end_without_training(record, Outcome::Failed(e)),
-        Ok(prepared) => {
-            let resumed_at = prepared.start.resumed.as_ref().map(|r| r.epoch);
-            match attach(&session, &run_dir, record, resumed_at, bars, args.stop_after_epoch) {
-                Ok(mut observers) => session.train(prepared, &mut observers),
-                Err(outcome) => outcome,
-            }
-        }
+    // Refused before anything of it ran (its data changed, a plugin cannot start): the run is
+    // left as it was, and resumes once the cause is gone.
+    let in_run = || format!("run {}", run_dir.display());
+    let session = Session::new(&manager, resolved).with_context(in_run)?;
+    let prepared = session.prepare(Some(checkpoint)).with_context(in_run)?;
+    let resumed_at = prepared.start.resumed.as_ref().map(|r| r.epoch);
+    let outcome = match attach(&session, &run_dir, record, resumed_at, bars, args.stop_after_epoch) {
+        Ok(mut observers) => session.train(prepared, &mut observers),
+        Err(outcome) => outcome,
     };
     finish(&run_dir, outcome)
 }
@@ -222,9 +226,12 @@ pub fn finish(run_dir: &Path, outcome: Outcome) -> Result<ExitCode> {
     }
 }
 
-/// `validate --deep`: the settings and plugins as `validate` checks them, then everything up
-/// to the first epoch (what `run` does before it creates the run folder) and one training
-/// step. Writes nothing.
+/// The most batches `validate --deep --measure-data` makes.
+const MAX_MEASURED_BATCHES: u32 = 100_000;
+
+/// `validate --deep`: the settings and plugins as `validate` checks them, then everything `run`
+/// does before it creates the run folder: everything up to the first epoch, the trackers, and
+/// the first batch through the whole run. Writes nothing.
 pub fn validate_deep(registry: &Path, args: ValidateArgs) -> Result<ExitCode> {
     let exp = experiment::load(&args.file, &args.overrides)?;
     let manager = PluginManager::open(registry)?;
@@ -232,7 +239,12 @@ pub fn validate_deep(registry: &Path, args: ValidateArgs) -> Result<ExitCode> {
     let in_file = || args.file.display().to_string();
     let session = Session::new(&manager, resolved).with_context(in_file)?;
     let mut prepared = session.prepare(None).with_context(in_file)?;
-    let loss = prepared.trainer.try_one_step().with_context(in_file)?;
+    let loss = session.check(&mut prepared, &planned_run_dir(&session, &args.file)).with_context(in_file)?.loss;
+    if let Some(batches) = args.measure_data.filter(|b| *b > MAX_MEASURED_BATCHES) {
+        anyhow::bail!(
+            "--measure-data: {batches} batches is more than {MAX_MEASURED_BATCHES}; a few hundred tell the speed"
+        );
+    }
     let speed =
         args.measure_data.map(|batches| prepared.trainer.measure_data(batches)).transpose().with_context(in_file)?;
     let data = &prepared.start.data;

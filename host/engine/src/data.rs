@@ -228,17 +228,70 @@ pub fn split(
     Ok((take(&indices.train), take(&indices.val), test))
 }
 
-/// Index ranges `(start, len)` of the batches of one pass, at most `limit` of them. A trailing
-/// batch of one sample is dropped in training (batch normalisation cannot train on it).
-pub fn batch_ranges(n: i64, batch_size: i64, training: bool, limit: Option<u32>) -> Vec<(i64, i64)> {
-    let mut ranges: Vec<(i64, i64)> = (0..n).step_by(batch_size as usize).map(|s| (s, batch_size.min(n - s))).collect();
-    if training && ranges.len() > 1 && ranges.last().is_some_and(|r| r.1 == 1) {
-        ranges.pop();
+/// Where `x` first holds a NaN or an infinite value, as (sample, flat feature index); `None`
+/// when every value is finite (or `x` is not floating point).
+pub fn first_non_finite(x: &Tensor) -> Option<(i64, i64)> {
+    if !x.is_floating_point() || x.numel() == 0 || x.dim() == 0 {
+        return None;
     }
-    if let Some(limit) = limit {
-        ranges.truncate(limit as usize);
+    let bad = x.isfinite().logical_not();
+    if bad.any().int64_value(&[]) == 0 {
+        return None;
     }
-    ranges
+    let flat = bad.reshape([x.size()[0], -1]);
+    let at = flat.nonzero().get(0);
+    Some((at.int64_value(&[0]), at.int64_value(&[1])))
+}
+
+/// The batches of one pass as index ranges `(start, len)`, at most `limit` of them, computed
+/// when asked: a pass over billions of samples holds no list of them. A trailing batch of one
+/// sample is dropped in training (batch normalisation cannot train on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchRanges {
+    n: i64,
+    size: i64,
+    count: usize,
+}
+
+impl BatchRanges {
+    pub fn new(n: i64, batch_size: i64, training: bool, limit: Option<u32>) -> Self {
+        let (n, size) = (n.max(0), batch_size.max(1));
+        let mut ranges = Self { n, size, count: (n as u64).div_ceil(size as u64) as usize };
+        if training && ranges.count > 1 && ranges.last().is_some_and(|r| r.1 == 1) {
+            ranges.count -= 1;
+        }
+        if let Some(limit) = limit {
+            ranges.count = ranges.count.min(limit as usize);
+        }
+        ranges
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Batch `i` (< `len()`).
+    pub fn get(&self, i: usize) -> (i64, i64) {
+        let start = i as i64 * self.size;
+        (start, self.size.min(self.n - start))
+    }
+
+    pub fn last(&self) -> Option<(i64, i64)> {
+        self.count.checked_sub(1).map(|i| self.get(i))
+    }
+
+    /// The same without its last batch.
+    pub fn without_last(self) -> Self {
+        Self { count: self.count.saturating_sub(1), ..self }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        (0..self.count).map(|i| self.get(i))
+    }
 }
 
 #[cfg(test)]
@@ -246,13 +299,50 @@ mod tests {
     use super::*;
     use tch::Kind;
 
+    proptest::proptest! {
+        /// Computed when asked, the ranges are those a list of every batch would hold (the
+        /// trailing lone sample dropped in training, then the limit), for any sizes.
+        #[test]
+        fn batch_ranges_are_the_listed_ranges(n in 0i64..5000, size in 1i64..600, training: bool, limit in proptest::option::of(0u32..40)) {
+            let mut listed: Vec<(i64, i64)> = (0..n).step_by(size as usize).map(|s| (s, size.min(n - s))).collect();
+            if training && listed.len() > 1 && listed.last().is_some_and(|r| r.1 == 1) {
+                listed.pop();
+            }
+            if let Some(limit) = limit {
+                listed.truncate(limit as usize);
+            }
+            let ranges = BatchRanges::new(n, size, training, limit);
+            proptest::prop_assert_eq!(ranges.len(), listed.len());
+            proptest::prop_assert_eq!(ranges.iter().collect::<Vec<_>>(), listed);
+        }
+    }
+
+    #[test]
+    fn the_first_non_finite_value_is_found_by_sample_and_feature() {
+        let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, f32::NAN, 6.0]).reshape([2, 3]);
+        assert_eq!(first_non_finite(&x), Some((1, 1)));
+        assert_eq!(first_non_finite(&Tensor::from_slice(&[1.0f32, f32::INFINITY])), Some((1, 0)));
+        assert_eq!(first_non_finite(&Tensor::ones([4, 2], (Kind::Float, Device::Cpu))), None);
+        assert_eq!(first_non_finite(&Tensor::from_slice(&[1i64, 2])), None);
+    }
+
     #[test]
     fn batch_ranges_cover_every_sample_drop_a_lone_trailing_sample_in_training_and_honour_the_limit() {
-        assert_eq!(batch_ranges(10, 4, false, None), vec![(0, 4), (4, 4), (8, 2)]);
-        assert_eq!(batch_ranges(9, 4, true, None), vec![(0, 4), (4, 4)]);
-        assert_eq!(batch_ranges(9, 4, false, None), vec![(0, 4), (4, 4), (8, 1)]);
-        assert_eq!(batch_ranges(1, 4, true, None), vec![(0, 1)]);
-        assert_eq!(batch_ranges(10, 4, false, Some(2)), vec![(0, 4), (4, 4)]);
+        let ranges = |n, b, training, limit| BatchRanges::new(n, b, training, limit).iter().collect::<Vec<_>>();
+        assert_eq!(ranges(10, 4, false, None), vec![(0, 4), (4, 4), (8, 2)]);
+        assert_eq!(ranges(9, 4, true, None), vec![(0, 4), (4, 4)]);
+        assert_eq!(ranges(9, 4, false, None), vec![(0, 4), (4, 4), (8, 1)]);
+        assert_eq!(ranges(1, 4, true, None), vec![(0, 1)]);
+        assert_eq!(ranges(3, 1, true, None), vec![(0, 1), (1, 1)]);
+        assert_eq!(ranges(10, 4, false, Some(2)), vec![(0, 4), (4, 4)]);
+        assert_eq!(ranges(0, 4, true, None), vec![]);
+        // A pass over a trillion samples, two batches of it: nothing of the rest is held.
+        let huge = BatchRanges::new(1_000_000_000_000, 8, true, Some(2));
+        assert_eq!((huge.len(), huge.get(1)), (2, (8, 8)));
+        assert_eq!(
+            BatchRanges::new(i64::MAX, 4_294_967_295, true, None).last(),
+            Some((i64::MAX - i64::MAX % 4_294_967_295, i64::MAX % 4_294_967_295))
+        );
     }
 
     #[test]

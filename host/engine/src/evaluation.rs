@@ -15,7 +15,7 @@ use gymnos_plugin_sdk::fitting::Moments;
 
 use crate::{
     components::Model,
-    data::{batch_ranges, BatchSource},
+    data::{BatchRanges, BatchSource},
     distributed::DataParallel,
     loader::{Loader, LoaderSettings},
 };
@@ -140,7 +140,7 @@ pub fn forward_in_batches(
     limit: Option<u32>,
 ) -> Result<Tensor> {
     let mut outputs = Vec::new();
-    for (start, len) in batch_ranges(x.size()[0], batch_size, false, limit) {
+    for (start, len) in BatchRanges::new(x.size()[0], batch_size, false, limit).iter() {
         let out = tch::no_grad(|| model.forward(&x.narrow(0, start, len).to_device(device), false))?;
         outputs.push(out.to_device(Device::Cpu).to_kind(Kind::Float));
     }

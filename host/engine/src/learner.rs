@@ -141,7 +141,7 @@ impl Learner {
         Ok(Step { loss, output })
     }
 
-    fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward_train(&mut self, x: &Tensor) -> Result<Tensor> {
         match self.autocast_dtype() {
             Some(dtype) => autocast(self.device, dtype, || self.model.forward(x, true))?,
             None => self.model.forward(x, true),

@@ -25,7 +25,7 @@ use anyhow::{anyhow, Result};
 use gymnos_plugin_api::rng::derive_seed;
 use tch::{Device, Tensor};
 
-use crate::data::{batch_ranges, permutation, BatchSource, Order, Samples, Shuffle};
+use crate::data::{permutation, BatchRanges, BatchSource, Order, Samples, Shuffle};
 
 /// What a worker applies to each batch it gathers: the batch and its seed in, the batch out.
 pub trait BatchTransform: Sync {
@@ -99,10 +99,50 @@ pub struct Loader {
     seed: u64,
 }
 
+/// This process's batches of a pass, as index ranges computed when asked: in training one per
+/// global batch (its slice of it), in evaluation the whole batches it takes.
+#[derive(Clone, Copy, Debug)]
+pub struct PassRanges {
+    global: BatchRanges,
+    shard: Option<Shard>,
+    training: bool,
+    len: usize,
+}
+
+impl PassRanges {
+    fn new(global: BatchRanges, shard: Option<Shard>, training: bool) -> Self {
+        let len = match (shard, training) {
+            (Some(shard), false) => {
+                let (rank, size) = (shard.rank as usize, shard.size as usize);
+                global.len().saturating_sub(rank).div_ceil(size)
+            }
+            _ => global.len(),
+        };
+        Self { global, shard, training, len }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Range `i` (< `len()`).
+    pub fn get(&self, i: usize) -> (i64, i64) {
+        match (self.shard, self.training) {
+            (None, _) => self.global.get(i),
+            (Some(shard), true) => shard.slice(self.global.get(i)),
+            (Some(shard), false) => self.global.get(i * shard.size as usize + shard.rank as usize),
+        }
+    }
+}
+
 /// One pass's batches, in order, on the device; dropping it stops the workers.
 pub enum EpochBatches {
-    Resident { data: Samples, order: Tensor, ranges: std::vec::IntoIter<(i64, i64)> },
-    Slices { data: Samples, ranges: std::vec::IntoIter<(i64, i64)>, device: Device },
+    Resident { data: Samples, order: Tensor, ranges: PassRanges, next: usize },
+    Slices { data: Samples, ranges: PassRanges, next: usize, device: Device },
     Workers { receivers: Vec<Receiver<Result<Samples>>>, next: usize, total: usize, device: Device },
 }
 
@@ -138,35 +178,29 @@ impl Loader {
         self.ranges(true).len()
     }
 
-    /// The length of every global training batch of an epoch (each rank trains on a slice of
-    /// it in a data-parallel run).
-    pub fn global_batch_lengths(&self) -> Vec<i64> {
-        let ranges = batch_ranges(self.source.len(), self.settings.batch_size, true, self.settings.limit);
-        let kept = self.ranges(true).len();
-        ranges.into_iter().take(kept).map(|r| r.1).collect()
+    /// The global training batches of an epoch (each rank trains on a slice of each in a
+    /// data-parallel run).
+    pub fn global_batches(&self) -> BatchRanges {
+        let global = BatchRanges::new(self.source.len(), self.settings.batch_size, true, self.settings.limit);
+        match self.settings.shard {
+            // Every rank trains on at least two samples of every batch (batch normalisation
+            // cannot train on one): a trailing batch too small for that is dropped, as a lone
+            // trailing sample is in one process.
+            Some(shard) if global.len() > 1 && global.last().is_some_and(|r| r.1 < 2 * shard.size as i64) => {
+                global.without_last()
+            }
+            _ => global,
+        }
     }
 
     /// This process's ranges of a pass: in training one per global batch (its slice of it), in
     /// evaluation the whole batches it takes.
-    fn ranges(&self, training: bool) -> Vec<(i64, i64)> {
-        let ranges = batch_ranges(self.source.len(), self.settings.batch_size, training, self.settings.limit);
-        match (self.settings.shard, training) {
-            (None, _) => ranges,
-            (Some(shard), true) => {
-                let mut ranges = ranges;
-                // Every rank trains on at least two samples of every batch (batch
-                // normalisation cannot train on one): a trailing batch too small for that is
-                // dropped, as a lone trailing sample is in one process.
-                if ranges.last().is_some_and(|r| r.1 < 2 * shard.size as i64) && ranges.len() > 1 {
-                    ranges.pop();
-                }
-                ranges.into_iter().map(|r| shard.slice(r)).collect()
-            }
-            (Some(shard), false) => {
-                let mine = |(i, _): &(usize, (i64, i64))| i % shard.size as usize == shard.rank as usize;
-                ranges.into_iter().enumerate().filter(mine).map(|(_, r)| r).collect()
-            }
-        }
+    fn ranges(&self, training: bool) -> PassRanges {
+        let global = match training {
+            true => self.global_batches(),
+            false => BatchRanges::new(self.source.len(), self.settings.batch_size, false, self.settings.limit),
+        };
+        PassRanges::new(global, self.settings.shard, training)
     }
 
     fn augment_seeds(&self) -> AugmentSeeds {
@@ -195,7 +229,7 @@ impl Loader {
         scope: &'scope std::thread::Scope<'scope, 'env>,
     ) -> EpochBatches {
         let seed = derive_seed(self.seed, "epoch", &[epoch as u64]);
-        let mut ranges = self.ranges(true);
+        let ranges = self.ranges(true);
         // A streamed split is shuffled per index, holding no list of its (maybe billions of)
         // positions; a split in memory keeps the Fisher-Yates order of earlier releases.
         if !self.is_in_memory() {
@@ -205,8 +239,7 @@ impl Loader {
         let order = permutation(self.source.len() as usize, seed);
         if let Some(data) = &self.resident {
             let order = Tensor::from_slice(&order).to_device(self.device);
-            ranges.drain(..skip.min(ranges.len()));
-            return EpochBatches::Resident { data: data.shallow_clone(), order, ranges: ranges.into_iter() };
+            return EpochBatches::Resident { data: data.shallow_clone(), order, ranges, next: skip };
         }
         self.workers(Order::Listed(Arc::new(order)), ranges, skip, Some((epoch, transform)), scope)
     }
@@ -216,11 +249,7 @@ impl Loader {
     pub fn in_order<'scope, 'env>(&'env self, scope: &'scope std::thread::Scope<'scope, 'env>) -> EpochBatches {
         let ranges = self.ranges(false);
         if let Some(data) = self.source.in_memory() {
-            return EpochBatches::Slices {
-                data: data.shallow_clone(),
-                ranges: ranges.into_iter(),
-                device: self.device,
-            };
+            return EpochBatches::Slices { data: data.shallow_clone(), ranges, next: 0, device: self.device };
         }
         self.workers(Order::Identity, ranges, 0, None, scope)
     }
@@ -230,7 +259,7 @@ impl Loader {
     fn workers<'scope, 'env>(
         &'env self,
         order: Order,
-        ranges: Vec<(i64, i64)>,
+        ranges: PassRanges,
         skip: usize,
         training: Option<(u32, Option<&'env dyn BatchTransform>)>,
         scope: &'scope std::thread::Scope<'scope, 'env>,
@@ -238,17 +267,16 @@ impl Loader {
         let workers = self.settings.workers.max(1);
         let total = ranges.len().saturating_sub(skip);
         let per_worker = (self.settings.prefetch / workers).max(1);
-        let ranges = Arc::new(ranges);
         let mut receivers = Vec::with_capacity(workers);
         for w in 0..workers {
             let (tx, rx) = sync_channel(per_worker);
             receivers.push(rx);
             let source = self.source.fork();
             let order = order.clone();
-            let ranges = ranges.clone();
             let (seeds, device) = (self.augment_seeds(), self.device);
             scope.spawn(move || {
-                for (i, &(start, len)) in ranges.iter().enumerate().skip(skip + w).step_by(workers) {
+                for i in (skip + w..ranges.len()).step_by(workers) {
+                    let (start, len) = ranges.get(i);
                     let positions: Vec<i64> = (start..start + len).map(|j| order.at(j)).collect();
                     let batch = source.gather(&positions);
                     let result = match (batch, training) {
@@ -275,12 +303,14 @@ impl Iterator for EpochBatches {
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            EpochBatches::Resident { data, order, ranges } => {
-                let (start, len) = ranges.next()?;
+            EpochBatches::Resident { data, order, ranges, next } => {
+                let (start, len) = (*next < ranges.len()).then(|| ranges.get(*next))?;
+                *next += 1;
                 Some(Ok(data.select(&order.narrow(0, start, len))))
             }
-            EpochBatches::Slices { data, ranges, device } => {
-                let (start, len) = ranges.next()?;
+            EpochBatches::Slices { data, ranges, next, device } => {
+                let (start, len) = (*next < ranges.len()).then(|| ranges.get(*next))?;
+                *next += 1;
                 Some(Ok(data.narrow(start, len).to_device(*device)))
             }
             EpochBatches::Workers { receivers, next, total, device } => {

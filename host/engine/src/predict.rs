@@ -1,13 +1,13 @@
 //! `predict RUN_DIR INPUT`: the run's preprocessors and model applied to new samples.
 
-use std::{fmt::Write as _, path::Path};
+use std::{fmt::Write as _, io::BufRead, path::Path};
 
 use anyhow::{bail, Context, Result};
 use gymnos_host::{
     cli_args::{PredictArgs, PredictFormat},
     experiment,
-    record::{self, RunSummary},
-    terminal, PluginManager,
+    record::{self, RunStatus, RunSummary},
+    runs, terminal, PluginManager,
 };
 use gymnos_plugin_api::{ComponentKind, Task};
 use serde_json::{json, Value};
@@ -28,8 +28,7 @@ pub fn predict(registry: &Path, args: PredictArgs) -> Result<()> {
         false => run_dir.join(record::MODEL),
     };
     if !weights.is_file() {
-        let missing = if args.best { "saved a best checkpoint" } else { "completed" };
-        bail!("{}: missing; the run has not {missing}", weights.display());
+        bail!("{}", missing_weights(run_dir, &weights, args.best));
     }
     let data =
         RunSummary::load(run_dir)?.data.with_context(|| format!("{}: no data description", run_dir.display()))?;
@@ -51,6 +50,7 @@ pub fn predict(registry: &Path, args: PredictArgs) -> Result<()> {
 
     let mut dataset = factory.dataset(resolved.dataset())?;
     let raw = dataset.read_inputs(&std::path::absolute(&args.input)?)?;
+    check_finite_inputs(&raw, &args.input, resolved.dataset().config.get("delimiter"))?;
     let mut preprocessors =
         factory.preprocessors(&resolved.of_kind(ComponentKind::Preprocessor).collect::<Vec<_>>())?;
     preprocessors.load_states(&tensors)?;
@@ -60,6 +60,15 @@ pub fn predict(registry: &Path, args: PredictArgs) -> Result<()> {
     model.load_state(checkpoint::with_prefix(&tensors, "model."))?;
 
     let out = forward_in_batches(&mut model, &x, exp.training.eval_batch_size as i64, placement.device, None)?;
+    if let Some((row, value)) = first_non_finite(&out)? {
+        bail!(
+            "{}: the model's output for row {} of {} is {value}, not a finite number (its weights, or the \
+             inputs once preprocessed, are too large or not numbers); no predictions written",
+            weights.display(),
+            row.0 + 1,
+            args.input.display()
+        );
+    }
     let rows = to_rows(&out.to_kind(Kind::Double), task, &data.class_names)?;
     let format = args.format.unwrap_or(match args.output.as_ref().and_then(|p| p.extension()) {
         Some(ext) if ext == "csv" => PredictFormat::Csv,
@@ -75,6 +84,95 @@ pub fn predict(registry: &Path, args: PredictArgs) -> Result<()> {
     }
     tracing::info!("{} predictions", rows.len());
     Ok(())
+}
+
+/// Why the weights `predict` wants are not there: a run that has not completed has none yet; a
+/// completed one had them, so the file was deleted or moved (or, for `--best`, never kept).
+fn missing_weights(run_dir: &Path, weights: &Path, best: bool) -> String {
+    let what = weights.display();
+    match RunSummary::load(run_dir) {
+        Ok(summary) if summary.status == RunStatus::Completed => {
+            let kept_best = runs::read_config(run_dir)
+                .ok()
+                .and_then(|c| c.pointer("/training/callbacks/checkpoint/save_best").and_then(|v| v.as_bool()))
+                .unwrap_or(true);
+            if best && !kept_best {
+                format!("{what}: missing; the run kept no best checkpoint (training.callbacks.checkpoint.save_best is false)")
+            } else {
+                format!("{what}: missing, though the run completed: the file was deleted or moved")
+            }
+        }
+        Ok(summary) if best => {
+            format!("{what}: missing; the run has not saved a best checkpoint (it is {})", summary.status)
+        }
+        Ok(summary) => format!("{what}: missing; the run has not completed (it is {})", summary.status),
+        Err(e) => format!("{what}: missing, and the run's record cannot be read: {e}"),
+    }
+}
+
+/// The first value of `t` (by sample, then feature) that is NaN or infinite: its (sample,
+/// feature) and the value; `None` when all are finite (or `t` holds no floating point).
+fn first_non_finite(t: &Tensor) -> Result<Option<((i64, i64), f64)>> {
+    if !t.is_floating_point() || t.numel() == 0 {
+        return Ok(None);
+    }
+    let flat = t.reshape([t.size()[0], -1]);
+    let bad = flat.isfinite().logical_not();
+    if !bool::try_from(bad.any())? {
+        return Ok(None);
+    }
+    let at = bad.nonzero().get(0);
+    let (row, column) = (at.int64_value(&[0]), at.int64_value(&[1]));
+    Ok(Some(((row, column), flat.double_value(&[row, column]))))
+}
+
+/// Refuses inputs that are not finite numbers (`nan`, `inf`, `1e400` in a CSV), which would
+/// give predictions of NaN: the error names the input file and, when the file is text and the
+/// cell is found in it, its line and column, else the sample and feature as read.
+fn check_finite_inputs(raw: &Tensor, input: &Path, delimiter: Option<&Value>) -> Result<()> {
+    let Some(((row, feature), value)) = first_non_finite(raw)? else { return Ok(()) };
+    let delimiters: Vec<char> = match delimiter.and_then(Value::as_str).map(|d| d.chars().collect::<Vec<_>>()) {
+        Some(d) if d.len() == 1 => d,
+        _ => vec![',', ';', '\t'],
+    };
+    // A cell beyond the tensor's range became an infinity when it was read.
+    let largest = match raw.kind() {
+        // The largest finite half-precision float.
+        Kind::Half => 65504.0,
+        Kind::BFloat16 | Kind::Float => f64::from(f32::MAX),
+        _ => f64::MAX,
+    };
+    match non_finite_cell(input, &delimiters, largest) {
+        Some((line, column, cell)) => bail!(
+            "{}: line {line}, column {column}: `{cell}` is not a finite number (NaN, an infinity, or too large); \
+             predictions need finite inputs",
+            input.display()
+        ),
+        None => bail!(
+            "{}: row {} of its samples, feature {}: {value} is not a finite number; predictions need finite inputs",
+            input.display(),
+            row + 1,
+            feature + 1
+        ),
+    }
+}
+
+/// The first cell of a text file that reads as a number but not a finite one (`nan`, `-inf`,
+/// `1e400`, or a number beyond `largest`): its line, its column (both from 1) and its text.
+/// `None` for a file that is not text, or has no such cell.
+fn non_finite_cell(path: &Path, delimiters: &[char], largest: f64) -> Option<(usize, usize, String)> {
+    let file = std::fs::File::open(path).ok()?;
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.ok()?;
+        let line = line.strip_prefix('\u{feff}').unwrap_or(&line);
+        for (c, cell) in line.split(delimiters).enumerate() {
+            let text = cell.trim().trim_matches('"').trim();
+            if text.parse::<f64>().is_ok_and(|v| !v.is_finite() || v.abs() > largest) {
+                return Some((i + 1, c + 1, text.to_string()));
+            }
+        }
+    }
+    None
 }
 
 fn to_rows(out: &Tensor, task: Task, class_names: &[String]) -> Result<Vec<Value>> {
@@ -121,4 +219,31 @@ fn to_csv(rows: &[Value], task: Task, class_names: &[String], num_outputs: i64) 
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_cell_that_is_no_finite_number_is_found_by_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv");
+        std::fs::write(&path, "\u{feff}a,b,c\n1,2,3\n\n4, \"-Infinity\" ,nan\n").unwrap();
+        assert_eq!(non_finite_cell(&path, &[','], f64::MAX), Some((4, 2, "-Infinity".into())));
+        std::fs::write(&path, "1;2\n3;1e39\n").unwrap();
+        assert_eq!(non_finite_cell(&path, &[';'], f64::MAX), None);
+        assert_eq!(non_finite_cell(&path, &[';'], f64::from(f32::MAX)), Some((2, 2, "1e39".into())));
+        assert_eq!(non_finite_cell(&dir.path().join("none"), &[','], f64::MAX), None);
+    }
+
+    #[test]
+    fn the_first_value_that_is_no_finite_number_is_found_by_sample_and_feature() {
+        let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0, f32::NAN, 5.0, f32::INFINITY]).view([3, 2]);
+        let ((row, feature), value) = first_non_finite(&t).unwrap().unwrap();
+        assert_eq!((row, feature), (1, 1));
+        assert!(value.is_nan());
+        assert_eq!(first_non_finite(&Tensor::from_slice(&[1i64, 2]).view([2, 1])).unwrap(), None);
+        assert_eq!(first_non_finite(&Tensor::from_slice(&[1.0f64, 2.0]).view([1, 2])).unwrap(), None);
+    }
 }

@@ -145,7 +145,11 @@ pub fn run(registry: &Path, args: RunArgs, log: &LogFile, bars: Bars) -> Result<
     let session = Session::for_rank(&manager, resolved, world.local_rank).with_context(in_file);
     let mut session = announced(&coordinator, session)?;
     let dp = connect(coordinator, &mut session, &args.parallel)?;
-    let prepared = prepare_everywhere(&session, &dp, None, &in_file())?;
+    let mut prepared = prepare_everywhere(&session, &dp, None, &in_file())?;
+    // What `run` checks before the folder exists, on every rank (each has its own batches).
+    let checked = session.check(&mut prepared, &commands::planned_run_dir(&session, &args.file)).with_context(in_file);
+    dp.coordinator.ask("checked", checked.as_ref().map(|_| String::new()).map_err(|e| format!("{e:#}")))?;
+    checked?;
 
     // Rank 0 makes the folder and tells the others where it is.
     let run_dir = match dp.is_root() {
@@ -259,16 +263,12 @@ fn resume_in(
         return finish_other(&dp, session.train(prepared, &mut observers));
     }
     let record = RecordWriter::resumed(run_dir.clone())?;
-    let outcome = match prepared {
-        // The run exists: its record says why it could not continue.
-        Err(e) => commands::end_without_training(record, Outcome::Failed(e)),
-        Ok(prepared) => {
-            let resumed_at = prepared.start.resumed.as_ref().map(|r| r.epoch);
-            match commands::attach(&session, &run_dir, record, resumed_at, bars, how.stop_after_epoch) {
-                Ok(mut observers) => session.train(prepared, &mut observers),
-                Err(outcome) => outcome,
-            }
-        }
+    // Refused before anything of it ran: the run is left as it was (see `commands::resume`).
+    let prepared = prepared.inspect_err(|e| dp.announce_failure(&format!("{e:#}")))?;
+    let resumed_at = prepared.start.resumed.as_ref().map(|r| r.epoch);
+    let outcome = match commands::attach(&session, &run_dir, record, resumed_at, bars, how.stop_after_epoch) {
+        Ok(mut observers) => session.train(prepared, &mut observers),
+        Err(outcome) => outcome,
     };
     if let Outcome::Failed(e) = &outcome {
         dp.announce_failure(&format!("{e:#}"));

@@ -10,7 +10,7 @@ use std::{path::Path, rc::Rc, sync::Arc, time::Instant};
 
 use anyhow::{bail, Context, Result};
 use gymnos_host::{
-    experiment::{Precision, ResolvedExperiment},
+    experiment::{Precision, ResolvedExperiment, Training},
     record::{DataDescription, DataMode, DistributedRun},
     PluginManager,
 };
@@ -22,16 +22,17 @@ use crate::{
     components::{
         ComponentFactory, DatasetForm, IndexedDataset, ModelShape, Preprocessors, StreamedSplit, WholeDataset,
     },
-    data::{split, split_sizes, BatchSource, Order, Shuffle, Splits},
+    data::{first_non_finite, split, split_sizes, BatchSource, Order, Shuffle, Splits},
     device::{self, Placement},
     distributed::{DataParallel, Fingerprint},
     evaluation::LossFn,
     events::{Event, Observers, Resumed, RunStart},
+    fingerprint::DataFingerprint,
     learner::{seed_torch, Learner, Replicas},
     loader::{Loader, LoaderSettings},
     optim::{LossScaler, Optimizer},
     outcome::Outcome,
-    trainer::Trainer,
+    trainer::{FirstBatch, Trainer},
 };
 
 /// The store key of rank 0's fitted preprocessors.
@@ -162,7 +163,7 @@ impl<'a> Session<'a> {
             DatasetForm::Indexed(dataset) => self.streamed(&mut stages, dataset, preprocessors, checkpoint.as_ref())?,
         };
         self.share_fitted(&data.preprocessors, checkpoint.is_some())?;
-        let PreparedData { info, splits, preprocessors, streamed_from } = data;
+        let PreparedData { info, fingerprint, splits, preprocessors, streamed_from } = data;
         let loss = LossFn::for_task(settings.loss, info.task)?;
         let class_names: Vec<String> = info.class_names.iter().map(|c| c.to_string()).collect();
         let input_shape = input_shape(&splits)?;
@@ -203,6 +204,7 @@ impl<'a> Session<'a> {
             callbacks: CallbackState::new(&settings.callbacks),
             first_epoch: 0,
             history: Default::default(),
+            data_fingerprint: fingerprint,
             parallel: self.parallel.clone(),
             resume_at: None,
         };
@@ -231,6 +233,16 @@ impl<'a> Session<'a> {
             distributed,
         };
         Ok(Prepared { trainer, start })
+    }
+
+    /// What `run` and `validate --deep` check before a run folder exists, so that a run they
+    /// refuse leaves nothing behind: every tracker can be created (for `run_dir`, where the run
+    /// would be), and the first batch goes through the whole run
+    /// ([`Trainer::check_first_batch`], which changes nothing).
+    pub fn check(&self, prepared: &mut Prepared<'_>, run_dir: &Path) -> Result<FirstBatch> {
+        let trackers: Vec<_> = self.resolved.of_kind(ComponentKind::Tracker).collect();
+        drop(self.factory(Some(run_dir)).trackers(&trackers)?);
+        prepared.trainer.check_first_batch()
     }
 
     /// The stages from the first epoch on, with the run folder in place and `observers`
@@ -295,10 +307,13 @@ impl<'a> Session<'a> {
     ) -> Result<PreparedData> {
         let exp = &self.resolved.experiment;
         let data = stages.run("load_dataset", || dataset.load())?;
+        let fingerprint = DataFingerprint::of_loaded(&data.info, &data.samples, data.test.as_ref());
+        fingerprint.check_unchanged(checkpoint.and_then(|c| c.state.data.as_ref()))?;
         let (train, val, test) = stages.run("split", || {
             split(data.samples, data.test, &exp.dataset.split, exp.dataset.shuffle, exp.experiment.seed)
         })?;
         let splits = stages.run("preprocess", || {
+            let raw = [train.x.shallow_clone(), val.x.shallow_clone(), test.x.shallow_clone()];
             let train = match self.fitted_states(checkpoint)? {
                 Some(states) => {
                     preprocessors.load_states(&states)?;
@@ -308,9 +323,24 @@ impl<'a> Session<'a> {
             };
             let val = preprocessors.transform_samples(val)?;
             let test = preprocessors.transform_samples(test)?;
+            // The model must see finite inputs: one pass over each split names the stage that
+            // made NaN or infinite values, before any training step turns them into a NaN loss.
+            for ((x, raw), name) in
+                [&train.x, &val.x, &test.x].into_iter().zip(&raw).zip(["training", "validation", "test"])
+            {
+                if first_non_finite(x).is_some() {
+                    return Err(preprocessors.blame_non_finite(raw, name, &dataset.plugin));
+                }
+            }
             Ok(Splits { train: Box::new(train), val: Box::new(val), test: Box::new(test) })
         })?;
-        Ok(PreparedData { info: data.info, splits, preprocessors: Arc::new(preprocessors), streamed_from: None })
+        Ok(PreparedData {
+            info: data.info,
+            fingerprint,
+            splits,
+            preprocessors: Arc::new(preprocessors),
+            streamed_from: None,
+        })
     }
 
     /// A data set read by index: the splits are lists of indices; batches are read, and
@@ -331,6 +361,10 @@ impl<'a> Session<'a> {
             description.test_len.into_option().map(|n| format!(" and a test split of {n}")).unwrap_or_default()
         );
         let (n, test_len) = (description.len as i64, description.test_len.into_option());
+        let fingerprint = DataFingerprint::of_indexed(&description.info, description.len, test_len, |part, at| {
+            dataset.read(part, at)
+        })?;
+        fingerprint.check_unchanged(checkpoint.and_then(|c| c.state.data.as_ref()))?;
         let (n_train, n_val) = stages.run("split", || {
             split_sizes(n as usize, test_len.is_some(), &exp.dataset.split).map(|(t, v)| (t as i64, v as i64))
         })?;
@@ -352,6 +386,7 @@ impl<'a> Session<'a> {
             Some(n_test) => part(DataPart::Test, &Order::Identity, 0, n_test as i64),
             None => part(DataPart::Samples, &order, n_train + n_val, n - n_train - n_val),
         };
+        check_batch_memory(&exp.training, &fingerprint.input_shape, n_train, n_val.max(test.len))?;
         let preprocessors = stages.run("preprocess", || {
             match self.fitted_states(checkpoint)? {
                 Some(states) => preprocessors.load_states(&states)?,
@@ -387,7 +422,13 @@ impl<'a> Session<'a> {
         };
         let splits =
             Splits { train: with_preprocessors(train), val: with_preprocessors(val), test: with_preprocessors(test) };
-        Ok(PreparedData { info: description.info.clone(), splits, preprocessors, streamed_from: Some(dataset) })
+        Ok(PreparedData {
+            info: description.info.clone(),
+            fingerprint,
+            splits,
+            preprocessors,
+            streamed_from: Some(dataset),
+        })
     }
 
     /// The preprocessors' states when they are not to be fitted here: a resumed run's (from its
@@ -455,6 +496,7 @@ fn warn_about_precision(precision: Precision, device: tch::Device) {
 /// The data set's splits, ready for the model, and how they are read.
 struct PreparedData {
     info: DatasetInfo,
+    fingerprint: DataFingerprint,
     splits: Splits,
     preprocessors: Arc<Preprocessors>,
     /// The data set the splits stream from; none when they are in memory.
@@ -476,6 +518,23 @@ fn strip_library_paths(value: &mut serde_json::Value) {
 }
 
 /// One sample's shape as the model sees it: after preprocessing.
+/// A training and an evaluation batch of a streamed data set fit in memory (as float32),
+/// before anything reads one: batch sizes are the user's numbers, and nothing in memory clamps
+/// them (a split in memory is its own bound).
+fn check_batch_memory(settings: &Training, input_shape: &[i64], train: i64, longest_eval: i64) -> Result<()> {
+    let features = input_shape.iter().try_fold(1u64, |n, &d| n.checked_mul(u64::try_from(d).ok()?));
+    let batches = [
+        ("training.batch_size", u64::from(settings.batch_size).min(train as u64)),
+        ("training.eval_batch_size", u64::from(settings.eval_batch_size).min(longest_eval as u64)),
+    ];
+    for (field, samples) in batches {
+        let what = format!("{field}: a batch of {samples} samples of shape {input_shape:?}");
+        let bytes = features.and_then(|f| gymnos_plugin_sdk::memory::bytes_of(&[samples, f], 4));
+        gymnos_plugin_sdk::memory::ensure_bytes_fit(&what, bytes).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    }
+    Ok(())
+}
+
 fn input_shape(splits: &Splits) -> Result<Vec<i64>> {
     let first = match splits.train.in_memory() {
         Some(train) => train.narrow(0, 1),

@@ -23,11 +23,16 @@ use crate::{
     distributed::DataParallel,
     evaluation::{Evaluation, Running},
     events::{CheckpointDue, EpochEnd, Event, FinalModel, Flow, Observers, Slot, StepEnd},
+    fingerprint::DataFingerprint,
     generator,
     learner::{seed_torch, Learner},
     loader::{Loader, LoaderSettings, Shard},
     outcome::Outcome,
 };
+
+mod first_batch;
+
+pub use first_batch::FirstBatch;
 
 /// How fast the data pipeline alone makes training batches (`validate --deep --measure-data`).
 #[derive(Debug, serde::Serialize)]
@@ -79,6 +84,8 @@ pub struct Trainer<'s> {
     pub first_epoch: u32,
     /// The per-epoch metrics so far, which checkpoints carry.
     pub history: BTreeMap<String, Vec<f64>>,
+    /// What the data was when the run started, which checkpoints carry.
+    pub data_fingerprint: DataFingerprint,
     /// The other ranks, in a data-parallel run.
     pub parallel: Option<Rc<DataParallel>>,
     /// Where the first epoch resumes, when the checkpoint was taken in its middle, and the
@@ -232,7 +239,7 @@ impl Trainer<'_> {
         let learner = &mut self.learner;
         let parallel = self.parallel.as_deref();
         // Each rank's part of each global batch, for the mean gradient and loss.
-        let global = loader.global_batch_lengths();
+        let global = loader.global_batches();
         if stopped.is_none() {
             stopped = std::thread::scope(|scope| -> Result<Option<(usize, Flow)>> {
                 let batches = loader.epoch_from(epoch, skip, transform, scope);
@@ -246,7 +253,7 @@ impl Trainer<'_> {
                     if batch.is_empty() && parallel.is_none() {
                         continue; // every sample of the batch was skipped by the data set, as configured
                     }
-                    let share = batch.len() as f64 / global[i].max(1) as f64;
+                    let share = batch.len() as f64 / global.get(i).1.max(1) as f64;
                     let step = learner.train_step(&batch, lr, share)?;
                     let global_step = learner.optimizer.steps;
                     let log_now = log_every > 0 && global_step.is_multiple_of(log_every);
@@ -257,7 +264,7 @@ impl Trainer<'_> {
                     if stop_on_nan && !finite && parallel.is_none() {
                         let shown = value.map_or("non-finite".into(), |v| v.to_string());
                         bail!(
-                            "the loss became {shown} at epoch {}, step {} (stop_on_nan); the last checkpoint holds the last good state",
+                            "the loss became {shown} at epoch {}, step {} (stop_on_nan), the learning rate {lr}: training diverged (a smaller training.optimizer.lr, or grad_clip_norm, may help); the last checkpoint holds the last good state",
                             epoch + 1,
                             i + 1
                         );
@@ -269,7 +276,7 @@ impl Trainer<'_> {
                         let agreed = dp.agree(flow, finite, value.unwrap_or(0.0) * share)?;
                         if let (true, Some(rank)) = (stop_on_nan, agreed.not_finite) {
                             bail!(
-                                "the loss became non-finite on rank {rank} at epoch {}, step {} (stop_on_nan); the last checkpoint holds the last good state",
+                                "the loss became non-finite on rank {rank} at epoch {}, step {} (stop_on_nan), the learning rate {lr}: training diverged (a smaller training.optimizer.lr, or grad_clip_norm, may help); the last checkpoint holds the last good state",
                                 epoch + 1,
                                 i + 1
                             );
@@ -375,7 +382,10 @@ impl Trainer<'_> {
         }
         if self.settings.callbacks.stop_on_nan {
             if let Some((name, value)) = metrics.iter().find(|(k, v)| k.ends_with("loss") && !v.is_finite()) {
-                bail!("{name} became {value} at epoch {} (stop_on_nan)", epoch + 1);
+                bail!(
+                    "{name} became {value} at epoch {} (stop_on_nan), the learning rate {lr}: training diverged (a smaller training.optimizer.lr, or grad_clip_norm, may help)",
+                    epoch + 1
+                );
             }
         }
         metrics.insert("lr".into(), lr);
@@ -439,6 +449,7 @@ impl Trainer<'_> {
             loss_scaler: self.learner.scaler.clone(),
             history: self.history.clone(),
             position,
+            data: Some(self.data_fingerprint.clone()),
         };
         let due = CheckpointDue { slot, epoch, checkpoint: Checkpoint { tensors, state }, best };
         observers.emit(&Event::CheckpointDue(&due))?;
@@ -511,27 +522,5 @@ impl Trainer<'_> {
         })?;
         let seconds = started.elapsed().as_secs_f64();
         Ok(DataSpeed { batches: made, samples, seconds, samples_per_second: samples as f64 / seconds.max(1e-9) })
-    }
-
-    /// `validate --deep`: one training step on the first batch, and one evaluation batch, so
-    /// that every component has run once. Returns the step's loss.
-    pub fn try_one_step(&mut self) -> Result<f64> {
-        let loader = self.loader();
-        let transform = self.augmentors.as_transform();
-        let batch = std::thread::scope(|scope| loader.epoch(0, transform, scope).next().transpose())?;
-        let Some(batch) = batch else { bail!("the training split gives no batch") };
-        if batch.is_empty() {
-            bail!("every sample of the first training batch was skipped by the data set");
-        }
-        let step = self.learner.train_step(&batch, self.settings.optimizer.lr(), 1.0)?;
-        let loss = step.loss.double_value(&[]);
-        if !loss.is_finite() {
-            bail!("the loss of the first batch is {loss}");
-        }
-        let check = if self.splits.val.is_empty() { &self.splits.test } else { &self.splits.val };
-        if !check.is_empty() {
-            self.evaluation(Some(1)).evaluate(&mut self.learner.model, check.fork())?;
-        }
-        Ok(loss)
     }
 }

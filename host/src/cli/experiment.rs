@@ -16,6 +16,9 @@ use super::output::print_json;
 
 pub fn validate(registry_path: &Path, args: &ValidateArgs) -> Result<()> {
     let registry = Registry::load(registry_path)?;
+    if gymnos_host::sweep::is_sweep_file(&args.file) {
+        return validate_sweep(&registry, args);
+    }
     let outcome = experiment::load(&args.file, &args.overrides)
         .and_then(|exp| experiment::validate(&args.file, &exp, &registry, &HostCompat::default()));
     match outcome {
@@ -36,6 +39,31 @@ pub fn validate(registry_path: &Path, args: &ValidateArgs) -> Result<()> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A sweep file: every check `sweep` makes before a trial runs (its fields, its parameters'
+/// edges against the experiment's rules, its metric, each trial's experiment), writing nothing.
+fn validate_sweep(registry: &Registry, args: &ValidateArgs) -> Result<()> {
+    if !args.overrides.is_empty() {
+        anyhow::bail!("{}: a sweep file takes no --set (vary fields in its parameters)", args.file.display());
+    }
+    let checked = gymnos_host::sweep::check(&args.file, registry, &HostCompat::default())?;
+    if args.json {
+        print_json(&json!({ "valid": true, "sweep": checked }));
+    } else {
+        outln!(
+            "{}: valid sweep: {} trials of {}, recorded in {}{}",
+            args.file.display(),
+            checked.trials,
+            checked.experiment.display(),
+            checked.dir.display(),
+            match checked.finished {
+                0 => String::new(),
+                n => format!(" ({n} finished there)"),
+            }
+        );
+    }
+    Ok(())
 }
 
 /// The experiment format as JSON Schema; the plugin sections' `config` gets, per installed

@@ -26,6 +26,10 @@ pub struct SweepArgs {
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Discard what an earlier run of this sweep left in its folder (results, trials' runs,
+    /// logs) and start afresh: for a sweep whose base experiment or parameters changed.
+    #[arg(long)]
+    pub restart: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,14 +46,15 @@ pub enum SweepCommand {
 pub fn run(registry_path: &Path, args: SweepArgs) -> Result<std::process::ExitCode> {
     match (args.command, args.file) {
         (Some(SweepCommand::Status { dir, json }), _) => status(&dir, json).map(|()| std::process::ExitCode::SUCCESS),
-        (None, Some(file)) => run_sweep(registry_path, &file, args.json),
+        (None, Some(file)) => run_sweep(registry_path, &file, args.json, args.restart),
         (None, None) => bail!("give a sweep file (`gymnos-host sweep sweep.json`) or `sweep status DIR`"),
     }
 }
 
-fn run_sweep(registry_path: &Path, file: &Path, json: bool) -> Result<std::process::ExitCode> {
+fn run_sweep(registry_path: &Path, file: &Path, json: bool, restart: bool) -> Result<std::process::ExitCode> {
     let registry = Registry::load(registry_path)?;
-    let mut prepared = sweep::prepare(file, &registry, &HostCompat::default())?;
+    let options = sweep::Options { restart };
+    let mut prepared = sweep::prepare_with(file, &registry, &HostCompat::default(), options)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing the Ctrl-C handler")?;

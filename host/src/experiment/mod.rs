@@ -7,9 +7,11 @@
 mod duplicates;
 mod format;
 mod load;
+pub mod metric_names;
 mod overrides;
 mod plugin_schema;
 mod resolve;
+mod run_files;
 mod settings;
 mod shape;
 
@@ -80,7 +82,14 @@ pub fn validate(
     let mut problems = Vec::new();
     settings::check(exp, &base_dir, &mut problems);
     let resolver = Resolver { registry, compat, base_dir: &base_dir };
-    match resolver.resolve_all(exp) {
+    let resolved = resolver.resolve_all(exp);
+    // The task, and so the metrics runs record, is the resolved data set's when it resolves.
+    let produced = metric_names::Produced::of(exp, resolved.as_ref().ok());
+    settings::check_monitors(exp, &produced, &mut problems);
+    if let Ok(resolved) = &resolved {
+        run_files::check(resolved, &mut problems);
+    }
+    match resolved {
         Ok(resolved) if problems.is_empty() => Ok(resolved),
         Ok(_) => Err(ExperimentError::Invalid { path: path.to_path_buf(), problems }),
         Err(plugin_problems) => {

@@ -10,9 +10,85 @@ fn child<'v>(node: &'v Value, segment: &str) -> Option<&'v Value> {
     }
 }
 
-/// Applies `path=value` to `root`. `path` is dotted (`training.optimizer.lr`); a number indexes
-/// a list (`preprocessors.0.config.epsilon`). `value` is read as JSON when it parses (`3`,
-/// `true`, `[64,32]`, `{"name":"sgd","lr":0.1}`) and as a string otherwise (`adamw`).
+/// The parts of an override's path: `preprocessors[0].config.x` and `preprocessors.0.config.x`
+/// both give `preprocessors`, `0`, `config`, `x`.
+fn parse_path(path: &str) -> Result<Vec<String>, String> {
+    let mut segments = Vec::new();
+    for part in path.split('.') {
+        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if name.contains(']') {
+            return Err(format!("`{path}`: `]` without its `[`"));
+        }
+        if name.is_empty() && (segments.is_empty() || rest.is_empty()) {
+            return Err(format!("`{path}`: an empty name (write `a.b.c`, with list indices as `a[0]` or `a.0`)"));
+        }
+        if !name.is_empty() {
+            segments.push(name.to_string());
+        }
+        while !rest.is_empty() {
+            let Some(close) = rest.find(']') else {
+                return Err(format!("`{path}`: `[` without its `]`"));
+            };
+            let index = &rest[1..close];
+            if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("`{path}`: `[{index}]` is not a list index (a number, as in `preprocessors[0]`)"));
+            }
+            segments.push(index.to_string());
+            rest = &rest[close + 1..];
+            if !rest.is_empty() && !rest.starts_with('[') {
+                return Err(format!("`{path}`: `{rest}` after `]` (separate the next name with a dot)"));
+            }
+        }
+    }
+    Ok(segments)
+}
+
+/// How an override names a place, in the form problems use: `preprocessors[0].config`.
+fn place(segments: &[String]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        if !out.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{segment}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(segment);
+        }
+    }
+    out
+}
+
+/// The value of an override: JSON when it is JSON, else the text as a string. A value that
+/// starts as JSON does (`[`, `{`, `"`) but does not parse, or a number too large for a double
+/// (`1e400`), is refused, saying where the JSON went wrong: read as a string it would only
+/// meet a type error later.
+fn parse_value(raw: &str) -> Result<Value, String> {
+    match serde_json::from_str(raw) {
+        Ok(value) => Ok(value),
+        Err(e) => {
+            let message = e.to_string();
+            let message = message.split(" at line ").next().unwrap_or_default();
+            let looks_like_json = raw.trim_start().starts_with(['[', '{', '"']);
+            if looks_like_json {
+                Err(format!(
+                    "the value `{raw}` is not valid JSON: {message} at column {} (a text starting with `[`, `{{` or `\"` is given as a JSON string)",
+                    e.column()
+                ))
+            } else if message.starts_with("number out of range") {
+                Err(format!("the value `{raw}` is a number too large for a double (the largest is about 1.8e308)"))
+            } else {
+                Ok(Value::String(raw.to_string()))
+            }
+        }
+    }
+}
+
+/// Applies `path=value` to `root`. `path` is dotted (`training.optimizer.lr`); a list is
+/// indexed by a number, as a part (`preprocessors.0.config.epsilon`) or in brackets
+/// (`preprocessors[0].config.epsilon`). `value` is read as JSON when it parses (`3`, `true`,
+/// `[64,32]`, `{"name":"sgd","lr":0.1}`) and as a string otherwise (`adamw`); a value that
+/// starts like JSON (`[`, `{`, `"`) must parse.
 ///
 /// `defaults` is the experiment as it would run, defaults filled in (when the file is valid).
 /// A path must name a field there, or a key inside a plugin's `config` (those are checked
@@ -25,18 +101,19 @@ pub fn apply_override(root: &mut Value, defaults: Option<&Value>, assignment: &s
     if path.is_empty() {
         return Err("the path is empty".into());
     }
-    let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
-    let segments: Vec<&str> = path.split('.').collect();
+    let segments = parse_path(path)?;
+    let value = parse_value(raw)?;
     let mut node = root;
     let mut known = defaults;
     for (i, segment) in segments.iter().enumerate() {
+        let segment = segment.as_str();
         let last = i + 1 == segments.len();
-        let here = segments[..=i].join(".");
-        let free_form = segments[..i].contains(&"config");
+        let here = place(&segments[..=i]);
+        let free_form = segments[..i].iter().any(|s| s == "config");
         let known_child = known.and_then(|k| child(k, segment));
         node = match node {
             Value::Object(map) => {
-                if !map.contains_key(*segment) {
+                if !map.contains_key(segment) {
                     match known_child {
                         Some(default) => {
                             map.insert(segment.to_string(), default.clone());
@@ -49,7 +126,7 @@ pub fn apply_override(root: &mut Value, defaults: Option<&Value>, assignment: &s
                             let parent = if i == 0 {
                                 "the experiment".to_string()
                             } else {
-                                format!("`{}`", segments[..i].join("."))
+                                format!("`{}`", place(&segments[..i]))
                             };
                             return Err(format!(
                                 "`{here}` points at nothing: {parent} has no `{segment}` (it has: {})",
@@ -65,14 +142,20 @@ pub fn apply_override(root: &mut Value, defaults: Option<&Value>, assignment: &s
                     map.insert(segment.to_string(), value);
                     return Ok(());
                 }
-                let slot = map.get_mut(*segment).expect("inserted above");
+                let slot = map.get_mut(segment).expect("inserted above");
                 if slot.is_null() {
                     *slot = Value::Object(Map::new());
                 }
                 slot
             }
             Value::Array(items) => {
-                let index: usize = segment.parse().map_err(|_| format!("`{here}`: a list needs a numeric index"))?;
+                let index: usize = segment.parse().map_err(|_| {
+                    format!(
+                        "`{here}`: `{}` is a list; index it with a number, as in `{}[0]`",
+                        place(&segments[..i]),
+                        place(&segments[..i])
+                    )
+                })?;
                 let len = items.len();
                 let slot = items
                     .get_mut(index)
@@ -85,7 +168,7 @@ pub fn apply_override(root: &mut Value, defaults: Option<&Value>, assignment: &s
             }
             other => {
                 let kind = if other.is_null() { "null" } else { "a plain value" };
-                return Err(format!("`{}` is {kind}, not an object", segments[..i].join(".")));
+                return Err(format!("`{}` is {kind}, not an object", place(&segments[..i])));
             }
         };
         // A section whose default is null (absent) has no known fields: the shape check after
@@ -95,21 +178,14 @@ pub fn apply_override(root: &mut Value, defaults: Option<&Value>, assignment: &s
     unreachable!("the loop returns at the last segment")
 }
 
-/// An override's path as problems name places: `preprocessors.0.config` -> `preprocessors[0].config`.
+/// An override's path as problems name places: `preprocessors.0.config` and
+/// `preprocessors[0].config` -> `preprocessors[0].config`.
 pub fn problem_path(assignment: &str) -> String {
     let path = assignment.split_once('=').map_or(assignment, |(p, _)| p).trim();
-    let mut out = String::new();
-    for segment in path.split('.') {
-        if segment.parse::<usize>().is_ok() && !out.is_empty() {
-            out.push_str(&format!("[{segment}]"));
-        } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(segment);
-        }
+    match parse_path(path) {
+        Ok(segments) => place(&segments),
+        Err(_) => path.to_string(),
     }
-    out
 }
 
 #[cfg(test)]
@@ -133,13 +209,77 @@ mod tests {
         assert_eq!(apply_override(&mut v, None, "epochs").unwrap_err(), "expected PATH=VALUE");
         assert_eq!(
             apply_override(&mut v, None, "preprocessors.4.x=1").unwrap_err(),
-            "`preprocessors.4`: index 4 is past the end (length 1)"
+            "`preprocessors[4]`: index 4 is past the end (length 1)"
         );
         assert_eq!(
             apply_override(&mut v, None, "training.epochs.x=1").unwrap_err(),
             "`training.epochs` is a plain value, not an object"
         );
         assert_eq!(problem_path("preprocessors.0.config.x=1"), "preprocessors[0].config.x");
+        assert_eq!(problem_path("preprocessors[0].config.x=1"), "preprocessors[0].config.x");
+    }
+
+    #[test]
+    fn list_indices_may_be_written_in_brackets() {
+        let mut dotted = json!({"preprocessors": [{"config": {}}, {"config": {"m": [[1, 2], [3, 4]]}}]});
+        let mut bracketed = dotted.clone();
+        for (a, b) in [
+            ("preprocessors.0.config.per_feature=false", "preprocessors[0].config.per_feature=false"),
+            ("preprocessors.1.config.m.1.0=9", "preprocessors[1].config.m[1][0]=9"),
+        ] {
+            apply_override(&mut dotted, None, a).unwrap();
+            apply_override(&mut bracketed, None, b).unwrap();
+        }
+        assert_eq!(dotted, bracketed);
+        assert_eq!(bracketed["preprocessors"][1]["config"]["m"], json!([[1, 2], [9, 4]]));
+        for (assignment, error) in [
+            (
+                "preprocessors[x].config=1",
+                "`preprocessors[x].config`: `[x]` is not a list index (a number, as in `preprocessors[0]`)",
+            ),
+            (
+                "preprocessors[].config=1",
+                "`preprocessors[].config`: `[]` is not a list index (a number, as in `preprocessors[0]`)",
+            ),
+            ("preprocessors[0.config=1", "`preprocessors[0.config`: `[` without its `]`"),
+            ("preprocessors0].config=1", "`preprocessors0].config`: `]` without its `[`"),
+            (
+                "preprocessors[0]config=1",
+                "`preprocessors[0]config`: `config` after `]` (separate the next name with a dot)",
+            ),
+            (
+                "training..epochs=1",
+                "`training..epochs`: an empty name (write `a.b.c`, with list indices as `a[0]` or `a.0`)",
+            ),
+            ("[0].x=1", "`[0].x`: an empty name (write `a.b.c`, with list indices as `a[0]` or `a.0`)"),
+            (
+                "preprocessors.x=1",
+                "`preprocessors.x`: `preprocessors` is a list; index it with a number, as in `preprocessors[0]`",
+            ),
+            ("preprocessors[7].x=1", "`preprocessors[7]`: index 7 is past the end (length 2)"),
+        ] {
+            assert_eq!(apply_override(&mut bracketed, None, assignment).unwrap_err(), error, "{assignment}");
+        }
+    }
+
+    #[test]
+    fn a_value_that_starts_like_json_must_parse() {
+        let mut v = json!({"model": {"config": {}}});
+        for (assignment, error) in [
+            ("model.config.hidden=[32,]", "the value `[32,]` is not valid JSON: trailing comma at column 5 (a text starting with `[`, `{` or `\"` is given as a JSON string)"),
+            ("model.config.x={\"a\":", "the value `{\"a\":` is not valid JSON: EOF while parsing a value at column 5 (a text starting with `[`, `{` or `\"` is given as a JSON string)"),
+            ("model.config.x=\"open", "the value `\"open` is not valid JSON: EOF while parsing a string at column 5 (a text starting with `[`, `{` or `\"` is given as a JSON string)"),
+            ("model.config.x= [1 2]", "the value ` [1 2]` is not valid JSON: expected `,` or `]` at column 5 (a text starting with `[`, `{` or `\"` is given as a JSON string)"),
+            ("model.config.lr=1e400", "the value `1e400` is a number too large for a double (the largest is about 1.8e308)"),
+        ] {
+            assert_eq!(apply_override(&mut v, None, assignment).unwrap_err(), error, "{assignment}");
+        }
+        // Text that is not JSON-like stays a string; a JSON string may start with a bracket.
+        apply_override(&mut v, None, "model.config.path=2024-data.csv").unwrap();
+        apply_override(&mut v, None, "model.config.name=adamw").unwrap();
+        apply_override(&mut v, None, "model.config.label=\"[a\"").unwrap();
+        apply_override(&mut v, None, "model.config.empty=").unwrap();
+        assert_eq!(v["model"]["config"], json!({"path": "2024-data.csv", "name": "adamw", "label": "[a", "empty": ""}));
     }
 
     #[test]

@@ -48,6 +48,25 @@ fn key_schema(key: &crate::registry::ConfigKeyRecord) -> Value {
             Constraint::OneOf { values } => {
                 target.insert("enum".into(), json!(values));
             }
+            Constraint::Url { schemes } => {
+                target.insert("format".into(), json!("uri"));
+                if !schemes.is_empty() {
+                    // ECMA-262 patterns have no case flag: each letter of a scheme in both cases.
+                    let any_case = |s: &String| -> String {
+                        s.chars()
+                            .map(|c| match c {
+                                'a'..='z' | 'A'..='Z' => {
+                                    format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                                }
+                                '0'..='9' | '-' => c.to_string(),
+                                _ => format!("[{c}]"),
+                            })
+                            .collect()
+                    };
+                    let alternatives: Vec<String> = schemes.iter().map(any_case).collect();
+                    target.insert("pattern".into(), json!(format!("^({})://[^\\s?#]+$", alternatives.join("|"))));
+                }
+            }
             Constraint::Length { min, max } => {
                 let (lo, hi) = if list { ("minItems", "maxItems") } else { ("minLength", "maxLength") };
                 if let Some(min) = min {

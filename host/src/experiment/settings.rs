@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{format::*, Problem};
+use super::{format::*, metric_names::Produced, Problem};
 
 /// The longest file name most file systems take.
 const MAX_NAME_BYTES: usize = 255;
@@ -56,6 +56,43 @@ pub fn check_writable(root: &Path) -> Result<(), String> {
     tempfile::tempfile_in(probe).map(drop).map_err(|e| format!("{}: cannot create files there ({e})", probe.display()))
 }
 
+/// The largest learning rate accepted, at the start and anywhere a schedule takes it: beyond it
+/// every optimizer here diverges to NaN within a few steps.
+pub const MAX_LR: f64 = 100.0;
+
+/// The most batches the loader keeps in flight (each takes a batch's memory).
+pub const MAX_PREFETCH_BATCHES: u32 = 256;
+
+/// A number as a person reads it: `1e308`, not 309 digits.
+fn short(n: f64) -> String {
+    if n != 0.0 && !(1e-4..1e6).contains(&n.abs()) {
+        format!("{n:e}")
+    } else {
+        n.to_string()
+    }
+}
+
+/// The first epoch (1-based) at which a step schedule (`lr × gamma^⌊(epoch-1)/step_size⌋`)
+/// takes the learning rate above [`MAX_LR`] or to infinity, and the rate it reaches.
+fn step_schedule_peak(lr: f64, gamma: f64, step_size: u32, epochs: u32) -> Option<(u32, f64)> {
+    // NaN fails both comparisons and is refused elsewhere, with its own message.
+    let grows = gamma > 1.0 && lr > 0.0 && step_size > 0;
+    if !grows {
+        return None;
+    }
+    // The rate grows with the number of steps taken: the last epoch's is the largest.
+    let steps = epochs.saturating_sub(1) / step_size;
+    let reached = lr * gamma.powf(f64::from(steps));
+    if reached.is_finite() && reached <= MAX_LR {
+        return None;
+    }
+    // The first epoch past the bound: `k` steps with lr·gamma^k > MAX_LR.
+    let k = ((MAX_LR / lr).ln() / gamma.ln()).floor().max(0.0) as u32 + 1;
+    let k = k.min(steps);
+    let at = lr * gamma.powf(f64::from(k));
+    Some((k.saturating_mul(step_size).saturating_add(1), at))
+}
+
 pub fn check(exp: &Experiment, experiment_dir: &Path, problems: &mut Vec<Problem>) {
     let mut check = |ok: bool, path: &str, message: String| {
         if !ok {
@@ -83,7 +120,14 @@ pub fn check(exp: &Experiment, experiment_dir: &Path, problems: &mut Vec<Problem
     check(t.batch_size >= 1, "training.batch_size", "must be at least 1".into());
     check(t.eval_batch_size >= 1, "training.eval_batch_size", "must be at least 1".into());
     check(t.num_workers <= 64, "training.num_workers", format!("{} threads is more than 64", t.num_workers));
-    check(t.prefetch_batches >= 1, "training.prefetch_batches", "must be at least 1".into());
+    check(
+        (1..=MAX_PREFETCH_BATCHES).contains(&t.prefetch_batches),
+        "training.prefetch_batches",
+        format!(
+            "{} is not between 1 and {MAX_PREFETCH_BATCHES} (each batch in flight takes memory)",
+            t.prefetch_batches
+        ),
+    );
     for (field, limit) in [("limit_train_batches", t.limit_train_batches), ("limit_eval_batches", t.limit_eval_batches)]
     {
         check(
@@ -95,6 +139,11 @@ pub fn check(exp: &Experiment, experiment_dir: &Path, problems: &mut Vec<Problem
     let positive = |v: f64| v.is_finite() && v > 0.0;
     let lr = t.optimizer.lr();
     check(positive(lr), "training.optimizer.lr", format!("{lr} is not a positive learning rate"));
+    check(
+        lr <= MAX_LR,
+        "training.optimizer.lr",
+        format!("{} is larger than any learning rate that trains (at most {MAX_LR})", short(lr)),
+    );
     let mut adam = |betas: &[f64; 2], eps: f64, weight_decay: f64| {
         for (i, b) in betas.iter().enumerate() {
             check((0.0..1.0).contains(b), &format!("training.optimizer.betas[{i}]"), format!("{b} is not in [0, 1)"));
@@ -119,6 +168,17 @@ pub fn check(exp: &Experiment, experiment_dir: &Path, problems: &mut Vec<Problem
         LrSchedule::Step(step) => {
             check(step.step_size >= 1, "training.lr_schedule.step_size", "must be at least 1".into());
             check(positive(step.gamma), "training.lr_schedule.gamma", "must be positive".into());
+            if let Some((epoch, reached)) = step_schedule_peak(lr, step.gamma, step.step_size, t.epochs) {
+                check(
+                    false,
+                    "training.lr_schedule.gamma",
+                    format!(
+                        "{} takes the learning rate to {} by epoch {epoch} (at most {MAX_LR})",
+                        short(step.gamma),
+                        short(reached)
+                    ),
+                );
+            }
         }
         LrSchedule::Cosine(cosine) => {
             let min_lr = cosine.min_lr;
@@ -137,22 +197,6 @@ pub fn check(exp: &Experiment, experiment_dir: &Path, problems: &mut Vec<Problem
         check(positive(norm), "training.grad_clip_norm", format!("{norm} is not positive"));
     }
     let c = &t.callbacks;
-    let monitors = format!("one of {}", MONITORABLE.join(", "));
-    let mut watch = |monitor: &str, path: &str| {
-        check(MONITORABLE.contains(&monitor), path, monitors.clone());
-        check(
-            !(monitor.starts_with("val_") && s.val == 0.0),
-            path,
-            format!("`{monitor}` needs a validation split, but dataset.split.val is 0"),
-        );
-    };
-    watch(&c.checkpoint.monitor, "training.callbacks.checkpoint.monitor");
-    if let Some(es) = &c.early_stopping {
-        watch(&es.monitor, "training.callbacks.early_stopping.monitor");
-    }
-    if let Some(rp) = &c.reduce_on_plateau {
-        watch(&rp.monitor, "training.callbacks.reduce_on_plateau.monitor");
-    }
     check(
         c.checkpoint.every_n_epochs >= 1,
         "training.callbacks.checkpoint.every_n_epochs",
@@ -171,9 +215,38 @@ pub fn check(exp: &Experiment, experiment_dir: &Path, problems: &mut Vec<Problem
     }
 }
 
+/// Every callback's `monitor` against the metrics the experiment's runs record (its task, its
+/// validation split: [`Produced`]), with a suggestion for a misspelt one.
+pub fn check_monitors(exp: &Experiment, produced: &Produced, problems: &mut Vec<Problem>) {
+    let c = &exp.training.callbacks;
+    let mut watched = vec![("training.callbacks.checkpoint.monitor", &c.checkpoint.monitor)];
+    if let Some(es) = &c.early_stopping {
+        watched.push(("training.callbacks.early_stopping.monitor", &es.monitor));
+    }
+    if let Some(rp) = &c.reduce_on_plateau {
+        watched.push(("training.callbacks.reduce_on_plateau.monitor", &rp.monitor));
+    }
+    for (path, monitor) in watched {
+        if let Some(message) = produced.monitor_problem(monitor) {
+            problems.push(Problem { path: path.into(), message });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_schedule_that_grows_past_the_largest_rate_is_found_at_its_epoch() {
+        assert_eq!(step_schedule_peak(0.01, 0.5, 1, 100), None);
+        assert_eq!(step_schedule_peak(0.01, 2.0, 1, 5), None, "0.16 at the last epoch");
+        assert_eq!(step_schedule_peak(1.0, 10.0, 1, 10), Some((4, 1000.0)));
+        assert_eq!(step_schedule_peak(0.001, 1e308, 1, 3), Some((2, 1e305)));
+        let (epoch, reached) = step_schedule_peak(0.001, 1e308, 1, 10).unwrap();
+        assert_eq!((epoch, reached), (2, 1e305));
+        assert_eq!(step_schedule_peak(0.01, 1e308, 5, 3), None, "the schedule never steps");
+    }
 
     #[test]
     fn folder_names() {

@@ -21,8 +21,21 @@ pub enum RunsError {
     Read { path: PathBuf, cause: std::io::Error },
     #[error("{}: not valid JSON: {cause}", path.display())]
     Parse { path: PathBuf, cause: serde_json::Error },
+    #[error("{}: not a recorded experiment: expected a JSON object", path.display())]
+    NotAnObject { path: PathBuf },
     #[error(transparent)]
     Record(#[from] record::RecordError),
+    #[error("{}: the path is not UTF-8 text; run records name their folders in UTF-8 JSON, so rename it", path.display())]
+    NotUtf8 { path: PathBuf },
+}
+
+/// Refuses a folder whose absolute path is not UTF-8 (its records could not name it).
+fn check_utf8(dir: &Path) -> Result<(), RunsError> {
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    match absolute.to_str() {
+        Some(_) => Ok(()),
+        None => Err(RunsError::NotUtf8 { path: dir.to_path_buf() }),
+    }
 }
 
 /// How far below the root the folders holding an `executions/` folder are looked for:
@@ -30,17 +43,27 @@ pub enum RunsError {
 /// folder) and `<root>/<sweep>/runs/<trial>/executions/` (a sweeps root).
 const MAX_DEPTH: usize = 3;
 
+/// Whether `dir` is a run folder, perhaps a damaged one: it holds one of the files only a run
+/// folder has (its configuration, its record or its log).
+fn looks_like_run(dir: &Path) -> bool {
+    [record::TRAINING_CONFIG, record::METRICS, record::LOG].iter().any(|f| dir.join(f).is_file())
+}
+
 /// The run folders under `root`, sorted by path: every folder inside an `executions/` folder
-/// found at most [`MAX_DEPTH`] levels down (hidden folders are skipped). `root` may itself be
-/// an `executions/` folder or a run folder. A folder there without `training_config.json` is
-/// returned too: it is a damaged run, which [`RunRow::of`] reports as unreadable.
+/// found at most [`MAX_DEPTH`] levels down, and every run folder found on the way (copied or
+/// moved out of its `executions/`, e.g. `DIR/<run>/`); hidden folders are skipped and run
+/// folders are not searched. `root` may itself be an `executions/` folder or a run folder. A
+/// folder inside `executions/` without `training_config.json`, or one elsewhere with a record
+/// or a log but no configuration, is returned too: it is a damaged run, which [`RunRow::of`]
+/// reports as unreadable. A root whose path is not UTF-8 is refused.
 pub fn discover(root: &Path) -> Result<Vec<PathBuf>, RunsError> {
+    check_utf8(root)?;
     let read = |cause| RunsError::Read { path: root.to_path_buf(), cause };
     if !root.is_dir() {
         let cause = std::fs::metadata(root).err().unwrap_or_else(|| std::io::Error::other("not a folder"));
         return Err(read(cause));
     }
-    if root.join(record::TRAINING_CONFIG).is_file() {
+    if looks_like_run(root) {
         return Ok(vec![root.to_path_buf()]);
     }
     let mut runs = Vec::new();
@@ -58,7 +81,9 @@ fn visit(dir: &Path, depth: usize, runs: &mut Vec<PathBuf>) -> std::io::Result<(
         if child.file_name().is_some_and(|n| n == record::EXECUTIONS) {
             // A folder below the root that cannot be read holds no run we can show.
             runs.extend(subfolders(&child).unwrap_or_default());
-        } else if depth < MAX_DEPTH && !child.join(record::TRAINING_CONFIG).is_file() {
+        } else if looks_like_run(&child) {
+            runs.push(child);
+        } else if depth < MAX_DEPTH {
             let _ = visit(&child, depth + 1, runs);
         }
     }
@@ -90,6 +115,7 @@ pub struct Run {
 
 impl Run {
     pub fn load(dir: &Path) -> Result<Run, RunsError> {
+        check_utf8(dir)?;
         record::check_run_dir(dir)?;
         let config = read_config(dir)?;
         let summary = RunSummary::load(dir)?;
@@ -111,11 +137,15 @@ impl Run {
     }
 }
 
-/// `training_config.json` as JSON.
+/// `training_config.json` as JSON (an object; a byte order mark before it is ignored).
 pub fn read_config(dir: &Path) -> Result<Value, RunsError> {
     let path = dir.join(record::TRAINING_CONFIG);
-    let text = std::fs::read_to_string(&path).map_err(|cause| RunsError::Read { path: path.clone(), cause })?;
-    serde_json::from_str(&text).map_err(|cause| RunsError::Parse { path, cause })
+    let text = crate::fsio::read_text(&path).map_err(|cause| RunsError::Read { path: path.clone(), cause })?;
+    let config: Value = serde_json::from_str(&text).map_err(|cause| RunsError::Parse { path: path.clone(), cause })?;
+    if !config.is_object() {
+        return Err(RunsError::NotAnObject { path });
+    }
+    Ok(config)
 }
 
 fn folder_name(dir: &Path) -> String {
@@ -125,8 +155,11 @@ fn folder_name(dir: &Path) -> String {
 fn experiment_name(config: &Value, dir: &Path) -> String {
     match config.pointer("/experiment/name").and_then(Value::as_str) {
         Some(name) => name.to_string(),
-        // <root>/<name>/executions/<timestamp>
-        None => dir.parent().and_then(Path::parent).map(folder_name).unwrap_or_default(),
+        // <root>/<name>/executions/<timestamp>, else a run folder out of its place: its own name.
+        None => match dir.parent().filter(|p| p.file_name().is_some_and(|n| n == record::EXECUTIONS)) {
+            Some(executions) => executions.parent().map(folder_name).unwrap_or_default(),
+            None => folder_name(dir),
+        },
     }
 }
 
@@ -584,5 +617,60 @@ mod tests {
         assert_eq!(test_score(&regression), 0.912);
         let best = BestCheckpoint { metric: "val_loss".into(), value: Some(0.5), epoch: 3 };
         assert_eq!(best_text(&best), "val_loss=0.5000 (epoch 3)");
+    }
+    #[test]
+    fn run_folders_out_of_their_executions_folder_are_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = write_run(tmp.path(), "a", "2026-01-01_00-00-00", Some(&summary(0.9, 1.0)));
+        // Copied out as DIR/<run>, with and without its configuration; a folder with neither
+        // record nor log is no run.
+        let dir = tmp.path().join("copies");
+        let copy = |name: &str| {
+            let to = dir.join(name);
+            std::fs::create_dir_all(&to).unwrap();
+            for f in [record::TRAINING_CONFIG, record::METRICS] {
+                std::fs::copy(a.join(f), to.join(f)).unwrap();
+            }
+            to
+        };
+        let (first, second, damaged) = (copy("first"), copy("second"), copy("damaged"));
+        std::fs::remove_file(damaged.join(record::TRAINING_CONFIG)).unwrap();
+        std::fs::create_dir_all(dir.join("notes")).unwrap();
+        // A run inside a copied run's folder (its checkpoints/) is not searched for.
+        std::fs::create_dir_all(first.join("checkpoints/inner")).unwrap();
+        assert_eq!(discover(&dir).unwrap(), vec![damaged.clone(), first.clone(), second.clone()]);
+        assert_eq!(discover(&first).unwrap(), vec![first.clone()]);
+        assert_eq!(discover(&damaged).unwrap(), vec![damaged.clone()]);
+        let row = RunRow::of(&damaged);
+        assert_eq!((row.status.as_str(), row.experiment.as_str()), (UNREADABLE, "damaged"));
+        assert_eq!(RunRow::of(&second).status, "completed");
+        // Both kinds together, under one root.
+        assert_eq!(discover(tmp.path()).unwrap(), vec![a, damaged, first, second]);
+    }
+
+    #[test]
+    fn a_root_that_is_not_utf8_is_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join(std::ffi::OsStr::from_bytes(b"r\xff"));
+        std::fs::create_dir_all(&root).unwrap();
+        let err = discover(&root).unwrap_err().to_string();
+        assert!(
+            err.ends_with(": the path is not UTF-8 text; run records name their folders in UTF-8 JSON, so rename it"),
+            "{err}"
+        );
+        assert!(matches!(Run::load(&root), Err(RunsError::NotUtf8 { .. })));
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_configuration_is_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = write_run(tmp.path(), "a", "2026-01-01_00-00-00", Some(&summary(0.9, 1.0)));
+        let text = std::fs::read_to_string(a.join(record::TRAINING_CONFIG)).unwrap();
+        std::fs::write(a.join(record::TRAINING_CONFIG), format!("\u{feff}{text}")).unwrap();
+        assert_eq!(Run::load(&a).unwrap().experiment(), "a");
+        std::fs::write(a.join(record::TRAINING_CONFIG), "[1]").unwrap();
+        let err = Run::load(&a).unwrap_err().to_string();
+        assert!(err.ends_with("training_config.json: not a recorded experiment: expected a JSON object"), "{err}");
     }
 }

@@ -63,6 +63,28 @@ pub struct TrialResult {
     pub metric: Option<f64>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The sha256 of what defines the trial: the base experiment with the trial's values set
+    /// ([`super::definition::trial_fingerprint`]). A re-run of the sweep whose trial differs is
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+impl TrialResult {
+    /// A trial not started yet.
+    pub fn pending(trial: u32, parameters: Assignment, fingerprint: Option<String>) -> Self {
+        Self {
+            trial,
+            parameters,
+            status: TrialStatus::Pending,
+            failures: 0,
+            run_dir: None,
+            epochs: 0,
+            metric: None,
+            error: None,
+            fingerprint,
+        }
+    }
 }
 
 /// The best trial so far.
@@ -87,6 +109,10 @@ pub struct SweepResults {
     /// The rungs of successive halving already decided.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rungs_done: Vec<u32>,
+    /// What the trials were made of (absent in sweeps started by gymnos-host before it was
+    /// recorded): compared on each re-run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<super::definition::Definition>,
 }
 
 pub const RESULTS: &str = "sweep.json";
@@ -142,17 +168,16 @@ pub fn metric_of(summary: &RunSummary, metric: &Metric) -> Option<f64> {
     history.iter().copied().filter(|v| v.is_finite()).reduce(|a, b| if metric.direction.better(b, a) { b } else { a })
 }
 
-/// Whether `name` can be read from the records the engine writes.
-pub fn metric_problem(name: &str) -> Option<String> {
-    const TEST: [&str; 6] = ["loss", "accuracy", "f1_macro", "mse", "mae", "r2"];
-    match name.strip_prefix("test.") {
-        Some(test) if !TEST.contains(&test) => Some(format!(
-            "`{name}`: the test report has loss, accuracy, f1_macro (classification), mse, mae, r2 (regression)"
-        )),
-        Some(_) => None,
-        None if name.is_empty() => Some("the metric name is empty".into()),
-        None => None,
+/// A trial whose run cannot be read back: nothing of it counts. One that had finished or was
+/// under way is pending again (failed and pruned ones stay so: retries and pruning decide).
+fn forget(t: &mut TrialResult, why: String) {
+    let again = !matches!(t.status, TrialStatus::Failed | TrialStatus::Pruned);
+    if again {
+        t.status = TrialStatus::Pending;
     }
+    t.metric = None;
+    t.epochs = 0;
+    t.error = Some(if again { format!("{why}; it runs again") } else { why });
 }
 
 impl SweepResults {
@@ -171,26 +196,39 @@ impl SweepResults {
         self.update_best();
     }
 
+    /// A trial's state is what its latest run folder records, and nothing else: a trial
+    /// whose folder is gone, or holds no readable record, counts as not run (it runs again).
     fn read_trial(&mut self, dir: &SweepDir, i: usize) {
         let metric = &self.metric;
         let t = &mut self.trials[i];
-        let Some(run_dir) = dir.latest_run(t.trial) else { return };
-        if let Ok(summary) = RunSummary::load(&run_dir) {
-            // Pruning is the sweep's decision; the run itself stays paused.
-            if t.status != TrialStatus::Pruned {
-                t.status = match summary.status {
-                    RunStatus::Completed => TrialStatus::Completed,
-                    RunStatus::Failed => TrialStatus::Failed,
-                    RunStatus::Interrupted | RunStatus::Preempted => TrialStatus::Interrupted,
-                    RunStatus::Running => TrialStatus::Running,
-                    RunStatus::Paused => TrialStatus::Paused,
-                };
+        let Some(run_dir) = dir.latest_run(t.trial) else {
+            if let Some(gone) = t.run_dir.take() {
+                forget(t, format!("its run folder {} is gone", gone.display()));
             }
-            t.epochs = summary.epochs_completed;
-            t.metric = metric_of(&summary, metric);
-            t.error = summary.error.clone();
+            return;
+        };
+        match RunSummary::load(&run_dir) {
+            Ok(summary) => {
+                // Pruning is the sweep's decision; the run itself stays paused.
+                if t.status != TrialStatus::Pruned {
+                    t.status = match summary.status {
+                        RunStatus::Completed => TrialStatus::Completed,
+                        RunStatus::Failed => TrialStatus::Failed,
+                        RunStatus::Interrupted | RunStatus::Preempted => TrialStatus::Interrupted,
+                        RunStatus::Running => TrialStatus::Running,
+                        RunStatus::Paused => TrialStatus::Paused,
+                    };
+                }
+                t.epochs = summary.epochs_completed;
+                t.metric = metric_of(&summary, metric);
+                t.error = summary.error.clone();
+                t.run_dir = Some(run_dir);
+            }
+            Err(e) => {
+                t.run_dir = None;
+                forget(t, format!("its run folder has no readable record ({e})"));
+            }
         }
-        t.run_dir = Some(run_dir);
     }
 
     fn update_best(&mut self) {
@@ -259,6 +297,51 @@ mod tests {
         assert_eq!(metric_of(&summary, &min), Some(0.4));
         assert_eq!(metric_of(&summary, &max), Some(0.9));
         assert_eq!(metric_of(&summary, &Metric { name: "test.accuracy".into(), direction: Direction::Max }), None);
-        assert!(metric_problem("test.acc").is_some() && metric_problem("test.r2").is_none());
+    }
+
+    fn completed_trial(dir: &SweepDir, trial: u32, val_loss: f64) -> TrialResult {
+        let run = dir.runs().join(trial_name(trial)).join(record::EXECUTIONS).join("2026-01-01_00-00-00");
+        std::fs::create_dir_all(&run).unwrap();
+        let mut summary = RunSummary { status: RunStatus::Completed, epochs_completed: 1, ..RunSummary::default() };
+        summary.history.insert("val_loss".into(), vec![val_loss]);
+        std::fs::write(run.join(record::METRICS), serde_json::to_string(&summary).unwrap()).unwrap();
+        TrialResult::pending(trial, Assignment::new(), None)
+    }
+
+    #[test]
+    fn a_trial_whose_run_is_gone_or_unreadable_never_counts_as_completed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SweepDir(tmp.path().to_path_buf());
+        let mut results = SweepResults {
+            name: "s".into(),
+            sweep_file: "s.json".into(),
+            metric: Metric { name: "val_loss".into(), direction: Direction::Min },
+            max_retries: 0,
+            trials: vec![completed_trial(&dir, 0, 0.5), completed_trial(&dir, 1, 0.2), completed_trial(&dir, 2, 0.9)],
+            best: None,
+            rungs_done: Vec::new(),
+            definition: None,
+        };
+        results.refresh(&dir);
+        assert!(results.trials.iter().all(|t| t.status == TrialStatus::Completed));
+        assert_eq!(results.best.as_ref().map(|b| b.trial), Some(1));
+
+        std::fs::remove_dir_all(dir.runs().join(trial_name(1))).unwrap();
+        let broken = results.trials[2].run_dir.clone().unwrap();
+        std::fs::write(broken.join(record::METRICS), "{\"status\": \"completed\", \"epochs").unwrap();
+        results.refresh(&dir);
+        let t = &results.trials[1];
+        assert_eq!((t.status, t.metric, t.run_dir.as_ref()), (TrialStatus::Pending, None, None));
+        assert!(t.error.as_ref().unwrap().ends_with("is gone; it runs again"), "{:?}", t.error);
+        let t = &results.trials[2];
+        assert_eq!((t.status, t.metric, t.run_dir.as_ref()), (TrialStatus::Pending, None, None));
+        assert!(t.error.as_ref().unwrap().starts_with("its run folder has no readable record"), "{:?}", t.error);
+        assert_eq!(results.best.as_ref().map(|b| b.trial), Some(0), "the best is one that is still there");
+        assert_eq!(results.ranked()[0].trial, 0);
+
+        // A changed metric ranks again from the records.
+        results.metric = Metric { name: "val_loss".into(), direction: Direction::Max };
+        results.refresh(&dir);
+        assert_eq!(results.best.as_ref().map(|b| (b.trial, b.metric)), Some((0, 0.5)));
     }
 }

@@ -13,6 +13,15 @@ pub type Assignment = BTreeMap<String, Value>;
 /// Most trials a sweep may have.
 pub const MAX_TRIALS: usize = 100_000;
 
+/// A number as a person reads it: `1e308`, `0.001`, `5` (not 309 digits, nor `5.0`).
+pub fn number(v: f64) -> String {
+    if v == 0.0 || (1e-4..1e15).contains(&v.abs()) {
+        v.to_string()
+    } else {
+        format!("{v:e}")
+    }
+}
+
 /// The grid points of a grid parameter.
 fn grid_values(parameter: &Parameter) -> Result<Vec<Value>, String> {
     match parameter {
@@ -20,13 +29,19 @@ fn grid_values(parameter: &Parameter) -> Result<Vec<Value>, String> {
         Parameter::Values(values) => Ok(values.clone()),
         &Parameter::Range([start, stop, step]) => {
             if !(step > 0.0 && step.is_finite() && start.is_finite() && stop.is_finite() && start <= stop) {
+                let [start, stop, step] = [start, stop, step].map(number);
                 return Err(format!("`range` [{start}, {stop}, {step}] needs start <= stop and a positive step"));
             }
-            let count = ((stop - start) / step + 1e-9).floor() as usize + 1;
-            if count > MAX_TRIALS {
-                return Err(format!("`range` [{start}, {stop}, {step}] has {count} points"));
+            // Counted as a float: a span of 1e308 by 1e-308 has more points than any integer.
+            let points = ((stop - start) / step + 1e-9).floor() + 1.0;
+            if points.is_nan() || points > MAX_TRIALS as f64 {
+                let [start, stop, step] = [start, stop, step].map(number);
+                let points = number(points);
+                return Err(format!("`range` [{start}, {stop}, {step}] has {points} points, more than {MAX_TRIALS}"));
             }
-            let integral = [start, stop, step].iter().all(|v| v.fract() == 0.0);
+            let count = points as usize;
+            // Whole numbers stay integers (`training.epochs` takes no 3.0), within f64's exact ones.
+            let integral = [start, stop, step].iter().all(|v| v.fract() == 0.0 && v.abs() < 2f64.powi(53));
             Ok((0..count)
                 .map(|i| start + step * i as f64)
                 .map(|v| if integral { json!(v as i64) } else { json!(v) })
@@ -39,10 +54,10 @@ fn grid_values(parameter: &Parameter) -> Result<Vec<Value>, String> {
 fn check_random(parameter: &Parameter) -> Result<(), String> {
     match *parameter {
         Parameter::Uniform([low, high]) if !(low < high && low.is_finite() && high.is_finite()) => {
-            Err(format!("`uniform` [{low}, {high}] needs low < high"))
+            Err(format!("`uniform` [{}, {}] needs low < high", number(low), number(high)))
         }
         Parameter::LogUniform([low, high]) if !(low > 0.0 && low < high && high.is_finite()) => {
-            Err(format!("`log_uniform` [{low}, {high}] needs 0 < low < high"))
+            Err(format!("`log_uniform` [{}, {}] needs 0 < low < high", number(low), number(high)))
         }
         Parameter::IntUniform([low, high]) if low > high => {
             Err(format!("`int_uniform` [{low}, {high}] needs low <= high"))
@@ -57,14 +72,83 @@ fn draw(parameter: &Parameter, rng: &mut SplitMix64) -> Value {
             let values = grid_values(parameter).expect("checked");
             values[rng.below(values.len() as u64) as usize].clone()
         }
-        &Parameter::Uniform([low, high]) => json!(low + (high - low) * rng.next_f64()),
-        &Parameter::LogUniform([low, high]) => json!((low.ln() + (high.ln() - low.ln()) * rng.next_f64()).exp()),
+        // In [low, high): rounding may reach `high`, which is kept out.
+        &Parameter::Uniform([low, high]) => json!((low + (high - low) * rng.next_f64()).clamp(low, high.next_down())),
+        &Parameter::LogUniform([low, high]) => {
+            json!((low.ln() + (high.ln() - low.ln()) * rng.next_f64()).exp().clamp(low, high.next_down()))
+        }
         &Parameter::IntUniform([low, high]) => {
             let span = (high as i128 - low as i128 + 1) as u128;
             let offset = if span > u64::MAX as u128 { rng.next_u64() as u128 } else { rng.below(span as u64) as u128 };
             json!((low as i128 + offset as i128) as i64)
         }
     }
+}
+
+/// The values of a parameter at its edges, each with how a message names it: every listed
+/// value, a range's first and last points, a random parameter's bounds. A uniform draw never
+/// reaches its upper bound; [`Edge::below`] is the largest value it can take.
+pub fn edges(parameter: &Parameter) -> Result<Vec<Edge>, String> {
+    let edge = |label: String, value: Value| Edge { label, value, below: None };
+    Ok(match parameter {
+        Parameter::Values(_) => {
+            let values = grid_values(parameter)?;
+            let single = values.len() == 1;
+            let mut seen: Vec<Value> = Vec::new();
+            let mut edges = Vec::new();
+            for (i, v) in values.into_iter().enumerate() {
+                if seen.contains(&v) {
+                    continue;
+                }
+                seen.push(v.clone());
+                let label = if single { format!("value {v}") } else { format!("value {v} (values[{i}])") };
+                edges.push(edge(label, v));
+            }
+            edges
+        }
+        Parameter::Range(_) => {
+            let values = grid_values(parameter)?;
+            let (Some(first), Some(last)) = (values.first().cloned(), values.last().cloned()) else {
+                return Err("`range` has no point".into());
+            };
+            let mut edges = vec![edge(format!("the range's first point {first}"), first.clone())];
+            if last != first {
+                edges.push(edge(format!("the range's last point {last}"), last));
+            }
+            edges
+        }
+        &Parameter::Uniform([low, high]) | &Parameter::LogUniform([low, high]) => {
+            check_random(parameter)?;
+            let form = if matches!(parameter, Parameter::Uniform(_)) { "uniform" } else { "log_uniform" };
+            vec![
+                edge(format!("the lower bound {} of `{form}`", number(low)), json!(low)),
+                Edge {
+                    label: format!("the upper bound {} of `{form}`", number(high)),
+                    value: json!(high),
+                    below: Some(json!(high.next_down())),
+                },
+            ]
+        }
+        &Parameter::IntUniform([low, high]) => {
+            check_random(parameter)?;
+            let mut edges = vec![edge(format!("the lower bound {low} of `int_uniform`"), json!(low))];
+            if high != low {
+                edges.push(edge(format!("the upper bound {high} of `int_uniform`"), json!(high)));
+            }
+            edges
+        }
+    })
+}
+
+/// A value at a parameter's edge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edge {
+    /// How a message names it: `the upper bound 1e308 of `uniform``.
+    pub label: String,
+    pub value: Value,
+    /// For a bound no draw reaches (a uniform draw's upper bound): the largest value a draw takes,
+    /// which is what must be valid.
+    pub below: Option<Value>,
 }
 
 /// The trials of `sweep`, in a fixed order: the grid's product (the last parameter, in name
@@ -81,12 +165,12 @@ pub fn expand(sweep: &SweepFile) -> Result<Vec<Assignment>, (String, String)> {
     if sweep.parameters.is_empty() {
         return Err(("parameters".into(), "no parameter to vary".into()));
     }
+    if let Some(trials) = sweep.trials.filter(|&t| t == 0 || t as usize > MAX_TRIALS) {
+        return Err(("trials".into(), format!("{trials} is not between 1 and {MAX_TRIALS}")));
+    }
     if sweep.parameters.values().any(Parameter::is_random) {
         let trials =
             sweep.trials.ok_or(("trials".to_string(), "random parameters need a number of trials".to_string()))?;
-        if trials == 0 || trials as usize > MAX_TRIALS {
-            return Err(("trials".into(), format!("{trials} is not between 1 and {MAX_TRIALS}")));
-        }
         return Ok((0..trials as u64)
             .map(|t| {
                 let mut rng = SplitMix64::new(derive_seed(sweep.seed, "sweep", &[t]));

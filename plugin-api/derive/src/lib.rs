@@ -19,6 +19,7 @@
 //! `ty = "json"` for any serde type), its default (JSON-like, as `serde_json::json!` reads it;
 //! no default makes the key required, `Option<T>` defaults to `null`), its description (the doc
 //! comment, required) and its rules: `range = a..b` / `a..=b` / `a..`, `min = x`, `max = x`,
+//! `above = x`, `below = x` (bounds left out: `> x`, `< x`; derive 1.3),
 //! `one_of = [..]`, `min_len = n`, `max_len = n`, `non_empty`, `exists = "file"|"dir"|"any"`,
 //! `inside_run_folder`, and `schema = path::to::fn` (a JSON Schema for `json` keys). The derive
 //! implements `gymnos_plugin_sdk::ConfigSchema`, from which the SDK produces both the declared
@@ -137,12 +138,18 @@ fn parse_field(field: &syn::Field) -> syn::Result<Key> {
                 key.rules.push(quote! {
                     #sdk::api::Constraint::Range { min: #min, max: #max, exclusive_min: false, exclusive_max: #exclusive_max }
                 });
-            } else if path.is_ident("min") || path.is_ident("max") {
+            } else if ["min", "max", "above", "below"].iter().any(|b| path.is_ident(b)) {
+                // `min`/`max` include the bound; `above`/`below` (derive 1.3) exclude it.
                 let bound = number(&meta.value()?.parse::<Expr>()?);
                 let none = quote!(::std::option::Option::None);
-                let (min, max) = if path.is_ident("min") { (bound, none) } else { (none, bound) };
+                let lower = path.is_ident("min") || path.is_ident("above");
+                let exclusive = path.is_ident("above") || path.is_ident("below");
+                let (min, max) = if lower { (bound, none) } else { (none, bound) };
+                let (exclusive_min, exclusive_max) = (lower && exclusive, !lower && exclusive);
                 key.rules.push(quote! {
-                    #sdk::api::Constraint::Range { min: #min, max: #max, exclusive_min: false, exclusive_max: false }
+                    #sdk::api::Constraint::Range {
+                        min: #min, max: #max, exclusive_min: #exclusive_min, exclusive_max: #exclusive_max
+                    }
                 });
             } else if path.is_ident("one_of") {
                 let Expr::Array(values) = meta.value()?.parse::<Expr>()? else {
@@ -175,7 +182,7 @@ fn parse_field(field: &syn::Field) -> syn::Result<Key> {
                 key.schema = Some(meta.value()?.parse()?);
             } else {
                 return Err(meta.error(
-                    "unknown #[config] item; expected default, rename, ty, range, min, max, one_of, min_len, max_len, \
+                    "unknown #[config] item; expected default, rename, ty, range, min, max, above, below, one_of, min_len, max_len, \
                      non_empty, exists, inside_run_folder or schema",
                 ));
             }

@@ -295,4 +295,31 @@ mod tests {
         let err = Example::from_json(json!({})).unwrap_err();
         assert_eq!(err.to_string(), "configuration error: data: required key of type path is missing");
     }
+
+    /// Bounds left out of the range (derive 1.3).
+    #[derive(crate::Config, Debug, PartialEq)]
+    struct Exclusive {
+        /// A rate that must not be 0.
+        #[config(default = 1.0, above = 0.0)]
+        alpha: f64,
+        /// Scales, each below 1.
+        #[config(default = [0.5], below = 1)]
+        scales: Vec<f64>,
+    }
+
+    #[test]
+    fn above_and_below_leave_their_bound_out() {
+        let keys = Exclusive::keys();
+        assert_eq!(
+            keys[0].rules,
+            [Constraint::Range { min: Some(0.0), max: None, exclusive_min: true, exclusive_max: false }]
+        );
+        assert_eq!(
+            keys[1].rules,
+            [Constraint::Range { min: None, max: Some(1.0), exclusive_min: false, exclusive_max: true }]
+        );
+        assert_eq!(Exclusive::from_json(json!({ "alpha": 1e-9, "scales": [0.999] })).unwrap().alpha, 1e-9);
+        let err = Exclusive::from_json(json!({ "alpha": 0, "scales": [0.2, 1] })).unwrap_err();
+        assert_eq!(err.to_string(), "configuration error: alpha: 0 is not > 0; scales: item 1: 1 is not < 1");
+    }
 }

@@ -24,6 +24,7 @@ pub mod fitting;
 mod guard;
 pub mod harness;
 pub mod layout;
+pub mod memory;
 pub mod nn;
 pub mod rng;
 pub mod shape;

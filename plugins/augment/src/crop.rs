@@ -1,6 +1,7 @@
 //! `random-crop`: pad, then crop back to the original size at a random offset.
 
 use gymnos_plugin_sdk::{
+    memory,
     tch::{Device, Kind, Tensor},
     Config, Configurable, Context, DataAugmentor, PluginError, Result, Rng,
 };
@@ -11,7 +12,7 @@ use crate::{draw_selection, Images};
 #[derive(Config)]
 pub struct RandomCropConfig {
     /// Pixels added on each side before cropping back to the original size
-    #[config(default = 4, min = 0)]
+    #[config(default = 4, range = 0..=1024)]
     pub padding: i64,
     /// What the padding holds: zeros, a reflection of the image, or its edge pixels repeated
     #[config(default = "zeros", one_of = ["zeros", "reflect", "replicate"])]
@@ -88,6 +89,17 @@ impl DataAugmentor for RandomCrop {
                 images.x.size()
             )));
         }
+        // The padded batch, before libtorch is asked for it.
+        let [_, c, ..] = images.dims();
+        let padded = |side: i64| side.checked_add(2 * pad).and_then(|s| u64::try_from(s).ok());
+        let what = format!("padding ({pad} pixels a side, for {n} images of {c}x{h}x{w})");
+        let bytes = match (padded(h), padded(w)) {
+            (Some(ph), Some(pw)) => {
+                memory::bytes_of(&[n as u64, c as u64, ph, pw], images.x.kind().elt_size_in_bytes() as u64)
+            }
+            _ => None,
+        };
+        memory::ensure_bytes_fit(&what, bytes)?;
         let selected = draw_selection(rng, n, self.p);
         let span = 2 * pad as u64 + 1;
         let offsets: Vec<(i64, i64)> = selected
@@ -121,7 +133,9 @@ mod tests {
                 .unwrap();
         }
         let err = harness::check_augmentor::<RandomCrop>(json!({ "padding": -1 }), &x, &labels(8)).unwrap_err();
-        assert_eq!(err, "create: configuration error: padding: -1 is not >= 0");
+        assert_eq!(err, "create: configuration error: padding: -1 is not in [0, 1024]");
+        let err = harness::check_augmentor::<RandomCrop>(json!({ "padding": 1000000000 }), &x, &labels(8)).unwrap_err();
+        assert_eq!(err, "create: configuration error: padding: 1000000000 is not in [0, 1024]");
         let err =
             harness::check_augmentor::<RandomCrop>(json!({ "padding_mode": "wrap" }), &x, &labels(8)).unwrap_err();
         assert_eq!(err, "create: configuration error: padding_mode: \"wrap\" is not one of zeros, reflect, replicate");
@@ -219,6 +233,23 @@ mod tests {
         let run = |seed| crop.augment(x.shallow_clone(), labels(8), &mut Rng::new(seed)).unwrap().0;
         assert!(run(5).equal(&run(5)));
         assert!(!run(5).equal(&run(6)));
+    }
+
+    #[test]
+    fn a_padded_batch_that_cannot_fit_is_refused_before_allocating() {
+        // Within the rule, but not for this batch: 2^15 images of 3x1x1 (expanded, not
+        // allocated) padded by 1024 would take 2^15 * 3 * 2049^2 * 4 bytes.
+        let crop: RandomCrop = make(json!({ "padding": 1024 }), 0);
+        let n = (gymnos_plugin_sdk::memory::limit_bytes() / (3 * 2049 * 2049 * 4) + 1) as i64;
+        let x = Tensor::zeros([1, 3, 1, 1], (Kind::Float, Device::Cpu)).expand([n, 3, 1, 1], false);
+        let err = crop.augment(x, labels(n), &mut Rng::new(1)).err().unwrap().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "configuration error: padding (1024 pixels a side, for {n} images of 3x1x1): needs "
+            )),
+            "{err}"
+        );
+        assert!(err.contains(" bytes), and this machine has "), "{err}");
     }
 
     #[test]

@@ -19,11 +19,11 @@ pub struct RandomErasingConfig {
     /// Largest area of the rectangle, as a fraction of the image's
     #[config(default = 0.33, range = 0.0..=1.0)]
     pub scale_max: f64,
-    /// Smallest aspect ratio (height / width) of the rectangle
-    #[config(default = 0.3, min = 0.0)]
+    /// Smallest aspect ratio (height / width) of the rectangle (above 0: its logarithm is drawn)
+    #[config(default = 0.3, above = 0.0)]
     pub ratio_min: f64,
-    /// Largest aspect ratio (height / width) of the rectangle
-    #[config(default = 3.3, min = 0.0)]
+    /// Largest aspect ratio (height / width) of the rectangle (above 0: its logarithm is drawn)
+    #[config(default = 3.3, above = 0.0)]
     pub ratio_max: f64,
     /// The value written into the rectangle, in every channel
     #[config(default = 0.0)]
@@ -140,9 +140,11 @@ mod tests {
                 .unwrap_err();
         assert_eq!(err, "create: configuration error: random-erasing: scale_min 0.5 is above scale_max 0.4");
         let err = harness::check_augmentor::<RandomErasing>(json!({ "ratio_min": 0 }), &x, &labels(8)).unwrap_err();
+        assert_eq!(err, "create: configuration error: ratio_min: 0 is not > 0");
+        let err = harness::check_augmentor::<RandomErasing>(json!({ "ratio_min": 4 }), &x, &labels(8)).unwrap_err();
         assert_eq!(
             err,
-            "create: configuration error: random-erasing: the aspect ratios need 0 < ratio_min <= ratio_max, got 0 \
+            "create: configuration error: random-erasing: the aspect ratios need 0 < ratio_min <= ratio_max, got 4 \
              and 3.3"
         );
         let err = harness::check_augmentor::<RandomErasing>(json!({ "scale_max": 1.5 }), &x, &labels(8)).unwrap_err();

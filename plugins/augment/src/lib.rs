@@ -232,3 +232,87 @@ mod tests {
         assert_eq!(images.restore(images.x.shallow_clone()).size(), [2, 3, 4]);
     }
 }
+
+/// `gymnos-host validate` checks the rules each augmentor declares, without creating it;
+/// `create` checks them again and may refuse more. Around every bound, what the declared rules
+/// accept, create accepts, except what no single key's rule can say (two keys together).
+#[cfg(test)]
+mod declared_rules {
+    use gymnos_plugin_sdk::{
+        serde_json::{json, Value},
+        ConfigSchema, Configurable, Context,
+    };
+    use proptest::prelude::*;
+
+    use crate::{ColorJitter, Cutmix, GaussianNoise, Mixup, RandomCrop, RandomErasing, RandomRotation};
+
+    /// What validate says (the declared keys and rules), and what create says.
+    fn verdicts<T: Configurable>(config: &Value) -> (bool, Result<(), String>) {
+        let declared = T::Config::from_json(config.clone());
+        let accepted = declared.is_ok();
+        let ctx = Context { num_outputs: 3, ..Context::standalone() };
+        let created = declared.and_then(|c| T::build(c, &ctx)).map(drop).map_err(|e| e.to_string());
+        (accepted, created)
+    }
+
+    /// Numbers at and around the bounds the rules use.
+    fn near_bounds() -> impl Strategy<Value = f64> {
+        prop::sample::select(vec![
+            -1e308,
+            -1.0,
+            -1e-9,
+            -0.0,
+            0.0,
+            1e-300,
+            1e-9,
+            0.5,
+            1.0,
+            1.0 + 1e-9,
+            2.0,
+            180.0,
+            181.0,
+            1024.0,
+            1e308,
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mixing(alpha in near_bounds(), p in near_bounds()) {
+            let config = json!({ "alpha": alpha, "p": p });
+            let (accepted, created) = verdicts::<Mixup>(&config);
+            prop_assert_eq!(accepted, created.is_ok(), "{:?}", created);
+            let (accepted, created) = verdicts::<Cutmix>(&config);
+            prop_assert_eq!(accepted, created.is_ok(), "{:?}", created);
+        }
+
+        #[test]
+        fn erasing(
+            p in near_bounds(), scale_min in near_bounds(), scale_max in near_bounds(),
+            ratio_min in near_bounds(), ratio_max in near_bounds(), value in near_bounds(),
+        ) {
+            // Cross-key, said by create only: the smaller bound not above the larger.
+            prop_assume!(scale_min <= scale_max && ratio_min <= ratio_max);
+            let config = json!({
+                "p": p, "scale_min": scale_min, "scale_max": scale_max,
+                "ratio_min": ratio_min, "ratio_max": ratio_max, "value": value,
+            });
+            let (accepted, created) = verdicts::<RandomErasing>(&config);
+            prop_assert_eq!(accepted, created.is_ok(), "{:?}", created);
+        }
+
+        #[test]
+        fn the_others(a in near_bounds(), b in near_bounds(), c in near_bounds(), padding in prop::sample::select(vec![-1i64, 0, 1, 1024, 1025, i64::MAX])) {
+            let (accepted, created) = verdicts::<RandomCrop>(&json!({ "padding": padding, "p": a }));
+            prop_assert_eq!(accepted, created.is_ok(), "{:?}", created);
+            let (accepted, created) = verdicts::<RandomRotation>(&json!({ "degrees": a, "p": b }));
+            prop_assert_eq!(accepted, created.is_ok(), "{:?}", created);
+            let (accepted, created) = verdicts::<ColorJitter>(&json!({ "brightness": a, "contrast": b, "p": c }));
+            prop_assert_eq!(accepted, created.is_ok(), "{:?}", created);
+            let (accepted, created) = verdicts::<GaussianNoise>(&json!({ "std": a, "p": b }));
+            prop_assert_eq!(accepted, created.is_ok(), "{:?}", created);
+        }
+    }
+}

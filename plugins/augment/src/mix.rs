@@ -12,7 +12,7 @@ use crate::{beta_draw, erasing::rect_mask, permutation, require_float, Images};
 #[derive(Config)]
 pub struct MixupConfig {
     /// Beta(alpha, alpha) gives the batch's mixing weight lambda (alpha > 0; small values mix little)
-    #[config(default = 0.2, min = 0.0)]
+    #[config(default = 0.2, above = 0.0)]
     pub alpha: f64,
     /// Probability that a batch is mixed (class labels come back as one-hot rows either way)
     #[config(default = 1.0, range = 0.0..=1.0)]
@@ -23,7 +23,7 @@ pub struct MixupConfig {
 #[derive(Config)]
 pub struct CutmixConfig {
     /// Beta(alpha, alpha) gives the batch's share of each image kept; the box takes the rest (alpha > 0)
-    #[config(default = 1.0, min = 0.0)]
+    #[config(default = 1.0, above = 0.0)]
     pub alpha: f64,
     /// Probability that a batch is mixed (class labels come back as one-hot rows either way)
     #[config(default = 1.0, range = 0.0..=1.0)]
@@ -204,10 +204,13 @@ mod tests {
         harness::check_augmentor::<Mixup>(json!({ "alpha": 1, "p": 0.5 }), &x.view([8, 108]), &y).unwrap();
         harness::check_augmentor::<Cutmix>(json!({}), &x, &y).unwrap();
         harness::check_augmentor::<Cutmix>(json!({ "alpha": 0.4 }), &x.select(1, 0), &y).unwrap();
+        // `> 0` is declared, so that `validate` refuses alpha 0 as `create` does.
         let err = harness::check_augmentor::<Mixup>(json!({ "alpha": 0 }), &x, &y).unwrap_err();
-        assert_eq!(err, "create: configuration error: mixup: alpha must be > 0, got 0");
+        assert_eq!(err, "create: configuration error: alpha: 0 is not > 0");
         let err = harness::check_augmentor::<Cutmix>(json!({ "alpha": -1 }), &x, &y).unwrap_err();
-        assert_eq!(err, "create: configuration error: alpha: -1 is not >= 0");
+        assert_eq!(err, "create: configuration error: alpha: -1 is not > 0");
+        let rules = &<MixupConfig as gymnos_plugin_sdk::ConfigSchema>::keys()[0].rules;
+        assert_eq!(rules.iter().map(|r| r.describe()).collect::<Vec<_>>(), ["> 0"]);
         let err = harness::check_augmentor::<Cutmix>(json!({ "p": 1.5 }), &x, &y).unwrap_err();
         assert_eq!(err, "create: configuration error: p: 1.5 is not in [0, 1]");
     }

@@ -8,7 +8,7 @@
 //! fastest in.
 
 use gymnos_plugin_sdk::{
-    layout,
+    layout, memory,
     tch::{nn, nn::ModuleT, Tensor},
     Config, Configurable, Context, Model, PluginError, Result,
 };
@@ -56,6 +56,40 @@ fn conv_block(path: nn::Path, c_in: i64, c_out: i64, kernel: i64, batch_norm: bo
     block.add_fn(|x| x.relu())
 }
 
+/// Refuses, before anything is allocated, a network that would not fit in memory: per block
+/// the convolution's weights, batch norm's four vectors, and one sample's outputs of the
+/// convolution, batch norm, ReLU and pooling; then the dense head.
+fn check_sizes(
+    channels: &[i64],
+    kernel: i64,
+    batch_norm: bool,
+    hidden: i64,
+    [c, h, w]: [i64; 3],
+    num_outputs: i64,
+) -> Result<()> {
+    let mut tally = memory::Tally::default();
+    let (mut c_in, mut h, mut w) = (c, h, w);
+    for (i, &c_out) in channels.iter().enumerate() {
+        let what = || format!("channels[{i}] (the network up to block {i}: {c_in} to {c_out} channels at {h}x{w})");
+        let outputs = if batch_norm { 3 } else { 2 };
+        tally.add(
+            what,
+            &[&[c_out, c_in, kernel, kernel], &[c_out, 4], &[outputs, c_out, h, w], &[c_out, h / 2, w / 2]],
+        )?;
+        (c_in, h, w) = (c_out, h / 2, w / 2);
+    }
+    let last = channels.len().saturating_sub(1);
+    let what = || {
+        format!(
+            "hidden (the network up to its dense layer from channels[{last}]: {c_in}x{h}x{w} features x {hidden} \
+             weights)"
+        )
+    };
+    tally.add(what, &[&[c_in, h, w, hidden], &[hidden, 4]])?;
+    let what = || format!("hidden (the network up to its output layer of {hidden} x {num_outputs} weights)");
+    tally.add(what, &[&[hidden, num_outputs], &[num_outputs, 2]])
+}
+
 impl Configurable for Cnn {
     const NAME: &'static str = "cnn";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
@@ -85,8 +119,13 @@ impl Configurable for Cnn {
         let halved = |side: i64| u32::try_from(channels.len()).ok().and_then(|n| side.checked_shr(n)).unwrap_or(0);
         let (h_out, w_out) = (halved(h), halved(w));
         if h_out == 0 || w_out == 0 {
-            return Err(PluginError::config(format!("{} blocks halve {h}x{w} images to nothing", channels.len())));
+            let most = (h.min(w).max(1)).ilog2();
+            return Err(PluginError::config(format!(
+                "channels: {} blocks halve {h}x{w} images to nothing (these images take at most {most})",
+                channels.len()
+            )));
         }
+        check_sizes(&channels, kernel_size, batch_norm, hidden, [c, h, w], ctx.num_outputs)?;
         let vs = nn::VarStore::new(ctx.device);
         let root = vs.root();
         let mut net = nn::seq_t();
@@ -132,6 +171,7 @@ mod tests {
         tch::{self, Device, Kind, Tensor},
         ConfigSchema, Configurable, Context, Model,
     };
+    use proptest::prelude::*;
 
     use super::{Cnn, CnnConfig};
 
@@ -165,7 +205,10 @@ mod tests {
         let err = harness::check_model::<Cnn>(json!({ "channels": [], "hidden": 0 }), &[1, 12, 12], 10).unwrap_err();
         assert_eq!(err, "create: configuration error: channels: must not be empty; hidden: 0 is not >= 1");
         let err = harness::check_model::<Cnn>(json!({ "channels": [4, 4, 4, 4] }), &[1, 12, 12], 10).unwrap_err();
-        assert_eq!(err, "create: configuration error: 4 blocks halve 12x12 images to nothing");
+        assert_eq!(
+            err,
+            "create: configuration error: channels: 4 blocks halve 12x12 images to nothing (these images take at most 3)"
+        );
         let err =
             harness::check_model::<Cnn>(json!({ "kernel_size": 4, "pooling": "min" }), &[1, 12, 12], 10).unwrap_err();
         assert_eq!(
@@ -173,6 +216,63 @@ mod tests {
             "create: configuration error: kernel_size: 4 is not one of 1, 3, 5, 7; pooling: \"min\" is not one of \
              max, avg"
         );
+    }
+
+    #[test]
+    fn sizes_that_cannot_fit_are_refused_before_anything_is_allocated_naming_the_field() {
+        let refused = |config: gymnos_plugin_sdk::serde_json::Value, shape: &[i64]| {
+            let err = harness::check_model::<Cnn>(config, shape, 2).unwrap_err();
+            assert!(err.contains(": needs ") && err.contains(" bytes), and this machine has "), "{err}");
+            err
+        };
+        let err = refused(json!({ "channels": [1000000] }), &[1, 28, 28]);
+        assert!(
+            err.starts_with(
+                "create: configuration error: hidden (the network up to its dense layer from channels[0]: \
+                 1000000x14x14 features x 128 weights): needs "
+            ),
+            "{err}"
+        );
+        let err = refused(json!({ "hidden": 100000000 }), &[1, 28, 28]);
+        assert!(err.starts_with("create: configuration error: hidden (the network up to its dense layer from channels[1]: 64x7x7 features x 100000000 weights): needs "), "{err}");
+        let err = refused(json!({ "channels": [4, 1099511627776i64] }), &[3, 28, 28]);
+        assert!(
+            err.starts_with(
+                "create: configuration error: channels[1] (the network up to block 1: 4 to 1099511627776 channels at \
+                 14x14): needs "
+            ),
+            "{err}"
+        );
+        let err = refused(json!({ "channels": [i64::MAX, 2] }), &[3, 28, 28]);
+        assert!(err.starts_with("create: configuration error: channels[0] ("), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Any channels, kernel and head, small or absurd: create builds the network or refuses it
+        /// with a configuration error naming a field; never a panic or an allocation failure.
+        #[test]
+        fn create_builds_or_names_the_field(
+            channels in prop::collection::vec(prop_oneof![1i64..8, Just(1i64 << 40), Just(i64::MAX)], 1..4),
+            hidden in prop_oneof![1i64..32, Just(1i64 << 40), Just(i64::MAX)],
+            kernel in prop::sample::select(vec![1i64, 3, 5, 7]),
+            batch_norm in any::<bool>(),
+            side in 1i64..20,
+        ) {
+            let config = json!({ "channels": channels, "hidden": hidden, "kernel_size": kernel, "batch_norm": batch_norm });
+            let ctx = Context { input_shape: vec![2, side, side], num_outputs: 3, ..Context::standalone() };
+            match Cnn::build(CnnConfig::from_json(config).unwrap(), &ctx) {
+                Ok(_) => prop_assert!(channels.iter().chain([&hidden]).all(|&n| n < 1 << 40)),
+                Err(e) => {
+                    let text = e.to_string();
+                    let named = ["channels[", "hidden (", "channels: "]
+                        .iter()
+                        .any(|field| text.starts_with(&format!("configuration error: {field}")));
+                    prop_assert!(named, "{}", text);
+                }
+            }
+        }
     }
 
     #[test]

@@ -364,7 +364,7 @@ fn a_bad_row_near_the_end_of_a_big_file_fails_the_scan_with_its_line() {
     let err = build(json!({ "path": wide, "streaming": true })).describe().unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("data error: {} line 100000: 4 cells where the first row has 3", wide.display())
+        format!("data error: {} line 100000: 4 cells, but the header (line 1) names 3 columns", wide.display())
     );
     let label = big_table(&scratch, "label.csv", Some((99_999, "1,2,-1")));
     let err = harness::check_indexed_dataset::<CsvDataset>(json!({ "path": label, "streaming": true })).unwrap_err();
@@ -397,4 +397,494 @@ fn gzipped_files_load_whole_but_do_not_stream() {
     let mut streaming = config(&disguised);
     streaming["streaming"] = true.into();
     assert_eq!(harness::check_indexed_dataset::<CsvDataset>(streaming).unwrap_err(), refusal(&disguised));
+}
+
+/// The error both modes give for `config` (they must agree), as `kind error: message`.
+fn refusal(config: gymnos_plugin_sdk::serde_json::Value) -> String {
+    let (memory, streaming) = both_modes(config.clone());
+    let loaded = memory.describe().err().unwrap_or_else(|| panic!("accepted: {config}")).to_string();
+    let scanned = streaming.describe().err().unwrap_or_else(|| panic!("accepted streaming: {config}")).to_string();
+    assert_eq!(loaded, scanned, "both modes refuse alike");
+    loaded
+}
+
+/// Both modes read `config` to the same tensors; those tensors.
+fn read_both(config: gymnos_plugin_sdk::serde_json::Value) -> (Tensor, Tensor) {
+    let (memory, streaming) = both_modes(config.clone());
+    let (x, y) = read_all(&memory);
+    let (sx, sy) = read_all(&streaming);
+    assert!(x.equal(&sx) && y.equal(&sy), "streaming reads what loading whole does: {config}");
+    (x, y)
+}
+
+#[test]
+fn quoted_fields_a_byte_order_mark_and_any_line_ending_read_like_the_plain_table() {
+    let scratch = Scratch::new("people");
+    let config = |path: &Path| json!({ "path": path, "target_column": "kind", "categorical": ["colour"] });
+    let (x, y) = read_both(config(&scratch.file("plain.csv", ANIMALS)));
+    let variants = [
+        ("lf.csv", ANIMALS.replace("\r\n", "\n")),
+        ("cr.csv", ANIMALS.replace("\r\n", "\r")),
+        ("bom.csv", format!("\u{FEFF}{}", ANIMALS.replace("\r\n", "\n"))),
+        ("no-final-break.csv", ANIMALS.trim_end().to_string()),
+        (
+            "quoted.csv",
+            "\"colour\",size,\"price\",kind\n\"red\",1,\"2.5\",cat\n \"blue\" ,2,3.5,\"dog\"\r\"red\",3,1.0,cat\n\ngreen,\"4\",0.5,dog\n"
+                .to_string(),
+        ),
+    ];
+    for (name, text) in variants {
+        let (vx, vy) = read_both(config(&scratch.file(name, &text)));
+        assert!(vx.equal(&x) && vy.equal(&y), "{name}");
+    }
+    // A byte order mark before a column name the configuration uses: the name is clean.
+    let bom_target = scratch.file("bom-target.csv", "\u{FEFF}kind,size\ncat,1\ndog,2\n");
+    let (_, y) = read_both(json!({ "path": bom_target, "target_column": "kind" }));
+    assert_eq!(ints(&y), [0, 1]);
+
+    // Cells holding the delimiter, quotes and line breaks keep them, as categories.
+    let text = "name,n,y\n\"a,b\",1,0\n\"say \"\"hi\"\"\",2,1\n\"two\r\nlines\",3,0\n\"a,b\",4,1\n";
+    let path = scratch.file("cells.csv", text);
+    let config = json!({ "path": path, "categorical": ["name"] });
+    let (x, y) = read_both(config.clone());
+    // Sorted: "a,b" = 0, "say \"hi\"" = 1, "two\r\nlines" = 2.
+    assert_eq!(floats(&x), [0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 0.0, 4.0]);
+    assert_eq!(ints(&y), [0, 1, 0, 1]);
+    let streaming = build(json!({ "path": path, "categorical": ["name"], "streaming": true }));
+    let (x, _) = streaming.read(DataPart::Samples, &[2, 1]).unwrap();
+    assert_eq!(floats(&x), [2.0, 3.0, 1.0, 2.0], "a row spanning two lines, read at its offset");
+    // Prediction files are read the same way.
+    let inputs = scratch.file("inputs.csv", "\u{FEFF}name,n\r\"two\r\nlines\",7\r");
+    assert_eq!(floats(&streaming.read_inputs(&inputs).unwrap()), [2.0, 7.0]);
+}
+
+#[test]
+fn wine_with_cr_or_crlf_line_endings_and_a_byte_order_mark_reads_as_wine() {
+    let scratch = Scratch::new("wine-endings");
+    let text = std::fs::read_to_string(wine()).unwrap();
+    let (x, y) = read_both(json!({ "path": wine(), "header": "sklearn" }));
+    for (name, text) in [
+        ("cr.csv", text.replace('\n', "\r")),
+        ("crlf.csv", text.replace('\n', "\r\n")),
+        ("bom.csv", format!("\u{FEFF}{}", text.replace('\n', "\r\n"))),
+    ] {
+        let (wx, wy) = read_both(json!({ "path": scratch.file(name, &text), "header": "sklearn" }));
+        assert!(wx.equal(&x) && wy.equal(&y), "{name}");
+    }
+    let gzipped = scratch.gzip("cr.csv.gz", &text.replace('\n', "\r"));
+    let (gx, _) = read_all(&build(json!({ "path": gzipped, "header": "sklearn" })));
+    assert!(gx.equal(&x));
+}
+
+#[test]
+fn a_header_narrower_or_wider_than_the_rows_is_refused_naming_both_widths_and_the_line() {
+    let scratch = Scratch::new("header-width");
+    let narrow = scratch.file("narrow.csv", "a,b,target\n1,2,3,0\n4,5,6,1\n");
+    assert_eq!(
+        refusal(json!({ "path": narrow, "target_column": "target" })),
+        format!("data error: {} line 2: 4 cells, but the header (line 1) names 3 columns", narrow.display())
+    );
+    let wide = scratch.file("wide.csv", "\n\na,b,target,extra\r\n1,2,0\r\n4,5,1\r\n");
+    assert_eq!(
+        refusal(json!({ "path": wide, "target_column": "target" })),
+        format!("data error: {} line 4: 3 cells, but the header (line 3) names 4 columns", wide.display())
+    );
+    // Without a header, the first row sets the width.
+    let ragged = scratch.file("ragged.csv", "1,2,0\n3,4,1\n5,6,7,0\n");
+    assert_eq!(
+        refusal(json!({ "path": ragged, "header": "none" })),
+        format!("data error: {} line 3: 4 cells where the first row has 3", ragged.display())
+    );
+}
+
+#[test]
+fn a_column_name_the_header_gives_twice_is_refused_when_the_configuration_names_it() {
+    let scratch = Scratch::new("duplicates");
+    let path = scratch.file("dup.csv", "f0,f1,f0,y\n1,2,3,0\n4,5,6,1\n");
+    let expected = format!(
+        "configuration error: target_column `f0` is ambiguous: columns 1 and 3 of {} are both named `f0`; rename \
+         one, or give the column's index",
+        path.display()
+    );
+    assert_eq!(refusal(json!({ "path": path, "target_column": "f0", "task": "regression" })), expected);
+    assert!(refusal(json!({ "path": path, "categorical": ["f0"] })).contains("categorical column `f0` is ambiguous"));
+    // By index, or naming another column, the table reads.
+    let (x, y) = read_both(json!({ "path": path, "target_column": "y" }));
+    assert_eq!((floats(&x), ints(&y)), (vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![0, 1]));
+    let (x, y) = read_both(json!({ "path": path, "target_column": 0, "task": "regression" }));
+    assert_eq!((x.size(), floats(&y)), (vec![2, 3], vec![1.0, 4.0]));
+}
+
+#[test]
+fn non_finite_cells_are_refused_naming_file_line_and_column() {
+    let scratch = Scratch::new("non-finite");
+    let reason = "not a finite number (NaN, an infinity, or beyond float32's ±3.4e38); fill in or drop the value";
+    for (cell, line) in [("nan", 3), ("NaN", 2), ("inf", 3), ("-Infinity", 2), ("1e400", 3), ("3.5e38", 2)] {
+        let text =
+            if line == 2 { format!("a,b,y\n1,{cell},0\n2,3,1\n") } else { format!("a,b,y\n1,2,0\n2,{cell},1\n") };
+        let path = scratch.file("t.csv", &text);
+        assert_eq!(
+            refusal(json!({ "path": path })),
+            format!("data error: {} line {line}: column 2 (b) is `{cell}`, {reason}", path.display()),
+        );
+    }
+    let path = scratch.file("target.csv", "a,y\n1,0.5\n2,inf\n");
+    assert_eq!(
+        refusal(json!({ "path": path, "task": "regression" })),
+        format!("data error: {} line 3: column 2 (y) is `inf`, {reason}", path.display()),
+    );
+    // In files to predict too.
+    let dataset = build(json!({ "path": wine(), "header": "sklearn" }));
+    let text = std::fs::read_to_string(wine()).unwrap();
+    let mut lines: Vec<String> = text.lines().take(3).map(String::from).collect();
+    lines[2] = format!("NaN{}", &lines[2][lines[2].find(',').unwrap()..]);
+    let inputs = scratch.file("inputs.csv", &lines.join("\n"));
+    assert_eq!(
+        dataset.read_inputs(&inputs).unwrap_err().to_string(),
+        format!("data error: {} line 3: column 1 is `NaN`, {reason}", inputs.display())
+    );
+}
+
+#[test]
+fn a_sklearn_header_must_count_the_rows_and_features_it_heads() {
+    let scratch = Scratch::new("sklearn");
+    let text = std::fs::read_to_string(wine()).unwrap();
+    let body = &text[text.find('\n').unwrap()..];
+    let cases = [
+        (
+            "1000000000000,13,class_0,class_1,class_2",
+            "the sklearn header (line 1) says 1000000000000 samples, but the file has 178 rows",
+        ),
+        ("177,13,class_0,class_1,class_2", "the sklearn header (line 1) says 177 samples, but the file has 178 rows"),
+        (
+            "178,1000000000000,class_0,class_1,class_2",
+            "the sklearn header (line 1) says 1000000000000 features, but line 2 has 13 (and the target: 14 cells)",
+        ),
+    ];
+    for (header, reason) in cases {
+        let path = scratch.file("w.csv", &format!("{header}{body}"));
+        assert_eq!(
+            refusal(json!({ "path": path, "header": "sklearn" })),
+            format!("data error: {}: {reason}", path.display()),
+            "{header}"
+        );
+    }
+    let path = scratch.file("names.csv", &format!("f0,f1,f2,f3,f4,f5,f6,f7,f8,f9,f10,f11,f12,target{body}"));
+    assert_eq!(
+        refusal(json!({ "path": path, "header": "sklearn" })),
+        format!(
+            "data error: {} line 1: a sklearn header begins with the numbers of samples and of features, and `f0` is \
+             not a count (set header to `names` if this row names the columns)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn a_classification_target_must_hold_class_labels_of_at_least_two_classes() {
+    let scratch = Scratch::new("targets");
+    let continuous = scratch.file("continuous.csv", "a,y\n1,0\n2,12.5\n3,1\n4,0.25\n");
+    assert_eq!(
+        refusal(json!({ "path": continuous })),
+        format!(
+            "data error: {}: column 2 (y) holds non-integer numbers (`12.5` on line 3; 4 distinct values), not class \
+             labels; set task to regression to predict it as a number, or target_column to the column of class labels",
+            continuous.display()
+        )
+    );
+    let (_, y) = read_both(json!({ "path": continuous, "task": "regression" }));
+    assert_eq!(floats(&y), [0.0, 12.5, 1.0, 0.25]);
+
+    // Wine's proline column: integers, but far more of them than rows.
+    let text = std::fs::read_to_string(wine()).unwrap();
+    let names = (0..13).map(|c| format!("f{c}")).collect::<Vec<_>>().join(",");
+    let named = scratch.file("wine.csv", &format!("{names},target{}", &text[text.find('\n').unwrap()..]));
+    let proline = refusal(json!({ "path": named, "target_column": "f12" }));
+    assert_eq!(
+        proline,
+        format!(
+            "data error: {}: column 13 (f12) holds integers up to 1680, which would make 1681 classes for 178 rows: a \
+             quantity, not class labels? Set task to regression to predict it as a number, target_column to the \
+             column of class labels, or class_names to name the classes",
+            named.display()
+        )
+    );
+
+    let one = scratch.file("one.csv", "a,y\n1,cat\n2,cat\n3,cat\n");
+    assert_eq!(
+        refusal(json!({ "path": one })),
+        format!(
+            "data error: {}: column 2 (y) holds one class, `cat`, on all 3 rows; classification needs at least 2 \
+             classes (is another column the target? set target_column)",
+            one.display()
+        )
+    );
+    let sklearn_one = scratch.file("one-sk.csv", "3,1,class_0\n1,0\n2,0\n3,0\n");
+    assert!(
+        refusal(json!({ "path": sklearn_one, "header": "sklearn" })).contains("holds one class, `0`, on all 3 rows")
+    );
+
+    let empty = scratch.file("empty.csv", "a,y\n1,cat\n2,\n3,dog\n");
+    assert_eq!(
+        refusal(json!({ "path": empty })),
+        format!("data error: {} line 3: column 2 (y) is empty; every row needs a class label", empty.display())
+    );
+    let nan = scratch.file("nan.csv", "a,y\n1,0\n2,nan\n3,1\n");
+    assert_eq!(
+        refusal(json!({ "path": nan })),
+        format!(
+            "data error: {} line 3: column 2 (y) is `nan`, not a finite number; every row needs a class label",
+            nan.display()
+        )
+    );
+
+    // Integers written as floats are integers.
+    let floats_path = scratch.file("floats.csv", "a,y\n1,0.0\n2,2.0\n3,1\n");
+    let (_, y) = read_both(json!({ "path": floats_path }));
+    assert_eq!(ints(&y), [0, 2, 1]);
+}
+
+#[test]
+fn a_delimiter_that_cannot_separate_cells_is_refused() {
+    let scratch = Scratch::new("delimiter");
+    let path = scratch.file("t.csv", "a,y\n1,0\n");
+    for delimiter in ["\"", "§", "\n"] {
+        let err = CsvDataset::build(
+            CsvConfig::from_json(json!({ "path": path, "delimiter": delimiter })).unwrap(),
+            &Context::standalone(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.starts_with("configuration error: delimiter: ") && err.contains("cannot separate cells"), "{err}");
+    }
+}
+
+#[test]
+fn a_quote_left_open_is_refused_naming_its_line() {
+    let scratch = Scratch::new("open-quote");
+    let path = scratch.file("t.csv", "name,y\n\"a,0\nb,1\nc,0\n");
+    assert_eq!(
+        refusal(json!({ "path": path, "categorical": [0] })),
+        format!(
+            "data error: {} line 2: column 1: a quoted field opens here and never closes (a quote inside a quoted \
+             field is written twice: \"\")",
+            path.display()
+        )
+    );
+}
+
+/// Generated tables: whatever their quoting, line endings, byte order mark, blank lines and
+/// delimiter, they read back to the values written; a row of another width, or a non-finite
+/// cell, anywhere, is refused with its line.
+mod properties {
+    use gymnos_plugin_sdk::serde_json::json;
+    use proptest::prelude::*;
+
+    use super::{floats, ints, read_both, refusal, Scratch};
+
+    /// One row: a text category, numbers, a class label.
+    #[derive(Clone, Debug)]
+    struct Row {
+        kind: String,
+        numbers: Vec<f32>,
+        label: String,
+    }
+
+    /// How the table is written.
+    #[derive(Clone, Debug)]
+    struct Style {
+        delimiter: char,
+        /// Per line: 0 LF, 1 CRLF, 2 CR.
+        endings: Vec<u8>,
+        /// Per cell, in writing order: quote it even if it needs no quotes; pad it with spaces.
+        quote: Vec<bool>,
+        pad: Vec<bool>,
+        bom: bool,
+        final_break: bool,
+        /// Per line: a blank line before it.
+        blank: Vec<bool>,
+    }
+
+    const LABELS: [&str; 5] = ["cat", "dog", "a,b", "say \"hi\"", "two\nlines"];
+
+    fn row(features: usize) -> impl Strategy<Value = Row> {
+        ("[a-z ,;|\"\r\n\t]{0,6}", prop::collection::vec(-1.0e6f32..1.0e6, features), 0..LABELS.len()).prop_map(
+            |(kind, numbers, label)| Row {
+                // Unquoted cells lose their surrounding spaces; quoted ones keep them, so the
+                // table keeps none to stay comparable in every style.
+                kind: kind.trim().to_string(),
+                numbers,
+                label: LABELS[label].to_string(),
+            },
+        )
+    }
+
+    fn table() -> impl Strategy<Value = (Vec<Row>, Style)> {
+        (1usize..4, 2usize..24).prop_flat_map(|(features, rows)| {
+            let lines = rows + 1;
+            let cells = lines * (features + 2);
+            (
+                prop::collection::vec(row(features), rows),
+                (
+                    prop::sample::select(vec![',', ';', '|', '\t']),
+                    prop::collection::vec(0u8..3, lines),
+                    prop::collection::vec(any::<bool>(), cells),
+                    prop::collection::vec(any::<bool>(), cells),
+                    any::<bool>(),
+                    any::<bool>(),
+                    prop::collection::vec(prop::bool::weighted(0.1), lines),
+                )
+                    .prop_map(|(delimiter, endings, quote, pad, bom, final_break, blank)| Style {
+                        delimiter,
+                        endings,
+                        quote,
+                        pad,
+                        bom,
+                        final_break,
+                        blank,
+                    }),
+            )
+        })
+    }
+
+    fn write(rows: &[Row], style: &Style) -> String {
+        let features = rows[0].numbers.len();
+        let header: Vec<String> = std::iter::once("kind".to_string())
+            .chain((0..features).map(|i| format!("x{i}")))
+            .chain(["label".into()])
+            .collect();
+        let lines = std::iter::once(header).chain(rows.iter().map(|r| {
+            std::iter::once(r.kind.clone())
+                .chain(r.numbers.iter().map(|v| v.to_string()))
+                .chain([r.label.clone()])
+                .collect()
+        }));
+        let mut text = String::from(if style.bom { "\u{FEFF}" } else { "" });
+        let mut cell = 0;
+        let ending = |e: u8| ["\n", "\r\n", "\r"][e as usize];
+        for (i, line) in lines.enumerate() {
+            if style.blank[i] {
+                // A blank line: after a CR, an LF would only complete its CRLF.
+                text.push_str(if text.ends_with('\r') { "\r" } else { ending(style.endings[i]) });
+            }
+            let cells: Vec<String> = line
+                .iter()
+                .map(|value: &String| {
+                    let needs = value.contains([style.delimiter, '"', '\r', '\n']);
+                    let (quote, pad) = (style.quote[cell] || needs, style.pad[cell]);
+                    cell += 1;
+                    let written = if quote { format!("\"{}\"", value.replace('"', "\"\"")) } else { value.clone() };
+                    if pad {
+                        format!(" {written}  ")
+                    } else {
+                        written
+                    }
+                })
+                .collect();
+            text.push_str(&cells.join(&style.delimiter.to_string()));
+            if i + 1 < style.endings.len() || style.final_break {
+                text.push_str(ending(style.endings[i]));
+            }
+        }
+        text
+    }
+
+    /// Codes of `values` among their sorted distinct values.
+    fn codes(values: &[&str]) -> Vec<f32> {
+        let mut distinct: Vec<&str> = values.to_vec();
+        distinct.sort();
+        distinct.dedup();
+        values.iter().map(|v| distinct.binary_search(v).unwrap() as f32).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn written_tables_read_back_to_their_values((mut rows, style) in table()) {
+            // Two classes at least.
+            rows[0].label = LABELS[0].into();
+            rows[1].label = LABELS[1].into();
+            let scratch = Scratch::new("prop-round-trip");
+            let path = scratch.file("t.csv", &write(&rows, &style));
+            let config = json!({
+                "path": path, "target_column": "label", "categorical": ["kind"],
+                "delimiter": style.delimiter.to_string(),
+            });
+            let (x, y) = read_both(config);
+            let kinds = codes(&rows.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>());
+            let expected_x: Vec<f32> =
+                rows.iter().zip(&kinds).flat_map(|(r, &k)| std::iter::once(k).chain(r.numbers.iter().copied())).collect();
+            let labels = codes(&rows.iter().map(|r| r.label.as_str()).collect::<Vec<_>>());
+            prop_assert_eq!(floats(&x), expected_x);
+            prop_assert_eq!(ints(&y), labels.iter().map(|&l| l as i64).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn a_row_or_header_of_another_width_is_refused_with_its_line(
+            features in 1usize..5,
+            rows in 2usize..20,
+            bad in any::<prop::sample::Index>(),
+            extra in prop_oneof![-3i64..0, 1i64..4],
+            header_wrong in any::<bool>(),
+            endings in prop::collection::vec(0u8..3, 21),
+            bom in any::<bool>(),
+        ) {
+            let width = features + 1;
+            let wrong = (width as i64 + extra).max(1) as usize;
+            prop_assume!(wrong != width);
+            let bad = bad.index(rows);
+            let header_width = if header_wrong { wrong } else { width };
+            let mut lines = vec![(0..header_width).map(|c| format!("c{c}")).collect::<Vec<_>>().join(",")];
+            for r in 0..rows {
+                let cells = if !header_wrong && r == bad { wrong } else { width };
+                lines.push((0..cells).map(|c| if c + 1 == width { (r % 2).to_string() } else { format!("{r}.{c}") }).collect::<Vec<_>>().join(","));
+            }
+            let mut text = String::from(if bom { "\u{FEFF}" } else { "" });
+            for (line, ending) in lines.iter().zip(&endings) {
+                text.push_str(line);
+                text.push_str(["\n", "\r\n", "\r"][*ending as usize]);
+            }
+            let scratch = Scratch::new("prop-width");
+            let path = scratch.file("t.csv", &text);
+            let (line, cells, named) = if header_wrong { (2, width, wrong) } else { (bad + 2, wrong, width) };
+            prop_assert_eq!(
+                refusal(json!({ "path": path, "target_column": -1 })),
+                format!("data error: {} line {line}: {cells} cells, but the header (line 1) names {named} columns", path.display())
+            );
+        }
+
+        #[test]
+        fn a_non_finite_cell_anywhere_is_refused_with_its_line_and_column(
+            features in 1usize..5,
+            rows in 2usize..20,
+            at in any::<(prop::sample::Index, prop::sample::Index)>(),
+            token in prop::sample::select(vec!["nan", "NaN", "-nan", "inf", "-inf", "+Infinity", "1e400", "-1e39", "3.5e38"]),
+            crlf in any::<bool>(),
+        ) {
+            let (bad_row, bad_column) = (at.0.index(rows), at.1.index(features));
+            let mut text = (0..features).map(|c| format!("f{c}")).chain(["y".into()]).collect::<Vec<_>>().join(",");
+            for r in 0..rows {
+                text.push_str(if crlf { "\r\n" } else { "\n" });
+                let cells: Vec<String> = (0..features)
+                    .map(|c| if (r, c) == (bad_row, bad_column) { token.to_string() } else { format!("{}", r * 10 + c) })
+                    .chain([(r % 2).to_string()])
+                    .collect();
+                text.push_str(&cells.join(","));
+            }
+            let scratch = Scratch::new("prop-finite");
+            let path = scratch.file("t.csv", &text);
+            prop_assert_eq!(
+                refusal(json!({ "path": path })),
+                format!(
+                    "data error: {} line {}: column {} (f{bad_column}) is `{token}`, not a finite number (NaN, an \
+                     infinity, or beyond float32's ±3.4e38); fill in or drop the value",
+                    path.display(),
+                    bad_row + 2,
+                    bad_column + 1
+                )
+            );
+        }
+    }
 }

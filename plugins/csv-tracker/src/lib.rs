@@ -52,6 +52,12 @@ impl Configurable for CsvTracker {
     type Config = CsvConfig;
 
     fn build(config: CsvConfig, ctx: &Context) -> Result<Self> {
+        if lexical(&config.file) == lexical(&config.test_file) {
+            return Err(PluginError::config(format!(
+                "file, test_file: both name `{}`; each table needs a file of its own",
+                config.test_file
+            )));
+        }
         let in_run = |file: &str| match &ctx.output_dir {
             Some(dir) => dir.join(file),
             None => ctx.resolve(file.as_ref()),
@@ -63,6 +69,19 @@ impl Configurable for CsvTracker {
             rows: Vec::new(),
         })
     }
+}
+
+/// A relative path's parts with `.` and `name/..` taken out: `a/./b/../c.csv` is `a/c.csv`.
+fn lexical(path: &str) -> Vec<&std::ffi::OsStr> {
+    let mut parts = Vec::new();
+    for part in Path::new(path).components() {
+        match part {
+            std::path::Component::Normal(name) => parts.push(name),
+            std::path::Component::ParentDir => drop(parts.pop()),
+            _ => {}
+        }
+    }
+    parts
 }
 
 impl Tracker for CsvTracker {
@@ -334,6 +353,14 @@ mod tests {
                 format!("create: configuration error: {key}: `../t.csv` leaves the run folder; give a relative path inside it")
             );
         }
+        let err =
+            harness::check_tracker::<CsvTracker>(json!({ "file": "t.csv", "test_file": "./logs/../t.csv" }), &dir)
+                .unwrap_err();
+        assert_eq!(
+            err,
+            "create: configuration error: file, test_file: both name `./logs/../t.csv`; each table needs a file of its \
+             own"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 

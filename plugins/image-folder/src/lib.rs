@@ -4,11 +4,27 @@
 //! batch, in the host's loader threads, so memory holds the batches in flight, not the data set.
 //!
 //! Layouts (class folders are the sorted names of the subfolders; files are found recursively
-//! in each class folder, sorted by path; names starting with `.` are ignored):
-//! - `root/<class>/*.png|jpg|jpeg`: every image is a sample the host splits;
-//! - `root/train/<class>/...` and, optionally, `root/test/<class>/...` (the root holds nothing
-//!   but these two folders): `train` is split by the host, `test` is the shipped test split and
-//!   may use only classes that `train` has.
+//! in each class folder, sorted by path; names starting with `.` are ignored), chosen by
+//! `layout`:
+//! - `classes`: `root/<class>/*.png|jpg|jpeg`, every folder a class whatever its name; every
+//!   image is a sample the host splits;
+//! - `splits`: `root/train/<class>/...`, optionally `root/val/<class>/...` (or `valid/`,
+//!   `validation/`) and `root/test/<class>/...` (split folders only; names in any case): `train`
+//!   is split by the host, `test` is the shipped test split, and both `val` and `test` may use
+//!   only classes that `train` has. The plugin API has no validation part, so `val`'s images
+//!   join `train`'s in the samples the host splits into training and validation (the run's
+//!   notes say so: `merged_into_samples`);
+//! - `auto` (the default): `classes`, except that a root holding `train/` (and `test/`) only is
+//!   read as `splits`; a root with other split-like folders (`val`, `test` without `train`, or
+//!   split names beside class names) is refused with a message asking to choose `layout`.
+//!
+//! There must be at least 2 classes. Class folders must have UTF-8 names (class names are
+//! text); a folder whose name is not is refused, named with U+FFFD for its undecodable bytes.
+//!
+//! Sizes are checked before anything is allocated: `height` × `width` (and every image's size,
+//! read from its header before it is decoded) at most `max_pixels`, so a decompression bomb (a
+//! small file declaring a huge image) is refused naming the file and its size; one image, a
+//! batch, and with `in_memory` the whole data set, must fit in the machine's memory.
 //!
 //! Features are float32 `[n, channels, height, width]` in `[0, 1]` (a byte value over 255),
 //! channels 3 (`color` = `rgb`, the default) or 1 (`grayscale`); targets int64 class indices.
@@ -37,25 +53,36 @@ use std::{
 };
 
 use gymnos_plugin_sdk::{
+    memory,
     serde_json::{json, Value},
     tch::{Kind, Tensor},
     Config, Configurable, Context, DataPart, DatasetInfo, Description, IndexedDataset, PluginError, Result,
 };
-use image::{imageops::FilterType, metadata::Orientation, DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+use image::{
+    imageops::FilterType, metadata::Orientation, DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits,
+};
 use walkdir::WalkDir;
 
 /// Extensions a configuration may list: the formats this plugin decodes.
 const KNOWN_EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "jpe", "jfif"];
 /// Skipped files listed by path in the notes (all are counted).
 const LISTED_SKIPS: usize = 20;
+/// What the decoder may allocate at least, whatever `max_pixels` says (the `image` crate's default).
+const MIN_DECODER_ALLOC: u64 = 512 << 20;
 
 /// The configuration of `image-folder`.
 #[derive(Config)]
 pub struct ImageFolderConfig {
     /// Folder of images: root/<class>/*.png (or .jpg, .jpeg), or root/train/<class>/... with
-    /// root/test/<class>/... as the shipped test split
+    /// root/test/<class>/... as the shipped test split (see layout)
     #[config(exists = "dir")]
     pub root: PathBuf,
+    /// How root is laid out: classes (every folder a class), splits (train/, optionally val/ or
+    /// valid/ or validation/, and test/, each holding class folders; val joins the samples the host
+    /// splits), or auto (classes, or splits when root holds only train/ and test/; other split-like
+    /// folders are refused until layout says which)
+    #[config(default = "auto", one_of = ["auto", "classes", "splits"])]
+    pub layout: String,
     /// Height every image is resized to (null: no resizing, and all images must have one size;
     /// set together with width)
     #[config(min = 1, max = 65535)]
@@ -75,6 +102,10 @@ pub struct ImageFolderConfig {
     /// Extensions of the image files (case-insensitive): png, jpg, jpeg, jpe, jfif
     #[config(default = ["png", "jpg", "jpeg"], non_empty)]
     pub extensions: Vec<String>,
+    /// Most pixels (width × height) an image may have, as stored or resized to: a larger one is
+    /// refused before it is decoded (a decompression bomb); the default is 2^27 (11585 × 11585)
+    #[config(default = 134217728, min = 1)]
+    pub max_pixels: u64,
 }
 
 /// The images of one part, and their class indices.
@@ -98,8 +129,21 @@ pub struct ImageFolder {
     skip: bool,
     in_memory: bool,
     extensions: Vec<String>,
+    max_pixels: u64,
+    /// The split folders whose images joined the samples (`val`...).
+    merged: Vec<String>,
     /// Images skipped so far (`on_error` = `skip`), by path, with the reason.
     skipped: Mutex<BTreeMap<PathBuf, String>>,
+}
+
+/// Refuses what `counts` values of `bytes_each` bytes would need when this machine lacks it,
+/// with `hint` after the sizes.
+fn fits(what: impl FnOnce() -> String, counts: &[u64], bytes_each: u64, hint: &str) -> Result<()> {
+    let bytes = memory::bytes_of(counts, bytes_each);
+    if bytes.is_some_and(|b| b <= u128::from(memory::limit_bytes())) {
+        return Ok(());
+    }
+    memory::ensure_bytes_fit(&what(), bytes).map_err(|e| PluginError::config(format!("{}{hint}", e.message)))
 }
 
 fn hidden(name: &OsStr) -> bool {
@@ -117,7 +161,16 @@ fn subfolders(dir: &Path) -> Result<Vec<String>> {
             continue;
         }
         match fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => names.push(entry.file_name().to_string_lossy().into_owned()),
+            Ok(meta) if meta.is_dir() => match entry.file_name().into_string() {
+                Ok(name) => names.push(name),
+                Err(_) => {
+                    return Err(PluginError::data(format!(
+                        "{}: the folder name is not UTF-8 (shown with \u{FFFD} for its undecodable bytes); class and \
+                         split names are text: rename it",
+                        path.display()
+                    )))
+                }
+            },
             Ok(_) => {}
             Err(e) => return Err(PluginError::io(format!("{}: {e}", path.display()))),
         }
@@ -213,18 +266,43 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 
 /// The decoder of an image and the turn its EXIF orientation asks for (cameras store a photo
 /// as the sensor saw it and record how to turn it upright). Unreadable EXIF data is ignored:
-/// the pixels are what matters.
-fn decoder<'b>(path: &Path, bytes: &'b [u8], format: ImageFormat) -> Result<(impl ImageDecoder + 'b, Orientation)> {
-    let mut decoder =
-        ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(|e| corrupt(path, format, e))?;
+/// the pixels are what matters. Only the header is read: an image of more than `max_pixels`
+/// pixels is refused here, before its pixels are decoded, and the decoder may allocate no more
+/// than such an image needs.
+fn decoder<'b>(
+    path: &Path,
+    bytes: &'b [u8],
+    format: ImageFormat,
+    max_pixels: u64,
+) -> Result<(impl ImageDecoder + 'b, Orientation)> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = Limits::default();
+    // 8 bytes a pixel: 16-bit RGBA, the widest these formats decode to.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(MIN_DECODER_ALLOC));
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(|e| corrupt(path, format, e))?;
+    let (w, h) = decoder.dimensions();
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > max_pixels {
+        return Err(PluginError::data(format!(
+            "{}: image is {w}x{h} pixels ({pixels}), more than max_pixels ({max_pixels}); refused before decoding \
+             (a decompression bomb?); raise max_pixels to read it",
+            path.display()
+        )));
+    }
+    if decoder.total_bytes() > memory::limit_bytes() {
+        let what = format!("{}: image is {w}x{h} pixels; decoding it", path.display());
+        let refused = memory::ensure_bytes_fit(&what, Some(u128::from(decoder.total_bytes())));
+        return Err(PluginError::data(refused.err().map(|e| e.message.to_string()).unwrap_or(what)));
+    }
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     Ok((decoder, orientation))
 }
 
 /// The size of an image upright, from its header.
-fn dimensions(path: &Path) -> Result<(u32, u32)> {
+fn dimensions(path: &Path, max_pixels: u64) -> Result<(u32, u32)> {
     let (bytes, format) = open(path)?;
-    let (decoder, orientation) = decoder(path, &bytes, format)?;
+    let (decoder, orientation) = decoder(path, &bytes, format, max_pixels)?;
     let (w, h) = decoder.dimensions();
     let quarter_turn = matches!(
         orientation,
@@ -260,7 +338,7 @@ impl ImageFolder {
         if format == ImageFormat::Jpeg && !jpeg_is_complete(&bytes) {
             return Err(corrupt(path, format, "the data ends before the end-of-image marker"));
         }
-        let (decoder, orientation) = decoder(path, &bytes, format)?;
+        let (decoder, orientation) = decoder(path, &bytes, format, self.max_pixels)?;
         let mut image = DynamicImage::from_decoder(decoder).map_err(|e| corrupt(path, format, e))?;
         image.apply_orientation(orientation);
         let (w, h) = (image.width(), image.height());
@@ -330,45 +408,138 @@ impl ImageFolder {
     }
 }
 
-/// Finds the classes and images under `root`: `(classes, train, test)`.
-fn scan(root: &Path, extensions: &[String]) -> Result<(Vec<String>, Split, Option<Split>)> {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    Auto,
+    Classes,
+    Splits,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Train,
+    Validation,
+    Test,
+}
+
+/// The part a folder of the `splits` layout is, by its name (in any case).
+fn role(name: &str) -> Option<Role> {
+    match name.to_ascii_lowercase().as_str() {
+        "train" => Some(Role::Train),
+        "val" | "valid" | "validation" => Some(Role::Validation),
+        "test" => Some(Role::Test),
+        _ => None,
+    }
+}
+
+const LAYOUTS: &str = "expected root/<class>/ folders of images, or root/train/<class>/ with root/val/<class>/ and \
+                       root/test/<class>/";
+
+/// The class folders of `dir`, at least two.
+fn class_folders(dir: &Path) -> Result<Vec<String>> {
+    let classes = subfolders(dir)?;
+    match classes.as_slice() {
+        [] => Err(PluginError::data(format!("{}: no class folders ({LAYOUTS})", dir.display()))),
+        [only] => Err(PluginError::data(format!(
+            "{}: one class folder, `{only}`; classification needs at least 2 classes (a folder of images for each)",
+            dir.display()
+        ))),
+        _ => Ok(classes),
+    }
+}
+
+/// What a root holds.
+struct Found {
+    classes: Vec<String>,
+    train: Split,
+    test: Option<Split>,
+    /// The split folders merged into `train` (`val`...).
+    merged: Vec<String>,
+}
+
+/// Finds the classes and images under `root`.
+fn scan(root: &Path, extensions: &[String], layout: Layout) -> Result<Found> {
     let top = subfolders(root)?;
-    let layout = "expected root/<class>/ folders of images, or root/train/<class>/ and root/test/<class>/";
     if top.is_empty() {
-        return Err(PluginError::data(format!("{}: no class folders ({layout})", root.display())));
+        return Err(PluginError::data(format!("{}: no class folders ({LAYOUTS})", root.display())));
     }
-    let split_layout = top == ["train"] || top == ["test", "train"];
-    let train_dir = if split_layout { root.join("train") } else { root.to_path_buf() };
-    let classes = subfolders(&train_dir)?;
-    if classes.is_empty() {
-        return Err(PluginError::data(format!("{}: no class folders ({layout})", train_dir.display())));
-    }
-    let train = split(&train_dir, &classes, &classes, extensions)?;
-    let test = match split_layout && top.len() == 2 {
-        false => None,
-        true => {
-            let test_dir = root.join("test");
-            let test_classes = subfolders(&test_dir)?;
-            if test_classes.is_empty() {
-                return Err(PluginError::data(format!("{}: no class folders ({layout})", test_dir.display())));
-            }
-            if let Some(unknown) = test_classes.iter().find(|c| !classes.contains(c)) {
+    let split_like: Vec<&String> = top.iter().filter(|n| role(n).is_some()).collect();
+    let has_train = top.iter().any(|n| role(n) == Some(Role::Train));
+    let as_splits = match layout {
+        Layout::Classes => false,
+        Layout::Splits => {
+            if let Some(other) = top.iter().find(|n| role(n).is_none()) {
                 return Err(PluginError::data(format!(
-                    "{}: class `{unknown}` has no folder in {} (the test split may only use the training classes)",
-                    test_dir.join(unknown).display(),
-                    train_dir.display()
+                    "{}: not a split folder; layout `splits` expects train/, and optionally val/ (or valid/, \
+                     validation/) and test/, each holding class folders",
+                    root.join(other).display()
                 )));
             }
-            Some(split(&test_dir, &test_classes, &classes, extensions)?)
+            if !has_train {
+                return Err(PluginError::data(format!(
+                    "{}: layout `splits` needs a train folder (root/train/<class>/...); it has: {}",
+                    root.display(),
+                    top.join(", ")
+                )));
+            }
+            true
+        }
+        Layout::Auto => {
+            let train_and_test = has_train && top.iter().all(|n| matches!(role(n), Some(Role::Train | Role::Test)));
+            if !split_like.is_empty() && !train_and_test {
+                let names = split_like.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+                return Err(PluginError::data(format!(
+                    "{}: folder{} {names} look{} like splits, not classes (its folders: {}); set layout to `splits` \
+                     to read root/train/<class>/ with val/ and test/ beside it, or to `classes` to take every folder \
+                     as a class",
+                    root.display(),
+                    if split_like.len() == 1 { "" } else { "s" },
+                    if split_like.len() == 1 { "s" } else { "" },
+                    top.join(", ")
+                )));
+            }
+            train_and_test
         }
     };
-    Ok((classes, train, test))
+    if !as_splits {
+        let classes = class_folders(root)?;
+        let train = split(root, &classes, &classes, extensions)?;
+        return Ok(Found { classes, train, test: None, merged: Vec::new() });
+    }
+    let train_dir = root.join(top.iter().find(|n| role(n) == Some(Role::Train)).expect("a train folder"));
+    let classes = class_folders(&train_dir)?;
+    let mut train = split(&train_dir, &classes, &classes, extensions)?;
+    // The other splits may use the training classes only.
+    let part = |name: &String| -> Result<Split> {
+        let dir = root.join(name);
+        let part_classes = subfolders(&dir)?;
+        if part_classes.is_empty() {
+            return Err(PluginError::data(format!("{}: no class folders ({LAYOUTS})", dir.display())));
+        }
+        if let Some(unknown) = part_classes.iter().find(|c| !classes.contains(c)) {
+            return Err(PluginError::data(format!(
+                "{}: class `{unknown}` has no folder in {} (the {name} split may only use the training classes)",
+                dir.join(unknown).display(),
+                train_dir.display()
+            )));
+        }
+        split(&dir, &part_classes, &classes, extensions)
+    };
+    let mut merged = Vec::new();
+    for name in top.iter().filter(|n| role(n) == Some(Role::Validation)) {
+        let validation = part(name)?;
+        train.files.extend(validation.files);
+        train.labels.extend(validation.labels);
+        merged.push(name.clone());
+    }
+    let test = top.iter().find(|n| role(n) == Some(Role::Test)).map(part).transpose()?;
+    Ok(Found { classes, train, test, merged })
 }
 
 /// Without resizing: the size of the first image of the first class, which the first image of
 /// every other class must share (every image is checked again when read). With `skip`, an
 /// unreadable image is passed over here (and skipped when read).
-fn common_size(train: &Split, test: Option<&Split>, skip: bool) -> Result<((u32, u32), PathBuf)> {
+fn common_size(train: &Split, test: Option<&Split>, skip: bool, max_pixels: u64) -> Result<((u32, u32), PathBuf)> {
     let mut first: Option<((u32, u32), PathBuf)> = None;
     for part in std::iter::once(train).chain(test) {
         let mut label = None;
@@ -376,7 +547,7 @@ fn common_size(train: &Split, test: Option<&Split>, skip: bool) -> Result<((u32,
             if label == Some(l) {
                 continue;
             }
-            let (w, h) = match dimensions(file) {
+            let (w, h) = match dimensions(file, max_pixels) {
                 Ok(size) => size,
                 Err(_) if skip => continue,
                 Err(e) => return Err(e),
@@ -418,11 +589,26 @@ impl Configurable for ImageFolder {
             extensions.push(ext);
         }
         let skip = config.on_error == "skip";
-        let (classes, train, test) = scan(&config.root, &extensions)?;
+        let layout = match config.layout.as_str() {
+            "classes" => Layout::Classes,
+            "splits" => Layout::Splits,
+            _ => Layout::Auto,
+        };
+        let max_pixels = config.max_pixels;
+        let Found { classes, train, test, merged } = scan(&config.root, &extensions, layout)?;
         let (size, resize, size_source) = match (config.height, config.width) {
-            (Some(h), Some(w)) => ((h, w), true, PathBuf::new()),
+            (Some(h), Some(w)) => {
+                let pixels = u64::from(h) * u64::from(w);
+                if pixels > max_pixels {
+                    return Err(PluginError::config(format!(
+                        "height × width: {h} × {w} is {pixels} pixels an image, more than max_pixels ({max_pixels}); \
+                         resize to a smaller size (or raise max_pixels)"
+                    )));
+                }
+                ((h, w), true, PathBuf::new())
+            }
             (None, None) => {
-                let (size, source) = common_size(&train, test.as_ref(), skip)?;
+                let (size, source) = common_size(&train, test.as_ref(), skip, max_pixels)?;
                 (size, false, source)
             }
             _ => {
@@ -432,6 +618,25 @@ impl Configurable for ImageFolder {
                 ))
             }
         };
+        let grayscale = config.color == "grayscale";
+        let (h, w) = (u64::from(size.0), u64::from(size.1));
+        let channels = if grayscale { 1 } else { 3 };
+        // One image as float32 features, then (loaded whole) every image, bytes and floats.
+        fits(
+            || format!("height × width × channels ({h} × {w} × {channels}, one image as float32)"),
+            &[h, w, channels],
+            4,
+            "; resize to a smaller size",
+        )?;
+        if config.in_memory {
+            let images = train.files.len() as u64 + test.as_ref().map_or(0, |t| t.files.len() as u64);
+            fits(
+                || format!("in_memory: height × width × channels × images ({h} × {w} × {channels} × {images})"),
+                &[h, w, channels, images],
+                5,
+                "; set in_memory to false to decode batch by batch, or resize to a smaller size",
+            )?;
+        }
         Ok(Self {
             root: config.root,
             classes,
@@ -440,10 +645,12 @@ impl Configurable for ImageFolder {
             size,
             resize,
             size_source,
-            grayscale: config.color == "grayscale",
+            grayscale,
             skip,
             in_memory: config.in_memory,
             extensions,
+            max_pixels,
+            merged,
             skipped: Mutex::new(BTreeMap::new()),
         })
     }
@@ -463,7 +670,15 @@ impl IndexedDataset for ImageFolder {
     fn read(&self, part: DataPart, indices: &[u64]) -> Result<(Tensor, Tensor)> {
         let split = self.part(part)?;
         let (h, w) = self.size;
-        let mut bytes = Vec::with_capacity(indices.len() * (self.channels() as usize) * (h as usize) * (w as usize));
+        let c = self.channels() as u64;
+        let n = indices.len() as u64;
+        fits(
+            || format!("a batch of {n} images of {c} × {h} × {w}"),
+            &[n, c, u64::from(h), u64::from(w)],
+            5,
+            "; use a smaller batch size or image size",
+        )?;
+        let mut bytes = Vec::with_capacity(indices.len() * (c as usize) * (h as usize) * (w as usize));
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
             let (file, label) = usize::try_from(i)
@@ -490,6 +705,14 @@ impl IndexedDataset for ImageFolder {
 
     fn read_inputs(&self, path: &Path) -> Result<Tensor> {
         let files = self.input_files(path)?;
+        let (h, w) = self.size;
+        let (c, n) = (self.channels() as u64, files.len() as u64);
+        fits(
+            || format!("{n} images of {c} × {h} × {w} to predict"),
+            &[n, c, u64::from(h), u64::from(w)],
+            5,
+            "; predict fewer images at once",
+        )?;
         let mut bytes = Vec::new();
         for file in &files {
             self.decode_into(file, &mut bytes)?;
@@ -501,7 +724,11 @@ impl IndexedDataset for ImageFolder {
         let skipped = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
         let listed: Vec<String> =
             skipped.iter().take(LISTED_SKIPS).map(|(path, why)| format!("{}: {why}", path.display())).collect();
-        Ok(json!({ "skipped": skipped.len(), "skipped_files": listed }))
+        let mut notes = json!({ "skipped": skipped.len(), "skipped_files": listed });
+        if !self.merged.is_empty() {
+            notes["merged_into_samples"] = json!(self.merged);
+        }
+        Ok(notes)
     }
 
     fn streams(&self) -> bool {

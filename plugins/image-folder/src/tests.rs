@@ -77,6 +77,7 @@ fn pixels_read_back_exactly_as_bytes_over_255() {
     gray(&dir.path().join("g/0.png"), 4, 3, 7);
     let rgb = RgbImage::from_fn(2, 2, |x, y| Rgb([(x + 2 * y) as u8, 100 + (x + 2 * y) as u8, 250]));
     rgb.save(dir.path().join("g/1.png")).unwrap();
+    gray(&dir.path().join("h/0.png"), 4, 3, 9);
     let d = dataset(json!({ "root": dir.path(), "color": "grayscale", "height": 3, "width": 4 })).unwrap();
     let (x, _) = read(&d, DataPart::Samples, &[0]);
     assert_eq!(x.kind(), Kind::Float);
@@ -96,6 +97,7 @@ fn grayscale_images_read_as_rgb_repeat_their_value_and_rgb_as_grayscale_has_one_
     let dir = tempfile::tempdir().unwrap();
     gray(&dir.path().join("a/0.png"), 2, 2, 40);
     RgbImage::from_pixel(2, 2, Rgb([90, 90, 90])).save(dir.path().join("a/1.png")).unwrap();
+    gray(&dir.path().join("b/0.png"), 2, 2, 0);
     let rgb = dataset(json!({ "root": dir.path() })).unwrap();
     let (x, _) = read(&rgb, DataPart::Samples, &[0]);
     assert_eq!(x.size(), [1, 3, 2, 2]);
@@ -192,9 +194,10 @@ fn files_are_found_recursively_by_extension_whatever_its_case_and_hidden_entries
     fs::write(dir.path().join("a/notes.txt"), "not an image").unwrap();
     gray(&dir.path().join("a/.hidden.png"), 2, 2, 0);
     gray(&dir.path().join(".cache/0.png"), 2, 2, 0);
+    gray(&dir.path().join("b/0.jpeg.PNG"), 2, 2, 0);
     let d = dataset(json!({ "root": dir.path() })).unwrap();
-    assert_eq!(d.describe().unwrap().len, 2);
-    assert_eq!(d.describe().unwrap().info.class_names.len(), 1);
+    assert_eq!(d.describe().unwrap().len, 3);
+    assert_eq!(d.describe().unwrap().info.class_names.len(), 2);
     let only_jpeg = dataset(json!({ "root": dir.path(), "extensions": ["JPG"] }));
     assert_eq!(
         only_jpeg.err().unwrap().to_string(),
@@ -210,7 +213,8 @@ fn files_are_found_recursively_by_extension_whatever_its_case_and_hidden_entries
 fn an_empty_root_or_class_folder_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let expected = "expected root/<class>/ folders of images, or root/train/<class>/ and root/test/<class>/";
+    let expected = "expected root/<class>/ folders of images, or root/train/<class>/ with root/val/<class>/ and \
+                    root/test/<class>/";
     assert_eq!(
         error(json!({ "root": root })),
         format!("data error: {}: no class folders ({expected})", root.display())
@@ -240,10 +244,10 @@ fn encoded(format: image::ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
-/// Class `a`: three good 64×48 images, then `bad` (last by name).
+/// Class `a`: three good 64×48 images, then `bad` (last by name); class `b`: one good image.
 fn with_bad_file(root: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    for i in 0..3 {
-        let good = root.join(format!("a/{i}.png"));
+    for good in ["a/0.png", "a/1.png", "a/2.png", "b/0.png"] {
+        let good = root.join(good);
         fs::create_dir_all(good.parent().unwrap()).unwrap();
         fs::write(&good, encoded(image::ImageFormat::Png)).unwrap();
     }
@@ -333,7 +337,7 @@ fn skipping_leaves_unreadable_images_out_and_counts_them_once_in_the_notes() {
     let truncated_png = dir.path().join("a/2b.png");
     fs::write(&truncated_png, truncated(encoded(image::ImageFormat::Png))).unwrap();
     let d = dataset(json!({ "root": dir.path(), "on_error": "skip" })).unwrap();
-    assert_eq!(d.describe().unwrap().len, 5);
+    assert_eq!(d.describe().unwrap().len, 6);
     assert_eq!(d.notes().unwrap(), json!({ "skipped": 0, "skipped_files": [] }));
     let (x, y) = read(&d, DataPart::Samples, &[0, 1, 2, 3, 4]);
     assert_eq!((x.size()[0], y.size()[0]), (3, 3));
@@ -436,5 +440,283 @@ fn jpegs_are_turned_upright_as_their_exif_orientation_says() {
         let image = x.get(sample).get(0);
         let (top, bottom) = (image.narrow(0, 0, 6).mean(Kind::Float), image.narrow(0, 10, 6).mean(Kind::Float));
         assert!(top.double_value(&[]) < 0.05 && bottom.double_value(&[]) > 0.95, "sample {sample}: {image}");
+    }
+}
+
+/// Folders `name/a` and `name/b` under `root`, each with one 2×2 image.
+fn split_folder(root: &Path, name: &str) {
+    gray(&root.join(name).join("a/0.png"), 2, 2, 0);
+    gray(&root.join(name).join("b/0.png"), 2, 2, 1);
+}
+
+#[test]
+fn split_folders_are_read_as_splits_only_when_the_layout_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for name in ["train", "val", "test"] {
+        split_folder(root, name);
+    }
+    // The default does not take them for classes.
+    assert_eq!(
+        error(json!({ "root": root })),
+        format!(
+            "data error: {}: folders `test`, `train`, `val` look like splits, not classes (its folders: test, train, \
+             val); set \
+             layout to `splits` to read root/train/<class>/ with val/ and test/ beside it, or to `classes` to take \
+             every folder as a class",
+            root.display()
+        )
+    );
+    let d = dataset(json!({ "root": root, "layout": "splits" })).unwrap();
+    let description = d.describe().unwrap();
+    assert_eq!((description.len, description.test_len), (4, Some(2)), "val joins train; test is the test split");
+    assert_eq!(description.info.class_names.iter().map(|c| c.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(labels(&read(&d, DataPart::Samples, &[0, 1, 2, 3]).1), [0, 1, 0, 1]);
+    assert_eq!(d.notes().unwrap()["merged_into_samples"], json!(["val"]));
+    let d = dataset(json!({ "root": root, "layout": "classes" })).unwrap();
+    let names = d.describe().unwrap().info.class_names.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    assert_eq!(names, ["test", "train", "val"]);
+
+    // A split folder among class folders, or val without train.
+    let mixed = tempfile::tempdir().unwrap();
+    split_folder(mixed.path(), "train");
+    split_folder(mixed.path(), "cats");
+    assert!(error(json!({ "root": mixed.path() })).contains("folder `train` looks like splits, not classes"));
+    assert_eq!(
+        error(json!({ "root": mixed.path(), "layout": "splits" })),
+        format!(
+            "data error: {}: not a split folder; layout `splits` expects train/, and optionally val/ (or valid/, \
+             validation/) and test/, each holding class folders",
+            mixed.path().join("cats").display()
+        )
+    );
+    let no_train = tempfile::tempdir().unwrap();
+    split_folder(no_train.path(), "Valid");
+    split_folder(no_train.path(), "TEST");
+    assert_eq!(
+        error(json!({ "root": no_train.path(), "layout": "splits" })),
+        format!(
+            "data error: {}: layout `splits` needs a train folder (root/train/<class>/...); it has: TEST, Valid",
+            no_train.path().display()
+        )
+    );
+    // A class of val or test that train lacks.
+    gray(&root.join("val/c/0.png"), 2, 2, 0);
+    assert_eq!(
+        error(json!({ "root": root, "layout": "splits" })),
+        format!(
+            "data error: {}: class `c` has no folder in {} (the val split may only use the training classes)",
+            root.join("val/c").display(),
+            root.join("train").display()
+        )
+    );
+}
+
+#[test]
+fn fewer_than_two_classes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    gray(&dir.path().join("only/0.png"), 2, 2, 0);
+    assert_eq!(
+        error(json!({ "root": dir.path() })),
+        format!(
+            "data error: {}: one class folder, `only`; classification needs at least 2 classes (a folder of images \
+             for each)",
+            dir.path().display()
+        )
+    );
+    let split = tempfile::tempdir().unwrap();
+    gray(&split.path().join("train/only/0.png"), 2, 2, 0);
+    assert!(error(json!({ "root": split.path() })).contains("train: one class folder, `only`"));
+}
+
+#[test]
+fn a_folder_name_that_is_not_utf8_is_named_as_such() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    two_classes(dir.path());
+    let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"c\xff"));
+    if fs::create_dir(&odd).is_err() {
+        eprintln!("this file system refuses names that are not UTF-8: nothing to check");
+        return;
+    }
+    gray(&odd.join("0.png"), 4, 3, 0);
+    assert_eq!(
+        error(json!({ "root": dir.path() })),
+        format!(
+            "data error: {}/c\u{FFFD}: the folder name is not UTF-8 (shown with \u{FFFD} for its undecodable bytes); \
+             class and split names are text: rename it",
+            dir.path().display()
+        )
+    );
+}
+
+/// The CRC-32 of PNG chunks.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// A PNG of a few hundred bytes whose header declares a `w`×`h` grayscale image.
+fn png_bomb(path: &Path, w: u32, h: u32) {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        let body = [kind, data].concat();
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+        out
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]); // 8-bit grayscale, deflate, no filter, no interlace
+                                  // A zlib stream of one stored zero byte: the first pixel of the first row, nothing more.
+    let idat = [0x78, 0x01, 0x01, 0x01, 0x00, 0xFE, 0xFF, 0x00, 0x00, 0x01, 0x00, 0x01];
+    let bytes =
+        [b"\x89PNG\r\n\x1a\n".to_vec(), chunk(b"IHDR", &ihdr), chunk(b"IDAT", &idat), chunk(b"IEND", &[])].concat();
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_decompression_bomb_is_refused_from_its_header_naming_the_file_and_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    two_classes(dir.path());
+    let bomb = dir.path().join("b/bomb.png");
+    png_bomb(&bomb, 50_000, 50_000);
+    let reason = |w: u32, h: u32, max: u64| {
+        format!(
+            "data error: {}: image is {w}x{h} pixels ({}), more than max_pixels ({max}); refused before decoding (a \
+             decompression bomb?); raise max_pixels to read it",
+            bomb.display(),
+            u64::from(w) * u64::from(h)
+        )
+    };
+    // Resized: refused when read (or skipped and counted).
+    let d = dataset(json!({ "root": dir.path(), "height": 3, "width": 4 })).unwrap();
+    assert_eq!(read_error(&d, &[0, 5]), reason(50_000, 50_000, 134_217_728), "b/bomb.png is the last image");
+    let skipping = dataset(json!({ "root": dir.path(), "height": 3, "width": 4, "on_error": "skip" })).unwrap();
+    assert_eq!(read(&skipping, DataPart::Samples, &[3, 4, 5]).0.size(), [2, 3, 3, 4]);
+    assert_eq!(skipping.notes().unwrap()["skipped"], 1);
+    // Not resized, the first image of a class sets the size: refused when the data set is made.
+    fs::rename(&bomb, dir.path().join("b/0-bomb.png")).unwrap();
+    let bomb = dir.path().join("b/0-bomb.png");
+    assert_eq!(
+        error(json!({ "root": dir.path() })),
+        reason(50_000, 50_000, 134_217_728)
+            .replace(&dir.path().join("b/bomb.png").display().to_string(), &bomb.display().to_string())
+    );
+    // The limit is the configuration's.
+    fs::remove_file(&bomb).unwrap();
+    let err = error(json!({ "root": dir.path(), "max_pixels": 11 }));
+    assert!(
+        err.ends_with(
+            "image is 4x3 pixels (12), more than max_pixels (11); refused before decoding (a decompression bomb?); \
+             raise max_pixels to read it"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn sizes_from_the_configuration_are_checked_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    two_classes(dir.path());
+    assert_eq!(
+        error(json!({ "root": dir.path(), "height": 65535, "width": 65535 })),
+        "configuration error: height × width: 65535 × 65535 is 4294836225 pixels an image, more than max_pixels \
+         (134217728); resize to a smaller size (or raise max_pixels)"
+    );
+    // A batch larger than memory is refused before its bytes are.
+    let d = dataset(json!({ "root": dir.path(), "height": 8192, "width": 8192, "max_pixels": 1u64 << 40 })).unwrap();
+    let err = read_error(&d, &vec![0; 1 << 20]);
+    assert!(
+        err.starts_with(
+            "configuration error: a batch of 1048576 images of 3 × 8192 × 8192: needs 1.1 PB (1055531162664960 bytes), \
+             and this machine has "
+        ) && err.ends_with("; use a smaller batch size or image size"),
+        "{err}"
+    );
+}
+
+mod properties {
+    use gymnos_plugin_sdk::{serde_json::json, IndexedDataset};
+    use proptest::prelude::*;
+
+    use super::{dataset, split_folder};
+
+    const NAMES: [&str; 9] = ["train", "Train", "val", "valid", "Validation", "test", "TEST", "cats", "dogs"];
+
+    fn role(name: &str) -> Option<&'static str> {
+        match name.to_ascii_lowercase().as_str() {
+            "train" => Some("train"),
+            "val" | "valid" | "validation" => Some("val"),
+            "test" => Some("test"),
+            _ => None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Whatever folders a root holds, and whichever layout, the data set is the one the
+        /// layout's rule gives or a refusal naming the way out; never split folders taken for
+        /// classes unasked.
+        #[test]
+        fn a_root_is_read_as_its_layout_says(
+            picked in prop::sample::subsequence(NAMES.to_vec(), 1..5),
+            layout in prop::sample::select(vec!["auto", "classes", "splits"]),
+        ) {
+            // One folder per role, as a case-insensitive file system would have it.
+            let mut names: Vec<&str> = Vec::new();
+            for name in picked {
+                if !names.iter().any(|n| n.eq_ignore_ascii_case(name) || role(n).is_some() && role(n) == role(name)) {
+                    names.push(name);
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            for name in &names {
+                split_folder(dir.path(), name);
+            }
+            let split_like = names.iter().filter(|n| role(n).is_some()).count();
+            let has_train = names.iter().any(|n| role(n) == Some("train"));
+            let as_splits = match layout {
+                "classes" => Some(false),
+                "splits" => (split_like == names.len() && has_train).then_some(true),
+                _ if split_like == 0 => Some(false),
+                _ => (has_train && names.iter().all(|n| matches!(role(n), Some("train" | "test")))).then_some(true),
+            };
+            let result = dataset(json!({ "root": dir.path(), "layout": layout }));
+            match (as_splits, result) {
+                (Some(true), Ok(d)) => {
+                    let description = d.describe().unwrap();
+                    let vals = names.iter().filter(|n| role(n) == Some("val")).count() as u64;
+                    let tests = names.iter().any(|n| role(n) == Some("test"));
+                    prop_assert_eq!(description.info.class_names.len(), 2);
+                    prop_assert_eq!(description.len, 2 * (1 + vals));
+                    prop_assert_eq!(description.test_len, tests.then_some(2));
+                }
+                (Some(false), Ok(d)) if names.len() >= 2 => {
+                    let mut expected: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+                    expected.sort();
+                    let classes: Vec<String> = d.describe().unwrap().info.class_names.iter().map(|c| c.to_string()).collect();
+                    prop_assert_eq!(classes, expected);
+                }
+                (Some(false), Err(e)) if names.len() < 2 => {
+                    prop_assert!(e.to_string().contains("classification needs at least 2 classes"), "{}", e);
+                }
+                (None, Err(e)) => {
+                    let e = e.to_string();
+                    let root = dir.path().display().to_string();
+                    prop_assert!(e.starts_with(&format!("data error: {root}")), "{}", e);
+                    prop_assert!(e.contains("layout") && !e.contains('\n'), "{}", e);
+                }
+                (expected, got) => prop_assert!(false, "{names:?} as {layout}: expected {expected:?}, got {:?}", got.map(|_| "a data set").map_err(|e| e.to_string())),
+            }
+        }
     }
 }

@@ -105,6 +105,13 @@ mod tests {
         let err =
             harness::check_tracker::<super::JsonlTracker>(json!({ "file": "../events.jsonl" }), &dir).unwrap_err();
         assert_eq!(err, "create: configuration error: file: `../events.jsonl` leaves the run folder; give a relative path inside it");
+        let err = harness::check_tracker::<super::JsonlTracker>(json!({ "file": "" }), &dir).unwrap_err();
+        assert_eq!(err, "create: configuration error: file: is empty; give a relative path inside the run folder");
+        let err = harness::check_tracker::<super::JsonlTracker>(json!({ "file": "." }), &dir).unwrap_err();
+        assert_eq!(
+            err,
+            "create: configuration error: file: `.` names the run folder itself; give a relative path inside it"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -2,7 +2,7 @@
 //! features through one linear layer to the outputs.
 
 use gymnos_plugin_sdk::{
-    numel,
+    memory, numel,
     tch::{nn, nn::Module, Tensor},
     Config, Configurable, Context, Model, PluginError, Result,
 };
@@ -32,6 +32,11 @@ impl Configurable for Linear {
             return Err(PluginError::config("linear needs the input shape and the number of outputs from the host"));
         }
         let features = numel(&ctx.input_shape)?;
+        // Refused before anything is allocated: weights, bias and one sample's outputs, float32.
+        let values = memory::bytes_of(&[features as u64, ctx.num_outputs as u64], 1)
+            .and_then(|w| w.checked_add(2 * ctx.num_outputs as u128));
+        let what = format!("the linear layer of {features} features x {} outputs", ctx.num_outputs);
+        memory::ensure_bytes_fit(&what, values.and_then(|v| v.checked_mul(4)))?;
         let vs = nn::VarStore::new(ctx.device);
         let layer = nn::linear(
             vs.root() / "linear",
@@ -81,6 +86,15 @@ mod tests {
             err,
             "create: configuration error: shape [1099511627776, 1099511627776] has no element count that fits in 64 \
              bits"
+        );
+        // Features that fit in 64 bits, but not their weights in memory: refused before allocating.
+        let err = harness::check_model::<Linear>(json!({}), &[1 << 20, 1 << 20], 3).unwrap_err();
+        assert!(
+            err.starts_with(
+                "create: configuration error: the linear layer of 1099511627776 features x 3 outputs: needs 13.2 TB \
+                 (13194139533336 bytes), and this machine has "
+            ),
+            "{err}"
         );
     }
 

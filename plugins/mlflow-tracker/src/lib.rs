@@ -30,7 +30,10 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use gymnos_plugin_sdk::{Config, Configurable, Context, PluginError, Result, Tracker};
+use gymnos_plugin_sdk::{
+    api::{constraint::url_problem, Constraint},
+    Config, ConfigSchema, ConfigValues, Configurable, Context, KeySpec, PluginError, Result, Tracker,
+};
 use serde_json::Value;
 use worker::{Command, Settings, Shared};
 
@@ -43,7 +46,7 @@ pub const FINISH_WAIT_TIMEOUTS: u32 = 3;
 /// The configuration of `mlflow`.
 #[derive(Config)]
 pub struct MlflowConfig {
-    /// URL of the MLflow tracking server (http or https); MLFLOW_TRACKING_TOKEN, or
+    /// URL of the MLflow tracking server (http:// or https://host[:port][/path]); MLFLOW_TRACKING_TOKEN, or
     /// MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, authenticate as with MLflow's client
     #[config(default = "http://127.0.0.1:5000", non_empty)]
     pub tracking_uri: String,
@@ -56,6 +59,27 @@ pub struct MlflowConfig {
     /// Limit on each request to the server, in seconds; finish waits at most 3 times this
     #[config(default = 5.0, range = 0.1..=60.0)]
     pub timeout_seconds: f64,
+}
+
+/// The schemes `tracking_uri` takes.
+const SCHEMES: [&str; 2] = ["http", "https"];
+
+/// The configuration with the rule `#[derive(Config)]` cannot write: `tracking_uri` is an http or
+/// https URL, declared so that `gymnos-host validate` refuses `not a url` without creating the
+/// tracker (hosts that predate the rule ignore it; create checks it all the same).
+pub struct Declared(pub MlflowConfig);
+
+impl ConfigSchema for Declared {
+    fn keys() -> Vec<KeySpec> {
+        let mut keys = MlflowConfig::keys();
+        let uri = keys.iter_mut().find(|k| k.name == "tracking_uri").expect("declared above");
+        uri.rules.push(Constraint::Url { schemes: SCHEMES.map(String::from).to_vec() });
+        keys
+    }
+
+    fn from_config(config: &ConfigValues) -> Result<Self> {
+        MlflowConfig::from_config(config).map(Declared)
+    }
 }
 
 pub struct MlflowTracker {
@@ -77,14 +101,13 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// `tracking_uri` checked and without a trailing `/`.
-fn tracking_url(uri: &str) -> Result<String> {
-    let uri = uri.trim().trim_end_matches('/');
-    let rest = uri.strip_prefix("http://").or_else(|| uri.strip_prefix("https://"));
-    match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !uri.contains(['?', '#', ' ']) => Ok(uri.into()),
-        _ => Err(PluginError::config(format!(
-            "tracking_uri: `{uri}` is not the http:// or https:// URL of an MLflow tracking server"
+/// `tracking_uri` checked (by the declared rule's own check) and without a trailing `/`.
+pub fn tracking_url(uri: &str) -> Result<String> {
+    let schemes = SCHEMES.map(String::from);
+    match url_problem(uri, &schemes) {
+        None => Ok(uri.trim_end_matches('/').into()),
+        Some(problem) => Err(PluginError::config(format!(
+            "tracking_uri: `{uri}` {problem}; it needs the http:// or https:// URL of an MLflow tracking server"
         ))),
     }
 }
@@ -94,9 +117,9 @@ impl Configurable for MlflowTracker {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const DESCRIPTION: &'static str =
         "Records the run's parameters, metrics, files and status on an MLflow tracking server";
-    type Config = MlflowConfig;
+    type Config = Declared;
 
-    fn build(config: MlflowConfig, ctx: &Context) -> Result<Self> {
+    fn build(Declared(config): Declared, ctx: &Context) -> Result<Self> {
         let settings = Settings {
             url: tracking_url(&config.tracking_uri)?,
             experiment_name: Some(config.experiment_name.trim().to_string()).filter(|n| !n.is_empty()),

@@ -11,7 +11,7 @@ use std::{
 use gymnos_plugin_sdk::{harness, serde_json::json, ConfigSchema, Configurable, Context, Tracker};
 use serde_json::Value;
 
-use super::{MlflowConfig, MlflowTracker, QUEUE_CAPACITY};
+use super::{tracking_url, Declared, MlflowTracker, QUEUE_CAPACITY};
 
 #[derive(Clone, Debug)]
 struct Request {
@@ -154,7 +154,7 @@ fn answer(request: &Request, state: &Mutex<State>) -> (u16, Value) {
 }
 
 fn tracker(config: Value) -> MlflowTracker {
-    MlflowTracker::build(MlflowConfig::from_json(config).unwrap(), &Context::standalone()).unwrap()
+    MlflowTracker::build(Declared::from_json(config).unwrap(), &Context::standalone()).unwrap()
 }
 
 /// A whole run's calls, with `metrics` epochs; the errors the host would record.
@@ -293,20 +293,78 @@ fn a_full_queue_drops_metrics_counts_them_and_never_blocks() {
 
 #[test]
 fn the_configuration_is_checked() {
-    let err = |config: Value| match MlflowConfig::from_json(config) {
+    let err = |config: Value| match Declared::from_json(config) {
         Ok(c) => MlflowTracker::build(c, &Context::standalone()).err().unwrap().to_string(),
         Err(e) => e.to_string(),
     };
+    // The declared rule: what `gymnos-host validate` says without creating the tracker.
+    let wants = "it needs a URL (http:// or https://host[:port][/path])";
+    for (uri, why) in [
+        ("localhost:5000", "has no scheme:// (such as http://)"),
+        ("not a url", "contains a space"),
+        ("ftp://host", "has the scheme `ftp`, not http or https"),
+        ("http://host:5000?x=1", "has a query or fragment (`?`, `#`)"),
+    ] {
+        assert_eq!(
+            err(json!({ "tracking_uri": uri })),
+            format!("configuration error: tracking_uri: `{uri}` {why}; {wants}")
+        );
+    }
+    let keys = Declared::keys();
+    let rules: Vec<String> = keys[0].rules.iter().map(|r| r.describe()).collect();
+    assert_eq!(rules, ["non-empty", "a URL (http:// or https://host[:port][/path])"]);
+    assert_eq!(tracking_url("https://mlflow.example/prefix/").unwrap(), "https://mlflow.example/prefix");
     assert_eq!(
-        err(json!({ "tracking_uri": "localhost:5000" })),
-        "configuration error: tracking_uri: `localhost:5000` is not the http:// or https:// URL of an MLflow \
-         tracking server"
+        tracking_url("http://").unwrap_err().to_string(),
+        "configuration error: tracking_uri: `http://` has no host; it needs the http:// or https:// URL of an \
+         MLflow tracking server"
     );
     assert_eq!(err(json!({ "timeout_seconds": 0 })), "configuration error: timeout_seconds: 0 is not in [0.1, 60]");
     assert!(err(json!({ "experiment_name": "x".repeat(501) })).starts_with("configuration error: experiment_name: "));
-    let config = MlflowConfig::from_json(json!({})).unwrap();
+    let Declared(config) = Declared::from_json(json!({})).unwrap();
     assert_eq!(
         (config.tracking_uri.as_str(), config.experiment_name.as_str(), config.timeout_seconds),
         ("http://127.0.0.1:5000", "", 5.0)
     );
+}
+
+/// Strings made of the pieces URLs (and near misses) are made of.
+fn url_like() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let scheme = prop::sample::select(vec!["http://", "https://", "HTTPS://", "ftp://", "http:/", "", "://", "http"]);
+    let userinfo = prop::sample::select(vec!["", "user@", "user:pw@", "@", "u<r@", "ü@"]);
+    let host = prop::sample::select(vec![
+        "localhost",
+        "127.0.0.1",
+        "mlflow.example.com",
+        "[::1]",
+        "[::1",
+        "[zz]",
+        "",
+        "my host",
+        "ho<st",
+        "a_b",
+        "é.fr",
+    ]);
+    let port = prop::sample::select(vec!["", ":5000", ":0", ":65535", ":65536", ":", ":http", ":-1"]);
+    let path =
+        prop::sample::select(vec!["", "/", "/mlflow", "/a/b/", "?x=1", "#top", "/a b", "/%20", "/a|b", "/é", "/a\"b"]);
+    (scheme, userinfo, host, port, path).prop_map(|(s, u, h, p, a)| format!("{s}{u}{h}{p}{a}"))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+    /// What the declared rule accepts (`validate`), create accepts, and the HTTP client can send
+    /// requests to; what it refuses, create refuses.
+    #[test]
+    fn validate_and_create_agree_on_tracking_uri(uri in url_like()) {
+        let declared = Declared::from_json(json!({ "tracking_uri": uri }));
+        let created = declared.as_ref().map_err(ToString::to_string).and_then(|_| tracking_url(&uri).map_err(|e| e.to_string()));
+        proptest::prop_assert_eq!(declared.is_ok(), created.is_ok(), "{}: {:?}", uri, created);
+        if let Ok(url) = created {
+            let endpoint = format!("{url}/api/2.0/mlflow/runs/create");
+            proptest::prop_assert!(ureq::http::Uri::try_from(endpoint.as_str()).is_ok(), "{}", endpoint);
+        }
+    }
 }

@@ -58,6 +58,8 @@ struct Categories {
     name: &'static str,
     /// As configured (negative: from the end).
     columns: Vec<i64>,
+    /// The most distinct values a column may take in training.
+    max_categories: usize,
     /// Between `begin_fit` and `end_fit`: the training features' shape (once a batch came), the
     /// distinct values per resolved column, and the number of samples.
     running: Option<Running>,
@@ -73,13 +75,17 @@ struct Running {
 }
 
 impl Categories {
-    fn new(name: &'static str, columns: Vec<i64>) -> Result<Self> {
+    fn new(name: &'static str, columns: Vec<i64>, max_categories: i64) -> Result<Self> {
         for (i, c) in columns.iter().enumerate() {
             if columns[..i].contains(c) {
                 return Err(PluginError::config(format!("{name}: column {c} is listed twice in `columns`")));
             }
         }
-        Ok(Self { name, columns, running: None, fitted: None })
+        let max_categories = usize::try_from(max_categories)
+            .ok()
+            .filter(|&m| m >= 1)
+            .ok_or_else(|| PluginError::config(format!("max_categories: {max_categories} is not >= 1")))?;
+        Ok(Self { name, columns, max_categories, running: None, fitted: None })
     }
 
     /// Checks that `x` is tabular and resolves the columns against its width.
@@ -120,8 +126,27 @@ impl Categories {
             let (distinct, _) = column.internal_unique(true, false);
             let distinct = Vec::<f64>::try_from(&distinct.contiguous())
                 .map_err(|e| PluginError::runtime(format!("{name}: reading column {j}: {e}")))?;
+            // A category code is an integer; anything else is a measurement, not a category.
+            if let Some(&v) = distinct.iter().find(|v| v.fract() != 0.0) {
+                // As written in the data: a float32 value shortest as float32 (11.03, not 11.0299997).
+                let v = if f64::from(v as f32) == v { (v as f32).to_string() } else { v.to_string() };
+                return Err(PluginError::data(format!(
+                    "{name}: column {j} holds {v} in training, not an integer category code: it looks like a \
+                     continuous feature; leave it out of `columns` (a csv data set gives the columns listed in its \
+                     `categorical` as integer codes)"
+                )));
+            }
             // `+ 0.0` turns -0 into 0, which libtorch compares equal to it.
-            running.values.entry(j).or_default().extend(distinct.into_iter().map(|v| Code(v + 0.0)));
+            let seen = running.values.entry(j).or_default();
+            seen.extend(distinct.into_iter().map(|v| Code(v + 0.0)));
+            if seen.len() > self.max_categories {
+                return Err(PluginError::data(format!(
+                    "{name}: column {j} takes more than {} distinct values in training (max_categories): it looks \
+                     like a continuous feature or an identifier, not categories; leave it out of `columns`, or raise \
+                     `max_categories` if it holds that many categories",
+                    self.max_categories
+                )));
+            }
         }
         running.samples += shape[0];
         Ok(())
@@ -238,10 +263,14 @@ pub struct LabelEncodeConfig {
     /// What a value not seen in training maps to
     #[config(default = -1.0)]
     pub unknown: f64,
+    /// The most distinct values a listed column may take in training; a column with more (or
+    /// with values that are not integers) is refused as continuous, not categories
+    #[config(default = 50, range = 1..=1000000)]
+    pub max_categories: i64,
 }
 
-/// For tabular features `[n, f]`: replaces each value of the listed `columns` (category codes,
-/// any numbers) by its index among the distinct values the column takes in training, sorted
+/// For tabular features `[n, f]`: replaces each value of the listed `columns` (integer category
+/// codes, at most `max_categories` distinct ones per column in training) by its index among the distinct values the column takes in training, sorted
 /// (`0..k-1`). A value not seen in training (NaN included) becomes `unknown` (default -1). Other
 /// columns are kept; the result is `float32 [n, f]`. State: `width` (`int64 [1]`, the number of
 /// columns) and, per listed column `j` (counted from 0), `categories.<j>` (its training values,
@@ -259,7 +288,8 @@ impl Configurable for LabelEncode {
     type Config = LabelEncodeConfig;
 
     fn build(config: LabelEncodeConfig, _ctx: &Context) -> Result<Self> {
-        Ok(Self { categories: Categories::new(Self::NAME, config.columns)?, unknown: config.unknown })
+        let categories = Categories::new(Self::NAME, config.columns, config.max_categories)?;
+        Ok(Self { categories, unknown: config.unknown })
     }
 }
 
@@ -306,10 +336,14 @@ pub struct OneHotConfig {
     /// Indices of the columns holding category codes (negative counts from the end)
     #[config(non_empty)]
     pub columns: Vec<i64>,
+    /// The most distinct values a listed column may take in training; a column with more (or
+    /// with values that are not integers) is refused as continuous, not categories
+    #[config(default = 50, range = 1..=1000000)]
+    pub max_categories: i64,
 }
 
-/// For tabular features `[n, f]`: replaces each of the listed `columns` (category codes, any
-/// numbers), in place, by `k` columns: the one-hot code of the value among the `k` distinct
+/// For tabular features `[n, f]`: replaces each of the listed `columns` (integer category codes,
+/// at most `max_categories` distinct ones per column in training), in place, by `k` columns: the one-hot code of the value among the `k` distinct
 /// values the column takes in training, sorted. A value not seen in training (NaN included)
 /// gives `k` zeros. Other columns keep their order; the result is `float32`. State: as
 /// `label-encode`'s, `width` and `categories.<j>`.
@@ -324,7 +358,7 @@ impl Configurable for OneHot {
     type Config = OneHotConfig;
 
     fn build(config: OneHotConfig, _ctx: &Context) -> Result<Self> {
-        Ok(Self { categories: Categories::new(Self::NAME, config.columns)? })
+        Ok(Self { categories: Categories::new(Self::NAME, config.columns, config.max_categories)? })
     }
 }
 
@@ -384,11 +418,11 @@ mod tests {
         OneHot::build(OneHotConfig::from_json(config).unwrap(), &Context::standalone()).unwrap()
     }
 
-    /// A table of `n` rows: a numeric column, a category column with codes from {-3, 7, 40, 2.5},
+    /// A table of `n` rows: a numeric column, a category column with codes from {-3, 7, 40, 12},
     /// another numeric one, and a category column with codes 0..5.
     fn table(n: i64, seed: u64) -> Tensor {
         let mut rng = Rng::new(seed);
-        let codes = [-3.0f32, 7.0, 40.0, 2.5];
+        let codes = [-3.0f32, 7.0, 40.0, 12.0];
         let rows: Vec<f32> = (0..n)
             .flat_map(|_| {
                 let a = rng.uniform(-1.0, 1.0) as f32;
@@ -414,7 +448,7 @@ mod tests {
         harness::check_incremental_preprocessor::<LabelEncode>(json!({ "columns": [3], "unknown": 99 }), &x, &y, 40)
             .unwrap();
         harness::check_incremental_preprocessor::<OneHot>(json!({ "columns": [1, 3] }), &x, &y, 6).unwrap();
-        harness::check_incremental_preprocessor::<OneHot>(json!({ "columns": [-4] }), &x, &y, 10).unwrap();
+        harness::check_incremental_preprocessor::<OneHot>(json!({ "columns": [-3] }), &x, &y, 10).unwrap();
     }
 
     #[test]
@@ -475,9 +509,44 @@ mod tests {
             state.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
             ["width", "categories.1", "categories.3"]
         );
-        assert_close(&values(&state[1].1), &[-3.0, 2.5, 7.0, 40.0], 0.0);
+        assert_close(&values(&state[1].1), &[-3.0, 7.0, 12.0, 40.0], 0.0);
         assert_close(&values(&state[2].1), &[0.0, 1.0, 2.0, 3.0, 4.0], 0.0);
         assert_eq!(p.transform(&x).unwrap().size(), [50, 11]);
+    }
+
+    #[test]
+    fn continuous_columns_are_refused_naming_the_column() {
+        // Column 0 holds measurements (not integers), column 2 whole numbers of many values.
+        let x = Tensor::from_slice(&(0..60).flat_map(|i| [i as f64 * 0.5, 1.0, i as f64]).collect::<Vec<_>>())
+            .view([60, 3]);
+        let y = targets(60);
+        let err = harness::check_preprocessor::<LabelEncode>(json!({ "columns": [0, 1] }), &x, &y).unwrap_err();
+        assert_eq!(
+            err,
+            "fit: data error: label-encode: column 0 holds 0.5 in training, not an integer category code: it looks \
+             like a continuous feature; leave it out of `columns` (a csv data set gives the columns listed in its \
+             `categorical` as integer codes)"
+        );
+        let err = harness::check_preprocessor::<OneHot>(json!({ "columns": [-1] }), &x, &y).unwrap_err();
+        assert_eq!(
+            err,
+            "fit: data error: one-hot: column 2 takes more than 50 distinct values in training (max_categories): it \
+             looks like a continuous feature or an identifier, not categories; leave it out of `columns`, or raise \
+             `max_categories` if it holds that many categories"
+        );
+        // Counted across batches, and as many as asked for.
+        let mut p = one_hot(json!({ "columns": [2], "max_categories": 20 }));
+        p.begin_fit().unwrap();
+        p.fit_batch(&x.narrow(0, 0, 15), &targets(15)).unwrap();
+        let err = p.fit_batch(&x.narrow(0, 15, 15), &targets(15)).unwrap_err().to_string();
+        assert!(err.starts_with("data error: one-hot: column 2 takes more than 20 distinct values"), "{err}");
+        harness::check_preprocessor::<OneHot>(json!({ "columns": [1, 2], "max_categories": 60 }), &x, &y).unwrap();
+        let err =
+            harness::check_preprocessor::<OneHot>(json!({ "columns": [1], "max_categories": 0 }), &x, &y).unwrap_err();
+        assert_eq!(err, "create: configuration error: max_categories: 0 is not in [1, 1000000]");
+        let inf = tensor(&[f64::INFINITY, 1.0, 2.0, 1.0], &[2, 2]);
+        let err = harness::check_preprocessor::<OneHot>(json!({ "columns": [0] }), &inf, &targets(2)).unwrap_err();
+        assert!(err.starts_with("fit: data error: one-hot: column 0 holds inf in training, not an integer"), "{err}");
     }
 
     #[test]

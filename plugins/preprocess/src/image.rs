@@ -1,7 +1,7 @@
 //! Stateless preprocessors of images and shapes: `resize`, `grayscale` and `flatten`.
 
 use gymnos_plugin_sdk::{
-    fit_whole, numel,
+    fit_whole, memory, numel,
     tch::{Kind, Tensor},
     Config, Configurable, Context, IncrementalPreprocessor, Preprocessor, Result,
 };
@@ -53,10 +53,10 @@ macro_rules! stateless {
 #[derive(Config)]
 pub struct ResizeConfig {
     /// Height of the resized images, in pixels
-    #[config(min = 1)]
+    #[config(range = 1..=65535)]
     pub height: i64,
     /// Width of the resized images, in pixels
-    #[config(min = 1)]
+    #[config(range = 1..=65535)]
     pub width: i64,
 }
 
@@ -77,18 +77,25 @@ impl Configurable for Resize {
     type Config = ResizeConfig;
 
     fn build(config: ResizeConfig, _ctx: &Context) -> Result<Self> {
-        Ok(Self { height: config.height, width: config.width })
+        let (height, width) = (config.height, config.width);
+        // One channel of one image, float32: refused before any batch comes when even that
+        // cannot fit; every batch is checked again with its images and channels.
+        memory::ensure_fits(&format!("height x width ({height}x{width} pixels)"), &[height as u64, width as u64], 4)?;
+        Ok(Self { height, width })
     }
 }
 
 impl Resize {
     fn check(&self, x: &Tensor) -> Result<()> {
         let shape = x.size();
-        if matches!(shape.len(), 3 | 4) && shape[1..].iter().all(|&d| d > 0) {
-            Ok(())
-        } else {
-            Err(bad_shape(Self::NAME, "images [n, c, h, w] or [n, h, w]", &shape))
+        if !(matches!(shape.len(), 3 | 4) && shape[1..].iter().all(|&d| d > 0)) {
+            return Err(bad_shape(Self::NAME, "images [n, c, h, w] or [n, h, w]", &shape));
         }
+        // What the resized batch takes, float32, before libtorch is asked for it.
+        let (n, c) = (shape[0], if shape.len() == 4 { shape[1] } else { 1 });
+        let (height, width) = (self.height, self.width);
+        let what = format!("height x width ({height}x{width} pixels, for {n} images of {c} channels)");
+        memory::ensure_fits(&what, &[n as u64, c as u64, height as u64, width as u64], 4)
     }
 
     fn apply(&self, x: &Tensor) -> Tensor {
@@ -259,7 +266,49 @@ mod tests {
         assert_eq!(err.to_string(), "data error: resize needs images [n, c, h, w] or [n, h, w], got shape [4, 8]");
         let err = harness::check_preprocessor::<Resize>(json!({ "height": 0, "width": 2 }), &constant, &targets(2))
             .unwrap_err();
-        assert_eq!(err, "create: configuration error: height: 0 is not >= 1");
+        assert_eq!(err, "create: configuration error: height: 0 is not in [1, 65535]");
+    }
+
+    #[test]
+    fn resize_refuses_sizes_that_cannot_fit_before_allocating() {
+        let machine = gymnos_plugin_sdk::memory::human(u128::from(gymnos_plugin_sdk::memory::limit_bytes()));
+        let images = Tensor::zeros([8, 3, 4, 4], (Kind::Float, Device::Cpu));
+        let err =
+            harness::check_preprocessor::<Resize>(json!({ "height": 1000000, "width": 1000000 }), &images, &targets(8))
+                .unwrap_err();
+        assert_eq!(
+            err,
+            "create: configuration error: height: 1000000 is not in [1, 65535]; width: 1000000 is not in [1, 65535]"
+        );
+        // Within the rules, one image may still not fit: refused naming both sides.
+        let resize = |side: i64| {
+            <Resize as gymnos_plugin_sdk::Configurable>::build(
+                gymnos_plugin_sdk::ConfigSchema::from_json(json!({ "height": side, "width": side })).unwrap(),
+                &gymnos_plugin_sdk::Context::standalone(),
+            )
+        };
+        let limit = gymnos_plugin_sdk::memory::limit_bytes();
+        if limit < 65535 * 65535 * 4 {
+            let err = resize(65535).err().unwrap().to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "configuration error: height x width (65535x65535 pixels): needs 17.2 GB (17179344900 bytes), and \
+                     this machine has {machine} of memory"
+                )
+            );
+        }
+        // One channel of one image fits; the batch's images and channels do not.
+        let n = (limit / (3 * 4096 * 4096 * 4) + 1) as i64;
+        let images = Tensor::zeros([n, 3, 4, 4], (Kind::Float, Device::Cpu));
+        let config = json!({ "height": 4096, "width": 4096 });
+        let err = harness::check_preprocessor::<Resize>(config, &images, &targets(n)).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "fit: configuration error: height x width (4096x4096 pixels, for {n} images of 3 channels): needs "
+            )),
+            "{err}"
+        );
     }
 
     #[test]

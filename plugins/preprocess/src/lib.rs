@@ -119,3 +119,90 @@ pub(crate) mod testing {
         }
     }
 }
+
+/// `gymnos-host validate` checks the rules each preprocessor declares, without creating it;
+/// `create` checks them again and may refuse more. Around every bound, what the declared rules
+/// accept, create accepts: the only refusals left to create are those no single key's rule can
+/// say (two keys together, or this machine's memory), listed here.
+#[cfg(test)]
+mod declared_rules {
+    use gymnos_plugin_sdk::{
+        serde_json::{json, Value},
+        ConfigSchema, Configurable, Context,
+    };
+    use proptest::prelude::*;
+
+    use crate::{LabelEncode, MinMax, Normalize, OneHot, Resize};
+
+    /// What validate says (the declared keys and rules), and what create says.
+    fn verdicts<T: Configurable>(config: &Value) -> (bool, Result<(), String>) {
+        let declared = T::Config::from_json(config.clone());
+        let accepted = declared.is_ok();
+        let created = declared.and_then(|c| T::build(c, &Context::standalone())).map(drop).map_err(|e| e.to_string());
+        (accepted, created)
+    }
+
+    /// Numbers at and around the bounds the rules use.
+    fn near_bounds() -> impl Strategy<Value = f64> {
+        prop::sample::select(vec![
+            -1e308,
+            -1.0,
+            -1e-9,
+            -0.0,
+            0.0,
+            1e-300,
+            1e-9,
+            0.5,
+            1.0,
+            1.0 + 1e-9,
+            2.0,
+            65535.0,
+            65536.0,
+            1e6,
+            1e308,
+        ])
+    }
+
+    fn integers() -> impl Strategy<Value = i64> {
+        prop::sample::select(vec![i64::MIN, -1, 0, 1, 2, 50, 65535, 65536, 1_000_000, 1_000_001, i64::MAX])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn normalize(mean in prop::collection::vec(near_bounds(), 1..3), std in prop::collection::vec(near_bounds(), 1..3)) {
+            // Cross-key, said by create only: one mean per std.
+            prop_assume!(mean.len() == std.len());
+            let (accepted, created) = verdicts::<Normalize>(&json!({ "mean": mean, "std": std }));
+            prop_assert_eq!(accepted, created.is_ok(), "{:?}", created);
+        }
+
+        #[test]
+        fn min_max(low in near_bounds(), high in near_bounds()) {
+            // Cross-key, said by create only: low below high, and their difference finite.
+            prop_assume!(low < high && (high - low).is_finite());
+            let (accepted, created) = verdicts::<MinMax>(&json!({ "low": low, "high": high }));
+            prop_assert_eq!(accepted, created.is_ok(), "{:?}", created);
+        }
+
+        #[test]
+        fn resize(height in integers(), width in integers()) {
+            let (accepted, created) = verdicts::<Resize>(&json!({ "height": height, "width": width }));
+            // This machine's memory, said by create only.
+            let memory = created.as_ref().err().is_some_and(|e| e.contains(": needs "));
+            prop_assert_eq!(accepted, created.is_ok() || memory, "{:?}", created);
+        }
+
+        #[test]
+        fn categories(column in integers(), max_categories in integers(), unknown in near_bounds()) {
+            let config = json!({ "columns": [column], "max_categories": max_categories });
+            let (accepted, created) = verdicts::<OneHot>(&config);
+            prop_assert_eq!(accepted, created.is_ok(), "{:?}", created);
+            let mut config = config;
+            config["unknown"] = json!(unknown);
+            let (accepted, created) = verdicts::<LabelEncode>(&config);
+            prop_assert_eq!(accepted, created.is_ok(), "{:?}", created);
+        }
+    }
+}

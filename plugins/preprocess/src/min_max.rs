@@ -63,6 +63,12 @@ impl Configurable for MinMax {
                 config.low, config.high
             )));
         }
+        if !(config.high - config.low).is_finite() {
+            return Err(PluginError::config(format!(
+                "{NAME}: `high` - `low` ({:e} - {:e}) is beyond a 64-bit float; the scaled features would be infinite",
+                config.high, config.low
+            )));
+        }
         Ok(Self {
             low: config.low,
             high: config.high,
@@ -129,7 +135,9 @@ impl Preprocessor for MinMax {
             .ok_or_else(|| not_fitted(NAME))?;
         self.check_fitted_shape(&min, features, "was fitted on")?;
         let range = &max - &min;
-        let scale = (range.reciprocal() * (self.high - self.low)).where_self(&range.gt(0.0), &range.zeros_like());
+        // A constant feature (or a range so small that its scale overflows) maps to `low`.
+        let scale = range.reciprocal() * (self.high - self.low);
+        let scale = scale.where_self(&range.gt(0.0).logical_and(&scale.isfinite()), &range.zeros_like());
         Ok(((features.to_kind(Kind::Double) - min) * scale + self.low).to_kind(Kind::Float))
     }
 
@@ -310,6 +318,12 @@ mod tests {
         let y = targets(8);
         let err = harness::check_preprocessor::<MinMax>(json!({ "low": 1, "high": 1 }), &x, &y).unwrap_err();
         assert_eq!(err, "create: configuration error: min-max: `low` (1) must be below `high` (1)");
+        let err = harness::check_preprocessor::<MinMax>(json!({ "low": -1e308, "high": 1e308 }), &x, &y).unwrap_err();
+        assert_eq!(
+            err,
+            "create: configuration error: min-max: `high` - `low` (1e308 - -1e308) is beyond a 64-bit float; the \
+             scaled features would be infinite"
+        );
         let err = harness::check_preprocessor::<MinMax>(json!({ "per_channel": true }), &x.view([-1]), &targets(24))
             .unwrap_err();
         assert_eq!(err, "fit: data error: min-max needs features [n, c, ...] with per_channel, got shape [24]");

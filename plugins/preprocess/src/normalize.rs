@@ -21,6 +21,8 @@ pub struct NormalizeConfig {
     pub mean: Option<Vec<f64>>,
     /// Per-channel standard deviations to divide by, all above 0, used as given with `mean`
     /// (null: computed on the training split)
+    // Declared, so that `validate` refuses what `build` does: a std of 0 would divide by zero.
+    #[config(above = 0.0)]
     pub std: Option<Vec<f64>>,
 }
 
@@ -269,9 +271,14 @@ mod tests {
             check(json!({ "mean": [0.5, 0.5], "std": [1] })),
             "create: configuration error: normalize: `mean` and `std` need one value per channel, got 2 and 1"
         );
+        // Declared, so that `validate` refuses it too.
         assert_eq!(
             check(json!({ "mean": [0.5], "std": [0] })),
-            "create: configuration error: normalize: `std` values must be above 0, got 0"
+            "create: configuration error: std: item 0: 0 is not > 0"
+        );
+        assert_eq!(
+            check(json!({ "mean": [0.5, 1], "std": [1, -0.5] })),
+            "create: configuration error: std: item 1: -0.5 is not > 0"
         );
         assert_eq!(
             check(json!({ "mean": [0.5, 0.5], "std": [1, 1] })),

@@ -14,7 +14,7 @@
 //! the memory order libtorch's CPU convolutions run fastest in.
 
 use gymnos_plugin_sdk::{
-    layout,
+    layout, memory,
     tch::{nn, nn::Module, nn::ModuleT, Tensor},
     Config, Configurable, Context, Model, PluginError, Result,
 };
@@ -119,6 +119,54 @@ fn stage_channels(width: i64, stages: usize) -> Result<Vec<i64>> {
     Ok(channels)
 }
 
+/// The side a 3x3 (or 7x7, padded 3) convolution or a 3x3 max-pool of stride 2 leaves.
+fn halved(side: i64) -> i64 {
+    (side - 1) / 2 + 1
+}
+
+/// Refuses, before anything is allocated, a network that would not fit in memory: the stem,
+/// each BasicBlock (two 3x3 convolutions, their batch norms, the projection, and one sample's
+/// outputs of each of its seven steps), and the head.
+fn check_sizes(depth: &[i64], channels: &[i64], large: bool, [c, h, w]: [i64; 3], num_outputs: i64) -> Result<()> {
+    let mut tally = memory::Tally::default();
+    let width = channels[0];
+    let (kernel, mut h, mut w) = if large { (7, halved(h), halved(w)) } else { (3, h, w) };
+    let what = || format!("width (the stem of {width} channels at {h}x{w})");
+    tally.add(what, &[&[width, c, kernel, kernel], &[width, 4], &[3, width, h, w]])?;
+    if large {
+        (h, w) = (halved(h), halved(w));
+        tally.add(|| format!("width (the stem of {width} channels at {h}x{w})"), &[&[width, h, w]])?;
+    }
+    let mut c_in = width;
+    for (stage, (&blocks, &c_out)) in depth.iter().zip(channels).enumerate() {
+        for block in 0..blocks {
+            if stage > 0 && block == 0 {
+                (h, w) = (halved(h), halved(w));
+            }
+            let projection = if c_in != c_out || (stage > 0 && block == 0) { 1 } else { 0 };
+            let what = || {
+                format!(
+                    "depth[{stage}] and width (the network up to block {block} of stage {stage}: {c_out} channels \
+                     at {h}x{w})"
+                )
+            };
+            tally.add(
+                what,
+                &[
+                    &[c_out, c_in, 3, 3],
+                    &[c_out, c_out, 3, 3],
+                    &[projection, c_out, c_in + 4],
+                    &[c_out, 8],
+                    &[7 + 2 * projection, c_out, h, w],
+                ],
+            )?;
+            c_in = c_out;
+        }
+    }
+    let what = || format!("width (the network up to its head of {c_in} x {num_outputs} weights)");
+    tally.add(what, &[&[c_in, num_outputs], &[num_outputs, 2]])
+}
+
 impl Configurable for Resnet {
     const NAME: &'static str = "resnet";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
@@ -150,6 +198,7 @@ impl Configurable for Resnet {
             other => return Err(PluginError::config(format!("stem `{other}` is not auto, small or large"))),
         };
         let channels = stage_channels(width, depth.len())?;
+        check_sizes(&depth, &channels, large, [c, h, w], ctx.num_outputs)?;
         let vs = nn::VarStore::new(ctx.device);
         let root = vs.root();
         let stem = if large {
@@ -208,6 +257,7 @@ mod tests {
         tch::{Device, Kind, Tensor},
         ConfigSchema, Configurable, Context, Model,
     };
+    use proptest::prelude::*;
 
     use super::{Resnet, ResnetConfig};
 
@@ -273,6 +323,50 @@ mod tests {
             err.to_string(),
             "configuration error: width 4096 doubled over 8 stages gives stage 5 more than 65536 channels"
         );
+    }
+
+    #[test]
+    fn sizes_that_cannot_fit_are_refused_before_anything_is_allocated_naming_the_fields() {
+        let err = build(json!({ "depth": [64, 64, 64, 64, 64, 64, 64, 64], "width": 512 }), &[3, 32, 32])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with("configuration error: depth["), "{err}");
+        assert!(err.contains("] and width (the network up to block ") && err.contains(": needs "), "{err}");
+        let err = build(json!({ "depth": [1], "width": 8 }), &[3, 1 << 20, 1 << 20]).err().unwrap().to_string();
+        assert!(
+            err.starts_with("configuration error: width (the stem of 8 channels at 524288x524288): needs "),
+            "{err}"
+        );
+        let err = build(json!({ "depth": [1], "width": 8 }), &[3, i64::MAX, i64::MAX]).err().unwrap().to_string();
+        assert!(err.starts_with("configuration error: width (the stem of 8 channels at "), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Any depth, width, stem and image size, small or absurd: create builds the network or
+        /// refuses it with a configuration error naming a field; never a panic or an allocation
+        /// failure.
+        #[test]
+        fn create_builds_or_names_the_field(
+            depth in prop::collection::vec(1i64..3, 1..9),
+            width in prop_oneof![1i64..6, 2048i64..4097],
+            stem in prop::sample::select(vec!["auto", "small", "large"]),
+            side in prop_oneof![8i64..20, Just(1i64 << 20), Just(i64::MAX / 2)],
+        ) {
+            // Small networks build; wide ones are refused by the channel cap or for their memory.
+            prop_assume!(width < 2048 || width << (depth.len() - 1) > 65536 || side > 20);
+            let config = json!({ "depth": depth, "width": width, "stem": stem });
+            match build(config, &[1, side, side]) {
+                Ok(_) => prop_assert!(width < 2048 && side <= 20),
+                Err(e) => {
+                    let text = e.to_string();
+                    let named = ["width", "depth["].iter().any(|f| text.starts_with(&format!("configuration error: {f}")));
+                    prop_assert!(named, "{}", text);
+                }
+            }
+        }
     }
 
     #[test]

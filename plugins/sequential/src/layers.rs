@@ -2,7 +2,7 @@
 //! built into modules, and run.
 
 use gymnos_plugin_sdk::{
-    numel,
+    memory, numel,
     serde_json::{Map, Value},
     tch::{nn, nn::Module, nn::ModuleT, Tensor},
     PluginError, Result,
@@ -199,8 +199,53 @@ fn image(label: &str, input: &[i64]) -> Result<[i64; 3]> {
     }
 }
 
+/// What a layer other than `residual` is, worked out from its input shape without allocating:
+/// its output shape, the shapes of its parameters, and how a convolution pads.
+struct Layout {
+    out: Vec<i64>,
+    params: Vec<Vec<i64>>,
+    /// A convolution's padding inside the convolution, and beforehand (even `same` kernels).
+    conv_pad: (i64, Option<[i64; 4]>),
+}
+
+/// Works out, for inputs of shape `input` (one sample's), the output shape of `specs` and the
+/// memory of their parameters and outputs, naming layers `{path}[i]`; nothing is allocated. The
+/// first layer that cannot take its input, or at which the network would not fit in memory, is
+/// refused.
+pub fn plan(specs: &[Spec], input: &[i64], path: &str, tally: &mut memory::Tally) -> Result<Vec<i64>> {
+    let mut shape = input.to_vec();
+    for (i, spec) in specs.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let label = format!("{at} ({})", spec.name());
+        if let Spec::Residual { layers } = spec {
+            let out = plan(layers, &shape, &format!("{at}.layers"), tally)?;
+            if out != shape {
+                return Err(misfit(&label, format!("its layers turn {shape:?} into {out:?}")));
+            }
+            tally.add(|| format!("{label}: the network up to its output {shape:?}"), &[&shape])?;
+            continue;
+        }
+        let layout = layout(spec, &shape, &label)?;
+        let what = || match (spec, layout.params.first()) {
+            (Spec::Dense { .. }, Some(weights)) => {
+                format!("{at}.units (the network up to this dense layer of {} x {} weights)", weights[1], weights[0])
+            }
+            (Spec::Conv2d { filters, .. }, _) => format!(
+                "{at}.filters (the network up to this conv2d of {} to {filters} channels, output {:?})",
+                shape[0], layout.out
+            ),
+            _ => format!("{label}: the network up to its output {:?}", layout.out),
+        };
+        let params: Vec<&[i64]> = layout.params.iter().map(Vec::as_slice).collect();
+        tally.add(what, &[params.as_slice(), &[layout.out.as_slice()]].concat())?;
+        shape = layout.out;
+    }
+    Ok(shape)
+}
+
 /// Builds `specs` for inputs of shape `input` (one sample's), naming layers `{path}[i]` and
-/// their parameters under `vs`. Returns the layers and their output shape.
+/// their parameters under `vs`. Returns the layers and their output shape. Call [`plan`] first:
+/// it refuses what does not fit before anything is allocated.
 pub fn build(specs: &[Spec], input: &[i64], path: &str, vs: &nn::Path) -> Result<(Vec<Op>, Vec<i64>)> {
     let mut shape = input.to_vec();
     let mut ops = Vec::with_capacity(specs.len());
@@ -215,8 +260,9 @@ pub fn build(specs: &[Spec], input: &[i64], path: &str, vs: &nn::Path) -> Result
     Ok((ops, shape))
 }
 
-fn build_one(spec: &Spec, input: &[i64], at: &str, label: &str, p: &nn::Path) -> Result<(Op, Vec<i64>)> {
+fn layout(spec: &Spec, input: &[i64], label: &str) -> Result<Layout> {
     let same = input.to_vec();
+    let plain = |out: Vec<i64>, params: Vec<Vec<i64>>| Layout { out, params, conv_pad: (0, None) };
     Ok(match *spec {
         Spec::Dense { units } => {
             let &[features] = input else {
@@ -225,7 +271,7 @@ fn build_one(spec: &Spec, input: &[i64], at: &str, label: &str, p: &nn::Path) ->
                     format!("input {input:?} is not a vector [features]; put a flatten or global_avg_pool before it"),
                 ));
             };
-            (Op::Dense(nn::linear(p, features, units, Default::default())), vec![units])
+            plain(vec![units], vec![vec![units, features], vec![units]])
         }
         Spec::Conv2d { filters, kernel, stride, padding } => {
             let [c, h, w] = image(label, input)?;
@@ -250,51 +296,66 @@ fn build_one(spec: &Spec, input: &[i64], at: &str, label: &str, p: &nn::Path) ->
                     format!("input {input:?}{padded} is smaller than the kernel {kernel}x{kernel}"),
                 ));
             };
-            let config = nn::ConvConfig { stride, padding: conv_pad, ..Default::default() };
-            (Op::Conv2d { conv: nn::conv2d(p, c, filters, kernel, config), pad }, vec![filters, h_out, w_out])
+            let params = vec![vec![filters, c, kernel, kernel], vec![filters]];
+            Layout { out: vec![filters, h_out, w_out], params, conv_pad: (conv_pad, pad) }
         }
         Spec::MaxPool2d { size, stride } | Spec::AvgPool2d { size, stride } => {
             let [c, h, w] = image(label, input)?;
             let (Some(h_out), Some(w_out)) = (window_out(h, 0, size, stride), window_out(w, 0, size, stride)) else {
                 return Err(misfit(label, format!("input {input:?} is smaller than the window {size}x{size}")));
             };
-            let op = if matches!(spec, Spec::MaxPool2d { .. }) {
-                Op::MaxPool2d { size, stride }
-            } else {
-                Op::AvgPool2d { size, stride }
-            };
-            (op, vec![c, h_out, w_out])
+            plain(vec![c, h_out, w_out], Vec::new())
         }
         Spec::GlobalAvgPool => {
             let [c, _, _] = image(label, input)?;
-            (Op::GlobalAvgPool, vec![c])
+            plain(vec![c], Vec::new())
         }
-        Spec::BatchNorm => {
-            let bn = match *input {
-                [channels] | [channels, _] => nn::batch_norm1d(p, channels, Default::default()),
-                [channels, _, _] => nn::batch_norm2d(p, channels, Default::default()),
-                [channels, _, _, _] => nn::batch_norm3d(p, channels, Default::default()),
-                _ => {
-                    return Err(misfit(label, format!("input {input:?} is not [channels] with 0 to 3 more dimensions")))
-                }
-            };
-            (Op::BatchNorm(bn), same)
-        }
-        Spec::Dropout { rate } => (Op::Dropout(rate), same),
+        Spec::BatchNorm => match *input {
+            // weight, bias, running mean and variance.
+            [channels] | [channels, _] | [channels, _, _] | [channels, _, _, _] => plain(same, vec![vec![4, channels]]),
+            _ => return Err(misfit(label, format!("input {input:?} is not [channels] with 0 to 3 more dimensions"))),
+        },
         Spec::Flatten => {
             let n = numel(input).map_err(|e| misfit(label, e.message.to_string()))?;
-            (Op::Flatten, vec![n])
+            plain(vec![n], Vec::new())
         }
-        Spec::Relu => (Op::Relu, same),
-        Spec::Gelu => (Op::Gelu, same),
-        Spec::Tanh => (Op::Tanh, same),
-        Spec::Sigmoid => (Op::Sigmoid, same),
-        Spec::Residual { ref layers } => {
-            let (inner, out) = build(layers, input, &format!("{at}.layers"), p)?;
-            if out != input {
-                return Err(misfit(label, format!("its layers turn {input:?} into {out:?}")));
-            }
-            (Op::Residual(inner), same)
+        Spec::Dropout { .. } | Spec::Relu | Spec::Gelu | Spec::Tanh | Spec::Sigmoid => plain(same, Vec::new()),
+        Spec::Residual { .. } => {
+            return Err(PluginError::runtime(format!("{label}: a residual layer is laid out by its layers")))
         }
     })
+}
+
+fn build_one(spec: &Spec, input: &[i64], at: &str, label: &str, p: &nn::Path) -> Result<(Op, Vec<i64>)> {
+    if let Spec::Residual { ref layers } = *spec {
+        let (inner, out) = build(layers, input, &format!("{at}.layers"), p)?;
+        if out != input {
+            return Err(misfit(label, format!("its layers turn {input:?} into {out:?}")));
+        }
+        return Ok((Op::Residual(inner), input.to_vec()));
+    }
+    let Layout { out, conv_pad: (conv_pad, pad), .. } = layout(spec, input, label)?;
+    let op = match *spec {
+        Spec::Dense { units } => Op::Dense(nn::linear(p, input[0], units, Default::default())),
+        Spec::Conv2d { filters, kernel, stride, .. } => {
+            let config = nn::ConvConfig { stride, padding: conv_pad, ..Default::default() };
+            Op::Conv2d { conv: nn::conv2d(p, input[0], filters, kernel, config), pad }
+        }
+        Spec::MaxPool2d { size, stride } => Op::MaxPool2d { size, stride },
+        Spec::AvgPool2d { size, stride } => Op::AvgPool2d { size, stride },
+        Spec::GlobalAvgPool => Op::GlobalAvgPool,
+        Spec::BatchNorm => Op::BatchNorm(match input.len() {
+            1 | 2 => nn::batch_norm1d(p, input[0], Default::default()),
+            3 => nn::batch_norm2d(p, input[0], Default::default()),
+            _ => nn::batch_norm3d(p, input[0], Default::default()),
+        }),
+        Spec::Dropout { rate } => Op::Dropout(rate),
+        Spec::Flatten => Op::Flatten,
+        Spec::Relu => Op::Relu,
+        Spec::Gelu => Op::Gelu,
+        Spec::Tanh => Op::Tanh,
+        Spec::Sigmoid => Op::Sigmoid,
+        Spec::Residual { .. } => return Err(PluginError::runtime(format!("{label}: handled above"))),
+    };
+    Ok((op, out))
 }

@@ -79,16 +79,28 @@ impl Configurable for Sequential {
                 "sequential needs the input shape and the number of outputs from the host",
             ));
         }
+        // Every shape and size first, nothing allocated; then the layers.
+        let mut tally = gymnos_plugin_sdk::memory::Tally::default();
+        let shape = layers::plan(&specs, &ctx.input_shape, "layers", &mut tally)?;
+        let ends_in_output = matches!(specs.last(), Some(Spec::Dense { units }) if *units == ctx.num_outputs);
+        let head_features = if ends_in_output { None } else { Some(numel(&shape)?) };
+        if let Some(features) = head_features {
+            let outputs = ctx.num_outputs;
+            let what = || match specs.len().checked_sub(1) {
+                Some(last) => format!(
+                    "layers[{last}] (the network up to the output layer appended after it, of {features} x {outputs} \
+                     weights)"
+                ),
+                None => format!("layers (the output layer appended, of {features} x {outputs} weights)"),
+            };
+            tally.add(what, &[&[features, outputs], &[outputs, 2]])?;
+        }
         let vs = nn::VarStore::new(ctx.device);
         let root = vs.root();
         let (layers, shape) = layers::build(&specs, &ctx.input_shape, "layers", &root)?;
-        let ends_in_output = matches!(specs.last(), Some(Spec::Dense { units }) if *units == ctx.num_outputs);
-        let head = if ends_in_output {
-            None
-        } else {
-            let features = numel(&shape)?;
-            Some((shape.len() != 1, nn::linear(&root / "head", features, ctx.num_outputs, Default::default())))
-        };
+        let head = head_features.map(|features| {
+            (shape.len() != 1, nn::linear(&root / "head", features, ctx.num_outputs, Default::default()))
+        });
         Ok(Self { vs, layers, head })
     }
 }

@@ -4,6 +4,7 @@ use gymnos_plugin_sdk::{
     tch::{Device, Kind, Tensor},
     ConfigSchema, Configurable, Context, Model,
 };
+use proptest::prelude::*;
 
 use super::{schema, Sequential, SequentialConfig};
 
@@ -273,4 +274,106 @@ fn the_declared_schema_lists_every_layer_type_and_nests_residuals() {
     let keys = SequentialConfig::keys();
     assert_eq!(keys[0].schema.as_ref(), Some(&declared));
     assert_eq!(keys[0].default, None, "required");
+}
+
+#[test]
+fn sizes_that_cannot_fit_are_refused_before_anything_is_allocated_naming_the_layer() {
+    let machine = gymnos_plugin_sdk::memory::human(u128::from(gymnos_plugin_sdk::memory::limit_bytes()));
+    let dense = |units: i64| json!({ "type": "dense", "units": units });
+    // The per-layer cap (2^20 units) does not bound the product of two layers.
+    assert_eq!(
+        error(json!([dense(1 << 20), dense(1 << 20)]), &[13]),
+        format!(
+            "configuration error: layers[1].units (the network up to this dense layer of 1048576 x 1048576 weights): \
+             needs 4.4 TB (4398117814272 bytes), and this machine has {machine} of memory"
+        )
+    );
+    let conv = |filters: i64| json!({ "type": "conv2d", "filters": filters, "kernel_size": 3 });
+    let err = error(json!([conv(1 << 20), conv(1 << 20)]), &[1, 28, 28]);
+    assert!(
+        err.starts_with(
+            "configuration error: layers[1].filters (the network up to this conv2d of 1048576 to 1048576 channels, \
+             output [1048576, 28, 28]): needs "
+        ),
+        "{err}"
+    );
+    // Inside a residual block, and the appended output layer after a huge flatten.
+    let err = error(json!([dense(1 << 20), { "type": "residual", "layers": [dense(1 << 20)] }]), &[13]);
+    assert!(err.starts_with("configuration error: layers[1].layers[0].units (the network up to this dense"), "{err}");
+    let err = error(json!([conv(1 << 20), conv(64), { "type": "flatten" }]), &[1, 256, 256]);
+    assert!(err.starts_with("configuration error: layers[0].filters ("), "{err}");
+    let err = error(json!([{ "type": "flatten" }]), &[1 << 20, 1 << 20]);
+    assert!(
+        err.starts_with(
+            "configuration error: layers[0] (flatten): the network up to its output [1099511627776]: needs"
+        ),
+        "{err}"
+    );
+    let ctx = Context { input_shape: vec![1 << 20], num_outputs: 1 << 21, ..Context::standalone() };
+    let err = Sequential::build(SequentialConfig::from_json(json!({ "layers": [] })).unwrap(), &ctx).err().unwrap();
+    assert!(
+        err.to_string().starts_with(
+            "configuration error: layers (the output layer appended, of 1048576 x 2097152 weights): needs 8.8 TB"
+        ),
+        "{err}"
+    );
+}
+
+/// One layer of any type, sizes small or at the cap, `residual` nesting others.
+fn any_layer() -> impl Strategy<Value = Value> {
+    let size = prop_oneof![3 => 1i64..6, 1 => Just(1i64 << 20)];
+    let padding = prop_oneof![Just(json!("same")), Just(json!("valid")), (0i64..3).prop_map(|p| json!(p))];
+    let leaf = prop_oneof![
+        size.clone().prop_map(|units| json!({ "type": "dense", "units": units })),
+        (size, 1i64..4, 1i64..3, padding).prop_map(|(filters, kernel, stride, padding)| json!({
+            "type": "conv2d", "filters": filters, "kernel_size": kernel, "stride": stride, "padding": padding
+        })),
+        (1i64..3).prop_map(|size| json!({ "type": "max_pool2d", "size": size })),
+        (1i64..3).prop_map(|size| json!({ "type": "avg_pool2d", "size": size, "stride": 1 })),
+        prop::sample::select(vec!["flatten", "global_avg_pool", "batch_norm", "relu", "tanh"])
+            .prop_map(|ty| json!({ "type": ty })),
+        Just(json!({ "type": "dropout", "rate": 0.2 })),
+    ];
+    leaf.prop_recursive(2, 12, 3, |inner| {
+        prop::collection::vec(inner, 1..3).prop_map(|layers| json!({ "type": "residual", "layers": layers }))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Any list of layers on any input: the sizes are worked out before anything is allocated,
+    /// and create either builds the network or refuses it with a configuration error naming a
+    /// layer (`layers[..]`); never a panic or an allocation failure.
+    #[test]
+    fn create_builds_or_names_the_layer(
+        layers in prop::collection::vec(any_layer(), 0..6),
+        input in prop::sample::select(vec![vec![5i64], vec![1, 4, 4], vec![2, 6, 6]]),
+        outputs in 1i64..4,
+    ) {
+        let layers = Value::Array(layers);
+        let specs = crate::parse_layers(&layers).unwrap();
+        let mut tally = gymnos_plugin_sdk::memory::Tally::default();
+        let planned = crate::layers::plan(&specs, &input, "layers", &mut tally);
+        // Networks the plan accepts but that take more than 64 MB are not built here.
+        if planned.is_ok() && tally.bytes().is_none_or(|b| b > 64 << 20) {
+            return Ok(());
+        }
+        match build(layers, &input, outputs) {
+            Ok(model) => {
+                prop_assert!(planned.is_ok());
+                let mut batch = vec![2];
+                batch.extend_from_slice(&input);
+                let out = model.forward(&Tensor::randn(batch.as_slice(), (Kind::Float, Device::Cpu)), true).unwrap();
+                prop_assert_eq!(out.size(), vec![2, outputs]);
+            }
+            Err(e) => {
+                let text = e.to_string();
+                prop_assert!(text.starts_with("configuration error: layers"), "{}", text);
+                if let Err(planned) = planned {
+                    prop_assert_eq!(planned.to_string(), text);
+                }
+            }
+        }
+    }
 }

@@ -171,10 +171,49 @@ impl IncrementalPreprocessor for Standardize {
             Some(m) if m.samples >= 2 => m,
             _ => return Err(PluginError::data("standardize needs at least 2 training samples")),
         };
-        let std = m.moments.std();
-        *self.fitted.get_mut() = Some((m.moments.mean.to_kind(Kind::Float), (std + self.epsilon).to_kind(Kind::Float)));
+        let std = (m.moments.std() + self.epsilon).to_kind(Kind::Float);
+        // A feature constant in training with `epsilon` 0 (or small enough to vanish in float32)
+        // would be divided by 0: NaN for every value. Refused here, naming the feature.
+        let zero = std.eq(0.0).logical_or(&std.isfinite().logical_not());
+        if zero.any().int64_value(&[]) == 1 {
+            let first = zero.flatten(0, -1).nonzero().int64_value(&[0, 0]);
+            let feature = match (self.per_feature, unravel(first, &m.feature_shape).as_slice()) {
+                (false, _) => "the data (one statistic for all values)".to_string(),
+                (true, [one]) => format!("feature {one}"),
+                (true, many) => format!("feature {many:?} (of features {:?})", m.feature_shape),
+            };
+            let std_value = std.flatten(0, -1).double_value(&[first]);
+            let epsilon = match self.epsilon {
+                0.0 => "`epsilon` is 0".to_string(),
+                e => format!("`epsilon` ({e:e}) vanishes in float32"),
+            };
+            return Err(PluginError::data(if std_value == 0.0 {
+                format!(
+                    "standardize: {feature} is constant in the training split (standard deviation 0) and {epsilon}: \
+                     dividing by 0 gives NaN; set `epsilon` above 0 (the default is 1e-8), or leave the feature out"
+                )
+            } else {
+                format!(
+                    "standardize: {feature} has standard deviation {std_value} in the training split: its values \
+                     are not finite (NaN or infinite) or overflow float32"
+                )
+            }));
+        }
+        *self.fitted.get_mut() = Some((m.moments.mean.to_kind(Kind::Float), std));
         Ok(())
     }
+}
+
+/// The index of element `flat` of a row-major `shape`.
+fn unravel(mut flat: i64, shape: &[i64]) -> Vec<i64> {
+    let mut index = vec![0; shape.len()];
+    for (i, &side) in shape.iter().enumerate().rev() {
+        if side > 0 {
+            index[i] = flat % side;
+            flat /= side;
+        }
+    }
+    index
 }
 
 gymnos_plugin_sdk::export_plugin!(incremental_preprocessor(Standardize));
@@ -247,6 +286,51 @@ mod tests {
             let relative = ((&state[1].1.to_kind(Kind::Double) - &std) / &std).abs().max().double_value(&[]);
             assert!(relative < 1e-6, "per_feature {per_feature}: std off by {relative}");
         }
+    }
+
+    #[test]
+    fn a_constant_feature_with_epsilon_0_is_refused_at_fit_naming_the_feature() {
+        // Column 2 is constant: with epsilon 0 its standard deviation would divide by 0.
+        let x = Tensor::from_slice(&[1.0f32, 5.0, 7.0, 2.0, 6.0, 7.0, 3.0, 4.0, 7.0]).view([3, 3]);
+        let err =
+            harness::check_preprocessor::<Standardize>(json!({ "per_feature": true, "epsilon": 0 }), &x, &targets(3))
+                .unwrap_err();
+        assert_eq!(
+            err,
+            "fit: data error: standardize: feature 2 is constant in the training split (standard deviation 0) and \
+             `epsilon` is 0: dividing by 0 gives NaN; set `epsilon` above 0 (the default is 1e-8), or leave the \
+             feature out"
+        );
+        // The default epsilon keeps it finite; so does one statistic over every value.
+        harness::check_preprocessor::<Standardize>(json!({ "per_feature": true }), &x, &targets(3)).unwrap();
+        harness::check_preprocessor::<Standardize>(json!({ "epsilon": 0 }), &x, &targets(3)).unwrap();
+        // An epsilon that vanishes in float32, images, and one statistic for all values.
+        let images = Tensor::ones([4, 2, 3, 3], (Kind::Float, Device::Cpu));
+        let _ = images.narrow(0, 0, 1).narrow(1, 0, 1).fill_(2.0);
+        let err = harness::check_preprocessor::<Standardize>(
+            json!({ "per_feature": true, "epsilon": 1e-50 }),
+            &images,
+            &targets(4),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with(
+                "fit: data error: standardize: feature [1, 0, 0] (of features [2, 3, 3]) is constant in the training \
+                 split (standard deviation 0) and `epsilon` (1e-50) vanishes in float32"
+            ),
+            "{err}"
+        );
+        let err = harness::check_preprocessor::<Standardize>(json!({ "epsilon": 0 }), &images.ones_like(), &targets(4))
+            .unwrap_err();
+        assert!(err.starts_with("fit: data error: standardize: the data (one statistic for all values) is constant"));
+        let inf = Tensor::from_slice(&[1.0f32, f32::INFINITY, 2.0, 3.0]).view([2, 2]);
+        let err =
+            harness::check_preprocessor::<Standardize>(json!({ "per_feature": true }), &inf, &targets(2)).unwrap_err();
+        assert_eq!(
+            err,
+            "fit: data error: standardize: feature 1 has standard deviation NaN in the training split: its values are \
+             not finite (NaN or infinite) or overflow float32"
+        );
     }
 
     #[test]

@@ -15,11 +15,17 @@
 //! Features are float32 `[n, ...shape]`; targets int64 class indices (`class_0`...) or float32
 //! `[n, outputs]`. `read_inputs` reads a CSV file: one sample a line, its features flattened in
 //! row-major order, comma-separated.
+//!
+//! Sizes are checked before anything is allocated: `samples` and `test_samples` are counts the
+//! host handles as signed 64-bit numbers (at most 2^53, the largest a JSON number holds exactly;
+//! together within `i64`), `shape`'s product is computed with checked arithmetic, and a batch
+//! that would not fit in memory is refused before its buffer is made.
 
 use std::path::Path;
 
 use gymnos_plugin_sdk::{
     api::rng::{derive_seed, SplitMix64},
+    memory, shape,
     tch::Tensor,
     Config, Configurable, Context, DataPart, DatasetInfo, Description, IndexedDataset, PluginError, Result, Rng,
 };
@@ -28,6 +34,8 @@ use gymnos_plugin_sdk::{
 const MAX_PARAMETERS: u64 = 1 << 26;
 /// Most features per sample.
 const MAX_FEATURES: u64 = 1 << 24;
+/// Most samples of a part: the largest integer a JSON number (a double) holds exactly.
+const MAX_SAMPLES: u64 = 1 << 53;
 
 /// The configuration of `synthetic`.
 #[derive(Config)]
@@ -36,11 +44,11 @@ pub struct SyntheticConfig {
     /// (targets a fixed linear map of the features)
     #[config(default = "classification", one_of = ["classification", "regression"])]
     pub task: String,
-    /// Number of samples the host splits (generated when read, never held: any number)
-    #[config(default = 10000, min = 1)]
+    /// Number of samples the host splits (generated when read, never held: up to 2^53)
+    #[config(default = 10000, min = 1, max = MAX_SAMPLES)]
     pub samples: u64,
-    /// Number of samples of a shipped test split (0: none)
-    #[config(default = 0, min = 0)]
+    /// Number of samples of a shipped test split (0: none; up to 2^53)
+    #[config(default = 0, min = 0, max = MAX_SAMPLES)]
     pub test_samples: u64,
     /// Shape of one sample's features
     #[config(default = [32], min = 1, non_empty, max_len = 8)]
@@ -112,12 +120,23 @@ impl Configurable for Synthetic {
     type Config = SyntheticConfig;
 
     fn build(config: SyntheticConfig, _ctx: &Context) -> Result<Self> {
-        let numel = config
-            .shape
-            .iter()
-            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
-            .filter(|&n| n <= MAX_FEATURES)
-            .ok_or_else(|| {
+        // The host counts samples as signed 64-bit numbers: a count beyond would wrap negative.
+        for (key, count) in [("samples", config.samples), ("test_samples", config.test_samples)] {
+            if count > MAX_SAMPLES {
+                return Err(PluginError::config(format!(
+                    "{key}: {count} is more than {MAX_SAMPLES} samples, the most a count may be (2^53, the largest \
+                     integer a JSON number holds exactly)"
+                )));
+            }
+        }
+        if let Some(d) = config.shape.iter().find(|&&d| d < 1) {
+            return Err(PluginError::config(format!(
+                "shape: {:?} has a dimension of {d}; each must be >= 1",
+                config.shape
+            )));
+        }
+        let numel =
+            shape::numel(&config.shape).ok().map(|n| n as u64).filter(|&n| n <= MAX_FEATURES).ok_or_else(|| {
                 PluginError::config(format!("shape: {:?} has more than {MAX_FEATURES} features", config.shape))
             })?;
         let regression = config.task == "regression";
@@ -178,6 +197,11 @@ impl IndexedDataset for Synthetic {
             return Err(PluginError::data(format!("index {i} is out of range: {part:?} has {len} samples")));
         }
         let (n, d) = (indices.len(), self.numel);
+        // Features, and targets as wide as the outputs (or one label).
+        let batch = memory::bytes_of(&[n as u64, d as u64 + self.outputs.max(2) as u64], 4);
+        if batch.is_none_or(|b| b > u128::from(memory::limit_bytes())) {
+            memory::ensure_bytes_fit(&format!("a batch of {n} samples of shape {:?}", self.shape), batch)?;
+        }
         let mut features = vec![0f32; n * d];
         if self.regression {
             let outputs = self.outputs as usize;
@@ -396,10 +420,46 @@ mod tests {
     }
 
     #[test]
+    fn counts_beyond_what_the_host_counts_are_refused_naming_the_field() {
+        let err = harness::check_indexed_dataset::<Synthetic>(json!({ "samples": u64::MAX })).unwrap_err();
+        assert_eq!(err, "create: configuration error: samples: 18446744073709551615 is not <= 9007199254740992");
+        let err = harness::check_indexed_dataset::<Synthetic>(json!({ "test_samples": 1u64 << 60 })).unwrap_err();
+        assert_eq!(err, "create: configuration error: test_samples: 1152921504606846976 is not <= 9007199254740992");
+        // Past the declared rules (a host that did not check them), the plugin refuses too.
+        let mut config = SyntheticConfig::from_json(json!({})).unwrap();
+        config.samples = u64::MAX;
+        let err = Synthetic::build(config, &Context::standalone()).err().unwrap().to_string();
+        assert_eq!(
+            err,
+            "configuration error: samples: 18446744073709551615 is more than 9007199254740992 samples, the most a \
+             count may be (2^53, the largest integer a JSON number holds exactly)"
+        );
+        let d = dataset(json!({ "samples": 1u64 << 53 }));
+        assert_eq!(d.describe().unwrap().len, 1 << 53);
+        assert_eq!(read(&d, DataPart::Samples, &[(1 << 53) - 1]).0.size(), [1, 32]);
+    }
+
+    #[test]
+    fn a_batch_larger_than_memory_is_refused_before_it_is_allocated() {
+        let d = dataset(json!({ "samples": 10, "shape": [4096, 4096], "classes": 2 }));
+        let err = d.read(DataPart::Samples, &vec![0; 1 << 22]).err().unwrap().to_string();
+        assert!(
+            err.starts_with(
+                "configuration error: a batch of 4194304 samples of shape [4096, 4096]: needs 281.5 TB (281475010265088 \
+                 bytes), and this machine has "
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn oversized_shapes_are_refused() {
         let config = SyntheticConfig::from_json(json!({ "shape": [100000, 1000], "classes": 10 })).unwrap();
         let err = Synthetic::build(config, &Context::standalone()).err().unwrap().to_string();
         assert_eq!(err, "configuration error: shape: [100000, 1000] has more than 16777216 features");
+        let config = SyntheticConfig::from_json(json!({ "shape": [4294967296i64, 4294967296i64] })).unwrap();
+        let err = Synthetic::build(config, &Context::standalone()).err().unwrap().to_string();
+        assert_eq!(err, "configuration error: shape: [4294967296, 4294967296] has more than 16777216 features");
         let config = SyntheticConfig::from_json(json!({ "shape": [1000000], "classes": 100 })).unwrap();
         let err = Synthetic::build(config, &Context::standalone()).err().unwrap().to_string();
         assert_eq!(

@@ -24,6 +24,11 @@ impl Augmentors {
         self.list.is_empty()
     }
 
+    /// `augmentor 'mixup@1.0.0' (data_augmentors[0]), ...`, for messages.
+    pub fn labels(&self) -> String {
+        self.list.iter().map(|(plugin, _)| named(plugin)).collect::<Vec<_>>().join(", ")
+    }
+
     /// What the loader applies to each training batch; none without augmentors.
     pub fn as_transform(&self) -> Option<&dyn BatchTransform> {
         (!self.is_empty()).then_some(self as &dyn BatchTransform)

@@ -98,6 +98,16 @@ impl IndexedDataset {
         if description.test_len.into_option() == Some(0) {
             bail!("{} describes a shipped test split of no samples", named(&plugin));
         }
+        // Positions are 64-bit signed in libtorch: a count beyond that would wrap.
+        for (what, len) in [("samples", Some(description.len)), ("test samples", description.test_len.into_option())] {
+            if len.is_some_and(|n| i64::try_from(n).is_err()) {
+                bail!(
+                    "{} describes {} {what}, more than 64-bit positions count (2^63 - 1)",
+                    named(&plugin),
+                    len.unwrap_or(0)
+                );
+            }
+        }
         let info = &description.info;
         if info.task == Task::Classification && info.class_names.len() as i64 != info.num_outputs {
             bail!(

@@ -36,7 +36,37 @@ use crate::data::Samples;
 
 /// Turns a plugin's result into ours, naming the plugin.
 pub fn call<T>(plugin: &ResolvedPlugin, what: &str, result: RResult<T, PluginError>) -> Result<T> {
-    result.into_result().map_err(|e| anyhow!("{} failed in {what}: {e}", named(plugin)))
+    result.into_result().map_err(|e| match out_of_memory(&e.message) {
+        Some(why) => anyhow!("{} failed in {what}: {why}; make the sizes in `{}` smaller", named(plugin), plugin.path),
+        None => anyhow!("{} failed in {what}: {e}", named(plugin)),
+    })
+}
+
+/// libtorch's allocation failures (a caught panic's text, with its C++ backtrace) said as
+/// what they are: the bytes asked for against the machine's memory, or sizes whose product
+/// overflows. Any plugin's, the ones this repository has never seen included.
+fn out_of_memory(message: &str) -> Option<String> {
+    let after = |marker: &str| message.find(marker).map(|i| &message[i + marker.len()..]);
+    if let Some(rest) = after("you tried to allocate ").or_else(|| after("Tried to allocate ")) {
+        let asked: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+        let limit = gymnos_plugin_sdk::memory::human(u128::from(gymnos_plugin_sdk::memory::limit_bytes()));
+        return Some(match asked.parse::<u128>() {
+            Ok(bytes) => format!(
+                "out of memory: it asked libtorch for {} ({bytes} bytes), and this machine has {limit}",
+                gymnos_plugin_sdk::memory::human(bytes)
+            ),
+            // CUDA's message gives a unit: `2.00 GiB`.
+            Err(_) => format!(
+                "out of device memory: it asked libtorch for {asked} {}",
+                rest.split_whitespace().nth(1).unwrap_or("")
+            ),
+        });
+    }
+    if let Some(rest) = after("Storage size calculation overflowed with sizes=") {
+        let sizes: String = rest.chars().take_while(|c| *c != ']').chain(std::iter::once(']')).collect();
+        return Some(format!("a tensor of sizes {sizes} has more bytes than 64 bits count"));
+    }
+    None
 }
 
 /// `model `mlp@1.0.0` (model)`: the plugin and where it sits in the experiment.
@@ -221,4 +251,30 @@ fn failed_create(plugin: &ResolvedPlugin, e: gymnos_host::CallError) -> anyhow::
 
 fn wrong_kind(plugin: &ResolvedPlugin, made: ComponentKind) -> anyhow::Error {
     anyhow!("{}: the library created a {made} instead", named(plugin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::out_of_memory;
+
+    #[test]
+    fn libtorch_allocation_failures_are_said_as_sizes() {
+        let cpu = "panicked: libtorch: [enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: not enough memory: you tried to allocate 4000000000000 bytes.\nException raised from ...";
+        let said = out_of_memory(cpu).unwrap();
+        assert!(
+            said.starts_with(
+                "out of memory: it asked libtorch for 4.0 TB (4000000000000 bytes), and this machine has "
+            ),
+            "{said}"
+        );
+        let cuda = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.19 GiB total capacity)";
+        assert_eq!(out_of_memory(cuda).unwrap(), "out of device memory: it asked libtorch for 2.00 GiB");
+        let overflow =
+            "libtorch: Storage size calculation overflowed with sizes=[8, 1, 2000000028, 2000000028]\nException";
+        assert_eq!(
+            out_of_memory(overflow).unwrap(),
+            "a tensor of sizes [8, 1, 2000000028, 2000000028] has more bytes than 64 bits count"
+        );
+        assert_eq!(out_of_memory("shape mismatch"), None);
+    }
 }

@@ -19,6 +19,11 @@ impl Model {
         Self { plugin, inner, num_outputs }
     }
 
+    /// `model 'mlp@1.1.0' (model)`, for messages.
+    pub fn label(&self) -> String {
+        named(&self.plugin)
+    }
+
     /// Runs the model; checks the output is `[n, num_outputs]` so that the loss never sees a
     /// shape it would fail on.
     pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {

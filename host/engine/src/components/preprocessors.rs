@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use gymnos_host::experiment::ResolvedPlugin;
 use gymnos_plugin_api::{
     abi_stable::std_types::RResult, IncrementalPreprocessorBox, PluginError, PreprocessorBox, TensorHandle,
@@ -12,7 +12,10 @@ use gymnos_plugin_sdk::{from_handle, from_named, to_handle, to_named, to_samples
 use tch::Tensor;
 
 use super::{call, named, to_abi, Form};
-use crate::{checkpoint::with_prefix, data::Samples};
+use crate::{
+    checkpoint::with_prefix,
+    data::{first_non_finite, Samples},
+};
 
 /// A preprocessor in the form its plugin gave.
 enum PreprocessorForm {
@@ -131,6 +134,38 @@ impl Preprocessors {
             call(plugin, "load_state", loaded)?;
         }
         Ok(())
+    }
+}
+
+impl Preprocessors {
+    /// Why `split`'s inputs, `x` as the data set gave them, hold NaN or infinite values once
+    /// preprocessed: the data set gave them, or the first preprocessor whose output has them.
+    pub fn blame_non_finite(&self, x: &Tensor, split: &str, dataset: &ResolvedPlugin) -> anyhow::Error {
+        let at = |(sample, feature): (i64, i64)| {
+            format!("the first at sample {sample}, feature {feature} of the {split} split")
+        };
+        if let Some(first) = first_non_finite(x) {
+            return anyhow!(
+                "{} gave NaN or infinite inputs ({}), and no preprocessor replaces them",
+                named(dataset),
+                at(first)
+            );
+        }
+        let mut current = x.shallow_clone();
+        for (plugin, p) in &self.0 {
+            current = match call(plugin, "transform", p.transform(to_handle(current))) {
+                Ok(handle) => from_handle(handle),
+                Err(e) => return e,
+            };
+            if let Some(first) = first_non_finite(&current) {
+                return anyhow!(
+                    "{} turned finite inputs into NaN or infinite values ({}): look at its configuration (a division by a statistic that is zero, such as a constant feature's spread?)",
+                    named(plugin),
+                    at(first)
+                );
+            }
+        }
+        anyhow!("the {split} split's inputs hold NaN or infinite values after preprocessing")
     }
 }
 
