@@ -12,4 +12,6 @@ cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 cargo package --quiet --no-verify --allow-dirty \
     -p gymnos-plugin-api -p gymnos-plugin-derive -p gymnos-plugin-build -p gymnos-plugin-sdk
 cargo build --release --workspace --quiet
-cargo test --release --workspace --no-fail-fast 2>&1
+# A bound on the whole run (about 15 minutes here): a test that hangs fails the suite with the
+# output so far instead of outlasting CI's own limit.
+timeout --kill-after=30 3600 cargo test --release --workspace --no-fail-fast 2>&1
