@@ -400,7 +400,7 @@ fn a_library_that_crashes_or_hangs_when_loaded_is_refused_by_the_probe() {
     assert_eq!(
         line,
         format!(
-            "error: {}: loading it crashed the probe process (signal 6, SIGABRT, an abort); not installed",
+            "error: {}: loading it crashed the probe process: signal 6 (SIGABRT, an abort); not installed",
             crash.display()
         )
     );

@@ -6,6 +6,7 @@
 
 pub mod build_facts;
 pub mod builtin;
+pub mod child;
 pub mod cli_args;
 pub mod compat;
 pub mod distributed;

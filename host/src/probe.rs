@@ -27,7 +27,7 @@ pub struct Probe {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("loading it crashed the probe process ({0}); not installed")]
+    #[error("loading it crashed the probe process: {0}; not installed")]
     Crashed(String),
     #[error("loading it did not finish within {0} s (it hangs at load); not installed")]
     Hung(u64),
@@ -63,14 +63,15 @@ impl Probe {
 
     /// Opens `library` in a child process; what it says of itself.
     pub fn describe(&self, library: &Path) -> Result<LibraryDescription, ProbeError> {
-        let mut child = Command::new(&self.program)
+        let mut command = Command::new(&self.program);
+        command
             .args(["plugins", "probe"])
             .arg(library)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| ProbeError::Spawn(format!("{}: {e}", self.program.display())))?;
+            .stderr(Stdio::piped());
+        crate::child::die_with_parent(&mut command);
+        let mut child = command.spawn().map_err(|e| ProbeError::Spawn(format!("{}: {e}", self.program.display())))?;
         let started = Instant::now();
         // Reads the pipes as the child writes, so that a chatty child never blocks on them.
         let (mut stdout, mut stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
@@ -98,7 +99,7 @@ impl Probe {
         };
         let (out, err) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
         if let Some(signal) = status.signal() {
-            return Err(ProbeError::Crashed(signal_name(signal)));
+            return Err(ProbeError::Crashed(crate::child::signal_name(signal)));
         }
         if !status.success() {
             let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("it failed without a word");
@@ -110,17 +111,4 @@ impl Probe {
         serde_json::from_str(&out)
             .map_err(|e| ProbeError::Refused(format!("the probe's answer is not a description ({e})")))
     }
-}
-
-fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGSEGV => "SIGSEGV, a segmentation fault",
-        libc::SIGABRT => "SIGABRT, an abort",
-        libc::SIGBUS => "SIGBUS, a bus error",
-        libc::SIGFPE => "SIGFPE, an arithmetic fault",
-        libc::SIGILL => "SIGILL, an illegal instruction",
-        libc::SIGKILL => "SIGKILL, killed",
-        _ => return format!("signal {signal}"),
-    };
-    format!("signal {signal}, {name}")
 }

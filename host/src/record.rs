@@ -487,23 +487,20 @@ pub fn now() -> String {
 /// out-of-memory killer): a run still marked running is marked failed with `reason`. Its last
 /// checkpoint is untouched and `resume` continues from it.
 pub fn record_death(run_dir: &Path, reason: &str) -> Result<bool, RecordError> {
-    let mut summary = RunSummary::load(run_dir)?;
-    if summary.status != RunStatus::Running {
-        return Ok(false);
-    }
-    summary.status = RunStatus::Failed;
-    summary.error = Some(reason.to_string());
-    summary.finished_at = Some(now());
-    summary.save(run_dir)?;
-    Ok(true)
+    mark_failed(run_dir, reason, |status| status == RunStatus::Running)
 }
 
 /// Records why a run failed when its own process could not say it best (a data-parallel rank
 /// that died of a signal): a run still running or already failed is marked failed with
 /// `reason`. Its last checkpoint is untouched.
 pub fn record_failure(run_dir: &Path, reason: &str) -> Result<bool, RecordError> {
+    mark_failed(run_dir, reason, |status| matches!(status, RunStatus::Running | RunStatus::Failed))
+}
+
+/// Marks the run failed with `reason` if its status is one `replaces` accepts; whether it did.
+fn mark_failed(run_dir: &Path, reason: &str, replaces: impl Fn(RunStatus) -> bool) -> Result<bool, RecordError> {
     let mut summary = RunSummary::load(run_dir)?;
-    if !matches!(summary.status, RunStatus::Running | RunStatus::Failed) {
+    if !replaces(summary.status) {
         return Ok(false);
     }
     summary.status = RunStatus::Failed;

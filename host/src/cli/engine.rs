@@ -43,37 +43,12 @@ pub fn exec(registry: &Path) -> Result<()> {
     Err(err).context("cannot start the training engine")
 }
 
-pub(super) fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGSEGV => "SIGSEGV, a segmentation fault",
-        libc::SIGABRT => "SIGABRT, an abort",
-        libc::SIGBUS => "SIGBUS, a bus error",
-        libc::SIGFPE => "SIGFPE, an arithmetic fault",
-        libc::SIGILL => "SIGILL, an illegal instruction",
-        libc::SIGKILL => "SIGKILL, killed (perhaps by the out-of-memory killer)",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGUSR1 => "SIGUSR1",
-        _ => return format!("signal {signal}"),
-    };
-    format!("signal {signal} ({name})")
-}
-
 /// Runs the engine as a child for `run`/`resume` and records its death, if it dies.
 pub fn supervise(registry: &Path, known_run_dir: Option<PathBuf>) -> Result<ExitCode> {
     let run_dir_file = tempfile::NamedTempFile::new().context("creating a temporary file")?;
     let mut command = engine()?;
     command.arg("--registry").arg(registry).env(RUN_DIR_FILE_ENV, run_dir_file.path());
-    let parent = std::process::id() as i32;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
+    gymnos_host::child::die_with_parent(&mut command);
     let mut signals = signal_hook::iterator::Signals::new(FORWARDED).context("installing the signal handlers")?;
     let handle = signals.handle();
     let mut child = command.spawn().context("cannot start the training engine")?;
@@ -93,7 +68,7 @@ pub fn supervise(registry: &Path, known_run_dir: Option<PathBuf>) -> Result<Exit
     let signal = status.signal().unwrap_or(0);
     let written = std::fs::read_to_string(run_dir_file.path()).ok().filter(|s| !s.trim().is_empty());
     let run_dir = known_run_dir.or_else(|| written.map(|s| PathBuf::from(s.trim())));
-    let reason = format!("the training process died of {}", signal_name(signal));
+    let reason = format!("the training process died of {}", gymnos_host::child::signal_name(signal));
     match run_dir {
         Some(dir) => {
             let recorded = record::record_death(&dir, &reason)

@@ -11,7 +11,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    os::unix::process::{CommandExt, ExitStatusExt},
+    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::{Child, ExitCode, ExitStatus, Stdio},
     sync::{Arc, Mutex},
@@ -21,7 +21,7 @@ use std::{
 use anyhow::{Context, Result};
 use gymnos_host::{cli_args::RUN_DIR_FILE_ENV, record};
 
-use super::engine::{engine, signal_name, FORWARDED};
+use super::engine::{engine, FORWARDED};
 
 /// How long the other ranks get to stop by themselves once one has ended badly.
 const GRACE: Duration = Duration::from_secs(20);
@@ -92,16 +92,7 @@ fn spawn(registry: &Path, rank: u32, n: u32, port: u16, run_dir_file: &Path) -> 
         command.stdout(Stdio::null());
     }
     command.stderr(Stdio::piped()).stdin(Stdio::null());
-    let parent = std::process::id() as i32;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
+    gymnos_host::child::die_with_parent(&mut command);
     let mut child = command.spawn().with_context(|| format!("cannot start rank {rank} of the training engine"))?;
     let last_error = LastError::default();
     let stderr = child.stderr.take().expect("stderr is piped");
@@ -194,7 +185,7 @@ fn end(ranks: &[Rank], first_bad: Option<u32>, run_dir: Option<&Path>) -> Result
     let resume = |dir: &Path| format!("continue from its last checkpoint with `gymnos-host resume {}`", dir.display());
     match status.signal() {
         Some(signal) => {
-            let reason = format!("rank {} died of {}", culprit.rank, signal_name(signal));
+            let reason = format!("rank {} died of {}", culprit.rank, gymnos_host::child::signal_name(signal));
             match run_dir {
                 Some(dir) => {
                     record::record_failure(dir, &reason)
