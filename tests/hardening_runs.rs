@@ -45,6 +45,11 @@ fn broken_experiments(sandbox: &Sandbox) -> Vec<(&'static str, Value, String)> {
             "training.lr_schedule.gamma: 1e308 takes the learning rate to 1e306 by epoch 2 (at most 100)".into(),
         ),
         (
+            "a weight decay that takes more than every weight each step",
+            with(wine(), "training.optimizer.weight_decay", json!(1e308)),
+            "training.optimizer.weight_decay: 1e308 with a learning rate of 0.01 takes lr × weight_decay = 1e306 of every weight each step; keep it below 1".into(),
+        ),
+        (
             "more batches in flight than memory holds",
             with(wine(), "training.prefetch_batches", json!(4_294_967_295u64)),
             "training.prefetch_batches: 4294967295 is not between 1 and 256 (each batch in flight takes memory)".into(),
@@ -101,7 +106,15 @@ fn run_refuses_what_validate_deep_refuses_with_the_same_line_and_leaves_nothing(
     sandbox.install_builtins();
     for (case, exp, expected) in broken_experiments(&sandbox) {
         let path = sandbox.experiment("broken", &exp);
-        let deep = sandbox.host(&["validate", "--deep", path.to_str().unwrap()]).one_line_error().to_string();
+        let deep = sandbox.host(&["validate", "--deep", path.to_str().unwrap()]);
+        assert_ne!(
+            deep.code,
+            0,
+            "{case}: validate --deep accepted it: {}\n{}",
+            deep.stdout,
+            fs::read_to_string(&path).unwrap()
+        );
+        let deep = deep.one_line_error().to_string();
         let run = sandbox.host(&["run", path.to_str().unwrap(), "--no-progress"]).one_line_error().to_string();
         assert_eq!(deep, run, "{case}");
         assert!(run.contains(&expected), "{case}: {run}");

@@ -307,6 +307,14 @@ impl Optimizer {
             Optimizer::Adamw(s) => s.lr,
         }
     }
+
+    pub fn weight_decay(&self) -> f64 {
+        match self {
+            Optimizer::Sgd(s) => s.weight_decay,
+            Optimizer::Adam(s) => s.weight_decay,
+            Optimizer::Adamw(s) => s.weight_decay,
+        }
+    }
 }
 
 /// Learning rate per epoch, before reduce-on-plateau's factor.

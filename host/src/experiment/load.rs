@@ -69,7 +69,7 @@ fn attribute(mut problem: Problem, overrides: &[String]) -> Problem {
             || problem.path.starts_with(&format!("{set}."))
             || problem.path.starts_with(&format!("{set}["))
     }) {
-        problem.message = format!("{} (set by --set {assignment})", problem.message);
+        problem.message = format!("{} (set by --set {})", problem.message, overrides::shown(assignment));
     }
     problem
 }

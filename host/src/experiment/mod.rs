@@ -50,7 +50,7 @@ pub enum ExperimentError {
     Read { path: PathBuf, cause: std::io::Error },
     #[error("{}: invalid JSON at line {line}, column {column}: {message}", path.display())]
     Json { path: PathBuf, line: usize, column: usize, message: String },
-    #[error("--set {assignment}: {reason}")]
+    #[error("--set {}: {reason}", overrides::shown(assignment))]
     Override { assignment: String, reason: String },
     #[error("{}: {}", path.display(), list(problems))]
     Invalid { path: PathBuf, problems: Vec<Problem> },

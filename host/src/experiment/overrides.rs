@@ -59,6 +59,16 @@ fn place(segments: &[String]) -> String {
     out
 }
 
+/// An override's text as messages show it: whole up to 80 characters, else its start and its
+/// length (a generated value can be megabytes long).
+pub(crate) fn shown(text: &str) -> String {
+    const SHOWN: usize = 80;
+    match text.char_indices().nth(SHOWN) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}... ({} characters)", &text[..end], text.chars().count()),
+    }
+}
+
 /// The value of an override: JSON when it is JSON, else the text as a string. A value that
 /// starts as JSON does (`[`, `{`, `"`) but does not parse, or a number too large for a double
 /// (`1e400`), is refused, saying where the JSON went wrong: read as a string it would only
@@ -72,7 +82,8 @@ fn parse_value(raw: &str) -> Result<Value, String> {
             let looks_like_json = raw.trim_start().starts_with(['[', '{', '"']);
             if looks_like_json {
                 Err(format!(
-                    "the value `{raw}` is not valid JSON: {message} at column {} (a text starting with `[`, `{{` or `\"` is given as a JSON string)",
+                    "the value `{}` is not valid JSON: {message} at column {} (a text starting with `[`, `{{` or `\"` is given as a JSON string)",
+                    shown(raw),
                     e.column()
                 ))
             } else if message.starts_with("number out of range") {
@@ -271,6 +282,10 @@ mod tests {
             ("model.config.x=\"open", "the value `\"open` is not valid JSON: EOF while parsing a string at column 5 (a text starting with `[`, `{` or `\"` is given as a JSON string)"),
             ("model.config.x= [1 2]", "the value ` [1 2]` is not valid JSON: expected `,` or `]` at column 5 (a text starting with `[`, `{` or `\"` is given as a JSON string)"),
             ("model.config.lr=1e400", "the value `1e400` is a number too large for a double (the largest is about 1.8e308)"),
+            (
+                &format!("model.config.x={}", "[".repeat(200)),
+                &format!("the value `{}... (200 characters)` is not valid JSON: recursion limit exceeded at column 128 (a text starting with `[`, `{{` or `\"` is given as a JSON string)", "[".repeat(80)),
+            ),
         ] {
             assert_eq!(apply_override(&mut v, None, assignment).unwrap_err(), error, "{assignment}");
         }

@@ -144,6 +144,19 @@ pub fn check(exp: &Experiment, experiment_dir: &Path, problems: &mut Vec<Problem
         "training.optimizer.lr",
         format!("{} is larger than any learning rate that trains (at most {MAX_LR})", short(lr)),
     );
+    // Weight decay takes lr × weight_decay of every weight each step (SGD and AdamW; Adam's
+    // gradient term is as large): from 1 on, weights are zeroed or flipped and the run diverges.
+    let decay = t.optimizer.weight_decay();
+    check(
+        decay * lr < 1.0,
+        "training.optimizer.weight_decay",
+        format!(
+            "{} with a learning rate of {} takes lr × weight_decay = {} of every weight each step; keep it below 1",
+            short(decay),
+            short(lr),
+            short(decay * lr)
+        ),
+    );
     let mut adam = |betas: &[f64; 2], eps: f64, weight_decay: f64| {
         for (i, b) in betas.iter().enumerate() {
             check((0.0..1.0).contains(b), &format!("training.optimizer.betas[{i}]"), format!("{b} is not in [0, 1)"));
