@@ -1,6 +1,6 @@
 //! `predict RUN_DIR INPUT`: the run's preprocessors and model applied to new samples.
 
-use std::{fmt::Write as _, io::BufRead, path::Path};
+use std::{fmt::Write as _, path::Path};
 
 use anyhow::{bail, Context, Result};
 use gymnos_host::{
@@ -50,7 +50,7 @@ pub fn predict(registry: &Path, args: PredictArgs) -> Result<()> {
 
     let mut dataset = factory.dataset(resolved.dataset())?;
     let raw = dataset.read_inputs(&std::path::absolute(&args.input)?)?;
-    check_finite_inputs(&raw, &args.input, resolved.dataset().config.get("delimiter"))?;
+    check_finite_inputs(&raw, &args.input)?;
     let mut preprocessors =
         factory.preprocessors(&resolved.of_kind(ComponentKind::Preprocessor).collect::<Vec<_>>())?;
     preprocessors.load_states(&tensors)?;
@@ -60,7 +60,7 @@ pub fn predict(registry: &Path, args: PredictArgs) -> Result<()> {
     model.load_state(checkpoint::with_prefix(&tensors, "model."))?;
 
     let out = forward_in_batches(&mut model, &x, exp.training.eval_batch_size as i64, placement.device, None)?;
-    if let Some((row, value)) = first_non_finite(&out)? {
+    if let Some((row, value)) = non_finite_value(&out) {
         bail!(
             "{}: the model's output for row {} of {} is {value}, not a finite number (its weights, or the \
              inputs once preprocessed, are too large or not numbers); no predictions written",
@@ -110,69 +110,25 @@ fn missing_weights(run_dir: &Path, weights: &Path, best: bool) -> String {
     }
 }
 
-/// The first value of `t` (by sample, then feature) that is NaN or infinite: its (sample,
-/// feature) and the value; `None` when all are finite (or `t` holds no floating point).
-fn first_non_finite(t: &Tensor) -> Result<Option<((i64, i64), f64)>> {
-    if !t.is_floating_point() || t.numel() == 0 {
-        return Ok(None);
-    }
-    let flat = t.reshape([t.size()[0], -1]);
-    let bad = flat.isfinite().logical_not();
-    if !bool::try_from(bad.any())? {
-        return Ok(None);
-    }
-    let at = bad.nonzero().get(0);
-    let (row, column) = (at.int64_value(&[0]), at.int64_value(&[1]));
-    Ok(Some(((row, column), flat.double_value(&[row, column]))))
+/// Refuses inputs that are not finite numbers, which would give predictions of NaN: named by the
+/// input file and the sample and feature as the data set read them. Where in the file the value
+/// stands is the data set's to say (its `read_inputs` knows the format; `csv` refuses such a
+/// cell itself, by line and column); this catches what a data set lets through.
+fn check_finite_inputs(raw: &Tensor, input: &Path) -> Result<()> {
+    let Some(((row, feature), value)) = non_finite_value(raw) else { return Ok(()) };
+    bail!(
+        "{}: sample {} of what the data set read, feature {}: {value} is not a finite number; predictions need \
+         finite inputs",
+        input.display(),
+        row + 1,
+        feature + 1
+    )
 }
 
-/// Refuses inputs that are not finite numbers (`nan`, `inf`, `1e400` in a CSV), which would
-/// give predictions of NaN: the error names the input file and, when the file is text and the
-/// cell is found in it, its line and column, else the sample and feature as read.
-fn check_finite_inputs(raw: &Tensor, input: &Path, delimiter: Option<&Value>) -> Result<()> {
-    let Some(((row, feature), value)) = first_non_finite(raw)? else { return Ok(()) };
-    let delimiters: Vec<char> = match delimiter.and_then(Value::as_str).map(|d| d.chars().collect::<Vec<_>>()) {
-        Some(d) if d.len() == 1 => d,
-        _ => vec![',', ';', '\t'],
-    };
-    // A cell beyond the tensor's range became an infinity when it was read.
-    let largest = match raw.kind() {
-        // The largest finite half-precision float.
-        Kind::Half => 65504.0,
-        Kind::BFloat16 | Kind::Float => f64::from(f32::MAX),
-        _ => f64::MAX,
-    };
-    match non_finite_cell(input, &delimiters, largest) {
-        Some((line, column, cell)) => bail!(
-            "{}: line {line}, column {column}: `{cell}` is not a finite number (NaN, an infinity, or too large); \
-             predictions need finite inputs",
-            input.display()
-        ),
-        None => bail!(
-            "{}: row {} of its samples, feature {}: {value} is not a finite number; predictions need finite inputs",
-            input.display(),
-            row + 1,
-            feature + 1
-        ),
-    }
-}
-
-/// The first cell of a text file that reads as a number but not a finite one (`nan`, `-inf`,
-/// `1e400`, or a number beyond `largest`): its line, its column (both from 1) and its text.
-/// `None` for a file that is not text, or has no such cell.
-fn non_finite_cell(path: &Path, delimiters: &[char], largest: f64) -> Option<(usize, usize, String)> {
-    let file = std::fs::File::open(path).ok()?;
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.ok()?;
-        let line = line.strip_prefix('\u{feff}').unwrap_or(&line);
-        for (c, cell) in line.split(delimiters).enumerate() {
-            let text = cell.trim().trim_matches('"').trim();
-            if text.parse::<f64>().is_ok_and(|v| !v.is_finite() || v.abs() > largest) {
-                return Some((i + 1, c + 1, text.to_string()));
-            }
-        }
-    }
-    None
+/// The first value of `t` that is NaN or infinite, by (sample, feature), and the value.
+fn non_finite_value(t: &Tensor) -> Option<((i64, i64), f64)> {
+    let (row, column) = crate::data::first_non_finite(t)?;
+    Some(((row, column), t.reshape([t.size()[0], -1]).double_value(&[row, column])))
 }
 
 fn to_rows(out: &Tensor, task: Task, class_names: &[String]) -> Result<Vec<Value>> {
@@ -226,24 +182,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_cell_that_is_no_finite_number_is_found_by_line_and_column() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.csv");
-        std::fs::write(&path, "\u{feff}a,b,c\n1,2,3\n\n4, \"-Infinity\" ,nan\n").unwrap();
-        assert_eq!(non_finite_cell(&path, &[','], f64::MAX), Some((4, 2, "-Infinity".into())));
-        std::fs::write(&path, "1;2\n3;1e39\n").unwrap();
-        assert_eq!(non_finite_cell(&path, &[';'], f64::MAX), None);
-        assert_eq!(non_finite_cell(&path, &[';'], f64::from(f32::MAX)), Some((2, 2, "1e39".into())));
-        assert_eq!(non_finite_cell(&dir.path().join("none"), &[','], f64::MAX), None);
-    }
-
-    #[test]
-    fn the_first_value_that_is_no_finite_number_is_found_by_sample_and_feature() {
+    fn the_first_value_that_is_no_finite_number_is_found_with_its_value() {
         let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0, f32::NAN, 5.0, f32::INFINITY]).view([3, 2]);
-        let ((row, feature), value) = first_non_finite(&t).unwrap().unwrap();
+        let ((row, feature), value) = non_finite_value(&t).unwrap();
         assert_eq!((row, feature), (1, 1));
         assert!(value.is_nan());
-        assert_eq!(first_non_finite(&Tensor::from_slice(&[1i64, 2]).view([2, 1])).unwrap(), None);
-        assert_eq!(first_non_finite(&Tensor::from_slice(&[1.0f64, 2.0]).view([1, 2])).unwrap(), None);
+        let t = Tensor::from_slice(&[1.0f64, f64::NEG_INFINITY]).view([2, 1]);
+        assert_eq!(non_finite_value(&t), Some(((1, 0), f64::NEG_INFINITY)));
+        assert_eq!(non_finite_value(&Tensor::from_slice(&[1i64, 2]).view([2, 1])), None);
     }
 }
